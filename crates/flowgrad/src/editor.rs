@@ -1,0 +1,333 @@
+//! The FlowGrad editor: one gradient-descent iteration on the controls per call.
+
+use std::marker::PhantomData;
+
+use burn::tensor::{Tensor, backend::AutodiffBackend};
+
+use crate::backprop::decomposed_backprop;
+use crate::error::{FlowGradError, Result};
+use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff};
+use crate::params::{ControlSharing, EditParams, Selection};
+use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
+use crate::straightness::{Grid, straightness};
+use crate::tensor_util::{from_vec, to_vec};
+use crate::trajectory::{TimeGrid, encode, simulate};
+
+/// The result of a finished edit.
+#[derive(Debug, Clone)]
+pub struct EditOutcome<B: AutodiffBackend> {
+    /// The edited images x_1, `[B, C, H, W]`.
+    pub images: Tensor<B, 4>,
+    /// The controls that produced them.
+    pub controls: HostTensor,
+    /// Which iteration's controls were selected (M = the final ones).
+    pub selected_iteration: usize,
+    /// Objective of the selected controls.
+    pub objective: f64,
+}
+
+/// Per-image loss parts of a batch, as tensors (differentiable in x_1).
+struct LossParts<B: AutodiffBackend> {
+    guidance: Tensor<B, 1>,
+    faithfulness: Tensor<B, 1>,
+    weighted: Tensor<B, 1>,
+}
+
+/// Runs FlowGrad on a velocity field with a guidance loss; stateless between calls, so any
+/// worker can continue a [`ControlState`] that another one checkpointed.
+pub struct Editor<B: AutodiffBackend, F, G> {
+    field: F,
+    guidance: G,
+    params: EditParams,
+    device: B::Device,
+    _backend: PhantomData<B>,
+}
+
+impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
+    /// Validates `params` and builds an editor on `device`.
+    pub fn new(field: F, guidance: G, params: EditParams, device: B::Device) -> Result<Self> {
+        params.validate()?;
+        Ok(Self { field, guidance, params, device, _backend: PhantomData })
+    }
+
+    /// The parameters in force.
+    pub fn params(&self) -> &EditParams {
+        &self.params
+    }
+
+    /// The velocity field.
+    pub fn field(&self) -> &F {
+        &self.field
+    }
+
+    /// The device tensors are created on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The simulation time grid.
+    pub fn time_grid(&self) -> TimeGrid {
+        TimeGrid::new(self.params.steps, self.params.time_eps)
+    }
+
+    /// Fingerprint of this editor applied to `original` with `seed` and `stream`.
+    pub fn fingerprint(&self, original: &HostTensor, seed: u64, stream: u64) -> String {
+        let params = serde_json::to_string(&self.params).expect("params serialise");
+        digest_parts(&[
+            &self.field.fingerprint(),
+            &self.guidance.fingerprint(),
+            &params,
+            &format!("{:?}", original.shape),
+            &digest_f32(&original.values),
+            &seed.to_string(),
+            &stream.to_string(),
+        ])
+    }
+
+    /// Encodes `original` (`[B, C, H, W]`) to noise and returns the state before iteration 0
+    /// (all controls zero). `stream` separates the randomness of different images or tasks.
+    pub fn start(&self, original: Tensor<B, 4>, seed: u64, stream: u64) -> Result<ControlState> {
+        let [b, c, h, w] = original.dims();
+        if b == 0 || c == 0 || h == 0 || w == 0 {
+            return Err(FlowGradError::ShapeMismatch {
+                what: "input images",
+                expected: vec![1, 1, 1, 1],
+                actual: vec![b, c, h, w],
+            });
+        }
+        let x0 = self.encode(original.clone());
+        let control_batch = self.control_batch(b);
+        let controls = HostTensor {
+            shape: vec![self.params.steps, control_batch, c, h, w],
+            values: vec![0.0; self.params.steps * control_batch * c * h * w],
+        };
+        let original = HostTensor::from_tensor(original);
+        Ok(ControlState {
+            iteration: 0,
+            controls,
+            x0: HostTensor::from_tensor(x0),
+            fingerprint: self.fingerprint(&original, seed, stream),
+            original,
+            history: vec![],
+            best: None,
+            seed,
+            stream,
+        })
+    }
+
+    /// True once every iteration of the parameters has run.
+    pub fn is_finished(&self, state: &ControlState) -> bool {
+        state.iteration >= self.params.iterations
+    }
+
+    /// Runs exactly one FlowGrad iteration: simulate, loss, straightness, grid, decomposed
+    /// back-propagation, gradient step on the controls. Updates `state` in place.
+    pub fn step(&self, state: &mut ControlState) -> Result<IterationRecord> {
+        self.check(state)?;
+        if self.is_finished(state) {
+            return Err(FlowGradError::AlreadyFinished(self.params.iterations));
+        }
+        let iteration = state.iteration;
+        let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
+        let (x0, original) = (state.x0.to_tensor::<B, 4>(&self.device)?, state.original.to_tensor::<B, 4>(&self.device)?);
+        let batch = x0.dims()[0];
+        let controls = self.control_tensors(&state.controls, batch);
+        let time = self.time_grid();
+        let trajectory = simulate(&self.field, x0, Some(&controls), &time, self.params.mode);
+
+        let x1 = trajectory.last().detach().require_grad();
+        let parts = self.loss_parts(x1.clone(), original, &ctx);
+        let grads = parts.weighted.clone().sum().backward();
+        let grad_x1 = Tensor::from_inner(x1.grad(&grads).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?);
+
+        let s = straightness(&trajectory.velocities, self.params.mode);
+        let grid = if self.params.xi == 0.0 && self.params.mode == crate::params::Mode::Paper {
+            Grid::uniform(self.params.steps)
+        } else {
+            Grid::build(&s.s, self.params.xi, self.params.mode)
+        };
+        let gradient = decomposed_backprop(&self.field, &trajectory, Some(&controls), &grid, &time, grad_x1, self.params.mode);
+
+        let record = self.record(iteration, &parts, &state.controls, grid.len())?;
+        let previous = state.controls.clone();
+        let updated = self.update_controls(&state.controls, &gradient.per_step);
+        if updated.values.iter().any(|v| !v.is_finite()) {
+            return Err(FlowGradError::NonFinite { what: "controls", iteration });
+        }
+        self.track_best(state, iteration, record.objective, previous);
+        state.controls = updated;
+        state.history.push(record.clone());
+        state.iteration += 1;
+        Ok(record)
+    }
+
+    /// Simulates the final controls, selects best or last, and returns the edited images.
+    pub fn finish(&self, state: &ControlState) -> Result<EditOutcome<B>> {
+        self.check(state)?;
+        let original = state.original.to_tensor::<B, 4>(&self.device)?;
+        let ctx = GuidanceContext { iteration: state.iteration, seed: state.iteration_seed(state.iteration) };
+        let images = self.decode(state, &state.controls)?;
+        let parts = self.loss_parts(images.clone(), original, &ctx);
+        let objective = crate::tensor_util::scalar(parts.weighted.sum()) + self.params.lambda as f64 * energy(&state.controls);
+        let final_outcome = EditOutcome {
+            images: images.detach(),
+            controls: state.controls.clone(),
+            selected_iteration: state.iteration,
+            objective,
+        };
+        match (&state.best, self.params.selection) {
+            (Some(best), Selection::Best) if best.objective < objective => Ok(EditOutcome {
+                images: self.decode(state, &best.controls)?.detach(),
+                controls: best.controls.clone(),
+                selected_iteration: best.iteration,
+                objective: best.objective,
+            }),
+            _ => Ok(final_outcome),
+        }
+    }
+
+    /// Runs the remaining iterations, calling `on_iteration` after each, then [`Editor::finish`].
+    pub fn run(
+        &self,
+        state: &mut ControlState,
+        mut on_iteration: impl FnMut(&ControlState, &IterationRecord),
+    ) -> Result<EditOutcome<B>> {
+        while !self.is_finished(state) {
+            let record = self.step(state)?;
+            on_iteration(state, &record);
+        }
+        self.finish(state)
+    }
+
+    /// Encodes images into noise x_0 with the parameters' solver and steps.
+    pub fn encode(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        let grid = TimeGrid::new(self.params.encoder_steps(), self.params.time_eps);
+        encode(&self.field, images.detach(), &grid, self.params.encode_solver)
+    }
+
+    /// Encodes `images` and decodes them with `controls` (`[N, 1 or B, C, H, W]`), no optimisation.
+    pub fn apply_controls(&self, images: Tensor<B, 4>, controls: &HostTensor) -> Result<Tensor<B, 4>> {
+        let [b, c, h, w] = images.dims();
+        let n = self.params.steps;
+        if controls.shape.len() != 5
+            || controls.shape[0] != n
+            || !(controls.shape[1] == 1 || controls.shape[1] == b)
+            || controls.shape[2..] != [c, h, w]
+        {
+            return Err(FlowGradError::ShapeMismatch {
+                what: "controls",
+                expected: vec![n, 1, c, h, w],
+                actual: controls.shape.clone(),
+            });
+        }
+        let x0 = self.encode(images);
+        let controls = self.control_tensors(controls, b);
+        Ok(simulate(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last().detach())
+    }
+
+    /// Decodes the state's x_0 with the given controls (uncontrolled when all are zero).
+    pub fn decode(&self, state: &ControlState, controls: &HostTensor) -> Result<Tensor<B, 4>> {
+        let x0 = state.x0.to_tensor::<B, 4>(&self.device)?;
+        let batch = x0.dims()[0];
+        let controls = self.control_tensors(controls, batch);
+        Ok(simulate(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last())
+    }
+
+    fn control_batch(&self, batch: usize) -> usize {
+        match self.params.sharing {
+            ControlSharing::PerImage => batch,
+            ControlSharing::Shared => 1,
+        }
+    }
+
+    fn check(&self, state: &ControlState) -> Result<()> {
+        let expected = self.fingerprint(&state.original, state.seed, state.stream);
+        if expected != state.fingerprint {
+            return Err(FlowGradError::FingerprintMismatch { expected, found: state.fingerprint.clone() });
+        }
+        let [b, c, h, w]: [usize; 4] = state.x0.shape.clone().try_into().map_err(|_| FlowGradError::ShapeMismatch {
+            what: "x0",
+            expected: vec![0; 4],
+            actual: state.x0.shape.clone(),
+        })?;
+        let want = vec![self.params.steps, self.control_batch(b), c, h, w];
+        for (what, shape) in [("controls", &state.controls.shape), ("original", &state.original.shape)] {
+            let expected = if what == "controls" { want.clone() } else { vec![b, c, h, w] };
+            if *shape != expected {
+                return Err(FlowGradError::ShapeMismatch { what, expected, actual: shape.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// One `[B, C, H, W]` tensor per step, broadcast to the batch when shared.
+    fn control_tensors(&self, controls: &HostTensor, batch: usize) -> Vec<Tensor<B, 4>> {
+        let [n, cb, c, h, w]: [usize; 5] = controls.shape.clone().try_into().expect("checked shape");
+        let per_step = cb * c * h * w;
+        (0..n)
+            .map(|k| {
+                let u: Tensor<B, 4> =
+                    from_vec(controls.values[k * per_step..(k + 1) * per_step].to_vec(), [cb, c, h, w], &self.device);
+                if cb == batch { u } else { u.expand([batch, c, h, w]) }
+            })
+            .collect()
+    }
+
+    fn loss_parts(&self, x1: Tensor<B, 4>, original: Tensor<B, 4>, ctx: &GuidanceContext) -> LossParts<B> {
+        let guidance = self.guidance.loss(x1.clone(), ctx);
+        let faithfulness = mean_abs_diff(x1, original);
+        let eta = self.params.eta;
+        let weighted = guidance.clone() * eta + faithfulness.clone() * (1.0 - eta);
+        LossParts { guidance, faithfulness, weighted }
+    }
+
+    fn record(&self, iteration: usize, parts: &LossParts<B>, controls: &HostTensor, segments: usize) -> Result<IterationRecord> {
+        let per_image: Vec<f64> = to_vec(parts.weighted.clone()).into_iter().map(f64::from).collect();
+        let energy = energy(controls);
+        let objective = per_image.iter().sum::<f64>() + self.params.lambda as f64 * energy;
+        if !objective.is_finite() {
+            return Err(FlowGradError::NonFinite { what: "objective", iteration });
+        }
+        Ok(IterationRecord {
+            iteration,
+            objective,
+            guidance: to_vec(parts.guidance.clone()).iter().map(|&v| f64::from(v)).sum(),
+            faithfulness: to_vec(parts.faithfulness.clone()).iter().map(|&v| f64::from(v)).sum(),
+            energy,
+            per_image,
+            segments,
+        })
+    }
+
+    /// u ← u − α(∂L/∂u + 2λu), summing over the batch for shared controls.
+    fn update_controls(&self, controls: &HostTensor, per_step: &[Tensor<B, 4>]) -> HostTensor {
+        let shared = self.params.sharing == ControlSharing::Shared;
+        let grads: Vec<Tensor<B, 4>> = per_step
+            .iter()
+            .map(|g| if shared { g.clone().sum_dim(0) } else { g.clone() })
+            .collect();
+        let grad = to_vec(Tensor::cat(grads, 0).inner());
+        let (alpha, lambda) = (self.params.step_size, self.params.lambda);
+        let values = controls
+            .values
+            .iter()
+            .zip(&grad)
+            .map(|(&u, &g)| u - alpha * (g + 2.0 * lambda * u))
+            .collect();
+        HostTensor { shape: controls.shape.clone(), values }
+    }
+
+    fn track_best(&self, state: &mut ControlState, iteration: usize, objective: f64, controls: HostTensor) {
+        if self.params.selection != Selection::Best {
+            return;
+        }
+        if state.best.as_ref().is_none_or(|b| objective < b.objective) {
+            state.best = Some(BestControls { iteration, objective, controls });
+        }
+    }
+}
+
+/// Σ‖u‖² over all controls.
+pub fn energy(controls: &HostTensor) -> f64 {
+    controls.values.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+}

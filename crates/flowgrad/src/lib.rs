@@ -1,0 +1,27 @@
+//! FlowGrad: edit the output of a frozen generative ODE by optimising per-step controls with
+//! gradients from decomposed back-propagation on a non-uniform, straightness-adaptive grid.
+//!
+//! Pure algorithm: no I/O, no threads of its own, generic over burn backends
+//! (`Autodiff<Flex>` on CPU, `Autodiff<Cuda>` on NVIDIA GPUs).
+
+pub mod analytic;
+pub mod backprop;
+pub mod direction;
+pub mod editor;
+pub mod error;
+pub mod field;
+pub mod params;
+pub mod state;
+pub mod straightness;
+pub mod tensor_util;
+pub mod trajectory;
+
+pub use backprop::{DecomposedGradient, FullGradient, decomposed_backprop, full_backprop, velocity_vjp};
+pub use direction::GlobalDirection;
+pub use editor::{EditOutcome, Editor, energy};
+pub use error::{FlowGradError, Result};
+pub use field::{Guidance, GuidanceContext, MseToTarget, VelocityField, mean_abs_diff};
+pub use params::{ControlSharing, EditParams, Mode, Selection};
+pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
+pub use straightness::{Grid, Straightness, straightness, straightness_from_sums};
+pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate};

@@ -1,0 +1,140 @@
+//! Edit parameters (paper defaults) and their validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, invalid};
+use crate::trajectory::Solver;
+
+/// Which behaviour FlowGrad follows where the paper and the original code differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// As the paper writes it: x_{k+1} = x_k + (1/N)(v(x_k) + u_k); straightness one-sided at the
+    /// ends; a segment grows while the straightness of the steps after its start stays below ξ.
+    #[default]
+    Paper,
+    /// As gnobitab/FlowGrad computes it: u_k is added to the state before the velocity is evaluated
+    /// (x_{k+1} = x_k + u_k + v(x_k + u_k)/N); straightness wraps around at k = 0 and is one-sided
+    /// at k = N−1; a segment closes once its running sum is strictly above ξ (or at the last step).
+    Reference,
+}
+
+/// How the controls of a batch are shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlSharing {
+    /// One control sequence per image (ordinary editing).
+    #[default]
+    PerImage,
+    /// One control sequence shared by the whole batch: a global semantic direction.
+    Shared,
+}
+
+/// Which controls an edit returns at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// The controls with the lowest objective seen (including the final ones).
+    #[default]
+    Best,
+    /// The controls after the last update (what the original code returns).
+    Last,
+}
+
+/// All FlowGrad hyper-parameters. `Default` gives the paper's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EditParams {
+    /// N: Euler steps of the generative ODE.
+    pub steps: usize,
+    /// M: gradient-descent iterations.
+    pub iterations: usize,
+    /// α: gradient-descent step size.
+    pub step_size: f32,
+    /// η: weight of the guidance loss; 1 − η weighs faithfulness (L1 to the input).
+    pub eta: f32,
+    /// λ: weight of the control energy Σ‖u_k‖².
+    pub lambda: f32,
+    /// ξ: straightness threshold of the non-uniform grid (0 = every Euler step, exact gradient).
+    pub xi: f32,
+    /// Paper or reference-code behaviour.
+    pub mode: Mode,
+    /// Per-image controls or one shared direction.
+    pub sharing: ControlSharing,
+    /// Best or last controls as the result.
+    pub selection: Selection,
+    /// Start time ε of the grid t_k = ε + (1 − ε)·k/N (models that divide by t need ε > 0).
+    pub time_eps: f32,
+    /// Solver used to encode the input image into noise.
+    pub encode_solver: Solver,
+    /// Steps of the encoder; `None` uses N (needed for `inverse_euler` to invert the decoder exactly).
+    pub encode_steps: Option<usize>,
+}
+
+impl Default for EditParams {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            iterations: 10,
+            step_size: 10.0,
+            eta: 0.7,
+            lambda: 1e-3,
+            xi: 5e-3,
+            mode: Mode::Paper,
+            sharing: ControlSharing::PerImage,
+            selection: Selection::Best,
+            time_eps: 1e-3,
+            encode_solver: Solver::InverseEuler { iterations: 4 },
+            encode_steps: None,
+        }
+    }
+}
+
+impl EditParams {
+    /// Checks every parameter and returns the first violation as a clear error.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            return Err(invalid("steps", "N must be at least 1, got 0"));
+        }
+        if self.encode_steps == Some(0) {
+            return Err(invalid("encode_steps", "must be at least 1, got 0"));
+        }
+        finite_non_negative("step_size", self.step_size)?;
+        finite_non_negative("lambda", self.lambda)?;
+        finite_non_negative("xi", self.xi)?;
+        if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
+            return Err(invalid("eta", format!("must lie in [0, 1], got {}", self.eta)));
+        }
+        if !(self.time_eps.is_finite() && (0.0..1.0).contains(&self.time_eps)) {
+            return Err(invalid(
+                "time_eps",
+                format!("must lie in [0, 1), got {}", self.time_eps),
+            ));
+        }
+        if let Solver::InverseEuler { iterations: 0 } = self.encode_solver {
+            return Err(invalid(
+                "encode_solver",
+                "inverse_euler needs at least 1 fixed-point iteration",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Steps the encoder takes.
+    pub fn encoder_steps(&self) -> usize {
+        self.encode_steps.unwrap_or(self.steps)
+    }
+
+    /// Euler step size h = 1/N.
+    pub fn dt(&self) -> f32 {
+        1.0 / self.steps as f32
+    }
+}
+
+fn finite_non_negative(name: &'static str, value: f32) -> Result<()> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(name, format!("must be finite and ≥ 0, got {value}")))
+    }
+}

@@ -1,0 +1,39 @@
+//! Parameter validation: the defaults are the paper's and every bad value is named.
+
+use flowgrad::{EditParams, FlowGradError, Solver};
+
+fn rejected(params: EditParams, name: &str) {
+    match params.validate() {
+        Err(FlowGradError::InvalidParameter { name: got, .. }) => assert_eq!(got, name),
+        other => panic!("expected `{name}` to be rejected, got {other:?}"),
+    }
+}
+
+#[test]
+fn paper_defaults() {
+    let p = EditParams::default();
+    assert_eq!((p.steps, p.iterations), (100, 10));
+    assert_eq!((p.step_size, p.eta, p.lambda, p.xi), (10.0, 0.7, 1e-3, 5e-3));
+    p.validate().unwrap();
+}
+
+#[test]
+fn bad_values_are_rejected_with_their_name() {
+    rejected(EditParams { steps: 0, ..Default::default() }, "steps");
+    rejected(EditParams { step_size: f32::NAN, ..Default::default() }, "step_size");
+    rejected(EditParams { step_size: f32::INFINITY, ..Default::default() }, "step_size");
+    rejected(EditParams { xi: -1e-3, ..Default::default() }, "xi");
+    rejected(EditParams { lambda: -1.0, ..Default::default() }, "lambda");
+    rejected(EditParams { eta: 1.5, ..Default::default() }, "eta");
+    rejected(EditParams { time_eps: 1.0, ..Default::default() }, "time_eps");
+    rejected(EditParams { encode_steps: Some(0), ..Default::default() }, "encode_steps");
+    rejected(EditParams { encode_solver: Solver::InverseEuler { iterations: 0 }, ..Default::default() }, "encode_solver");
+}
+
+#[test]
+fn unknown_fields_are_rejected_in_json() {
+    let err = serde_json::from_str::<EditParams>(r#"{"stepz": 3}"#).unwrap_err();
+    assert!(err.to_string().contains("stepz"), "{err}");
+    let p: EditParams = serde_json::from_str(r#"{"steps": 20, "xi": 0.01}"#).unwrap();
+    assert_eq!((p.steps, p.xi, p.iterations), (20, 0.01, 10));
+}

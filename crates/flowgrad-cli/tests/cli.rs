@@ -1,0 +1,80 @@
+//! The `flowgrad` binary end to end: parity exit codes, the demo, the benchmark smoke run.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn flowgrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
+}
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("FLOWGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn parity_flowgrad_passes_on_the_shipped_fixture() {
+    let dir = fixtures().join("flowgrad");
+    let out = flowgrad(&["parity", "flowgrad", dir.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(" 0 failed"), "{text}");
+    assert!(text.contains("seg_starts/seg_lengths"), "{text}");
+}
+
+#[test]
+fn parity_flowgrad_exits_non_zero_above_tolerance() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("flowgrad");
+    std::fs::copy(source.join("data.safetensors"), dir.path().join("data.safetensors")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap()).unwrap();
+    config["eps"] = serde_json::json!(2e-3);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let out = flowgrad(&["parity", "flowgrad", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).lines().any(|l| l.starts_with("t_unit") && l.ends_with("FAIL")), "{}", stdout(&out));
+    // a config that contradicts its tensors is a malformed set: exit 2 with the reason
+    config["N"] = serde_json::json!(config["N"].as_u64().unwrap() + 1);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let out = flowgrad(&["parity", "flowgrad", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json says N"));
+}
+
+#[test]
+fn parity_flowgrad_reports_a_missing_set_clearly() {
+    let out = flowgrad(&["parity", "flowgrad", "/nonexistent/fixture"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/fixture/config.json"), "{err}");
+}
+
+#[test]
+fn demo_edits_and_resumes_bit_identically() {
+    let out = flowgrad(&["demo", "--steps", "20", "--iterations", "4"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("bit-identical = true"), "{text}");
+}
+
+#[test]
+fn demo_rejects_bad_parameters() {
+    let out = flowgrad(&["demo", "--steps", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid parameter `steps`"));
+}
+
+#[test]
+fn table1_benchmark_runs_and_prints_its_summary() {
+    let out = flowgrad(&["bench", "table1", "--quick", "--steps", "8", "--size", "8", "--hidden", "4"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    let summary = text.lines().find(|l| l.starts_with("table1: vjp_ratio=")).unwrap_or_else(|| panic!("{text}"));
+    let cosine: f64 = summary.rsplit("cosine=").next().unwrap().parse().unwrap();
+    assert!(cosine > 0.9, "{summary}");
+}

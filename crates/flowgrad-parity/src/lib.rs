@@ -1,0 +1,11 @@
+//! Parity with the original PyTorch implementation: reads fixture sets in the layout of
+//! `shared/fixtures/FORMAT.md` (any seed, size, N or ξ) and reports the largest error of every
+//! quantity this port can recompute, against the recommended tolerances.
+
+pub mod fixture;
+pub mod flowgrad_set;
+pub mod report;
+
+pub use fixture::{FixtureError, TensorFile};
+pub use flowgrad_set::check_flowgrad;
+pub use report::{Check, Outcome, ParityReport};

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs and starts everything the test suite needs, then runs it (the README's test command;
+# .ci/run calls this script). Safe to re-run: every step skips what is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '\n== %s\n' "$*"; }
+
+# Build outputs outside the clone survive between runs on the same machine.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/flowgrad-target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export FLOWGRAD_FIXTURES=${FLOWGRAD_FIXTURES:-$ROOT/../shared/fixtures}
+
+log "system packages"
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+log "tools"
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+[ -f "$FLOWGRAD_FIXTURES/FORMAT.md" ] || { echo "parity fixtures not found at $FLOWGRAD_FIXTURES (set FLOWGRAD_FIXTURES)"; exit 1; }
+
+log "CUDA feature compiles (no GPU needed); no LLVM download in its tree"
+if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features cuda 2>/dev/null | grep -q tracel; then
+  echo "tracel-llvm-bundler is in the CUDA dependency tree: it downloads LLVM at build time"; exit 1
+fi
+cargo check --locked -p flowgrad-cli --features cuda
+
+log "tests"
+cargo nextest run --locked --workspace --no-fail-fast "$@"

@@ -1,0 +1,17 @@
+//! Networks for FlowGrad: velocity fields (the generative ODEs) and guidance models, with their
+//! weight loading. Everything here is generic over burn backends.
+
+pub mod classifier;
+pub mod conv;
+pub mod fashion;
+pub mod time_embedding;
+pub mod unet;
+pub mod weights;
+
+pub use classifier::{
+    ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy,
+};
+pub use conv::{ConvField, ConvFieldConfig};
+pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
+pub use unet::{UNet, UNetConfig};
+pub use weights::{WeightsError, load, load_classifier, load_flow, load_judge, save, weights_digest};

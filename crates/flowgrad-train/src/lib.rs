@@ -1,0 +1,48 @@
+//! Seeded, resumable training of the bundled FlowGrad models on Fashion-MNIST, their evaluation,
+//! and the model card.
+//!
+//! Public entry points (all write into `out_dir`, usually `assets/`):
+//!
+//! ```text
+//! pub fn train_flow(cfg: &FlowTrainConfig, out_dir: &Path) -> anyhow::Result<FlowReport>
+//!     // flow.safetensors, flow.config.json, samples.png, flow.report.json
+//! pub fn train_classifier(cfg: &ClassifierTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport>
+//!     // classifier.safetensors, classifier.config.json, classifier.report.json
+//! pub fn train_judge(cfg: &JudgeTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport>
+//!     // judge.safetensors, judge.config.json, judge.report.json
+//! pub fn write_model_card(out_dir: &Path, command: &str, total_wall_s: Option<f64>) -> anyhow::Result<PathBuf>
+//!     // MODEL_CARD.md and metrics.json from the *.report.json files present
+//! ```
+//!
+//! Every config is serde with defaults (`FlowTrainConfig::default()` etc.); the shared loop
+//! settings live in `cfg.run` ([`LoopConfig`]: `steps`, `batch`, `lr`, `warmup`, `seed`,
+//! `checkpoint_every`, `resume`, `data_dir`). With `cfg.run.resume = true` a run continues from
+//! `out_dir/checkpoints/{flow,classifier,judge}/` (model, Adam state, step, seed); batches, noise
+//! and times of step k depend only on (seed, k), so a resumed run matches an uninterrupted one.
+//! Training runs on `Autodiff<Flex>` (CPU).
+
+pub mod card;
+pub mod classify;
+pub mod data;
+pub mod eval;
+pub mod flow;
+pub mod trainer;
+
+use std::path::Path;
+
+use anyhow::Context;
+use burn::backend::{Autodiff, Flex};
+
+pub use card::write_model_card;
+pub use classify::{ClassifierReport, ClassifierTrainConfig, JudgeTrainConfig, SupervisedConfig, train_classifier, train_judge};
+pub use flow::{FlowReport, FlowTrainConfig, train_flow};
+pub use trainer::LoopConfig;
+
+/// The backend models are trained on.
+pub type TrainBackend = Autodiff<Flex>;
+/// The backend trained models are evaluated on.
+pub type EvalBackend = Flex;
+
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+}

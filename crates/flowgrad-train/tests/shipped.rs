@@ -1,0 +1,62 @@
+//! The shipped weights in `assets/` load strictly and reproduce their documented numbers.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Flex;
+use flowgrad::VelocityField;
+use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
+use flowgrad_models::{ImageClassifier, load_classifier, load_flow, load_judge, weights_digest};
+use flowgrad_train::classify::SUBSET;
+use flowgrad_train::data::{normal, step_rng, tensor};
+use flowgrad_train::eval::accuracy;
+
+/// Allowed drop below the documented subset accuracy.
+const MARGIN: f64 = 0.02;
+
+fn assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets")
+}
+
+fn documented(name: &str, field: &str) -> f64 {
+    let text = std::fs::read_to_string(assets().join("metrics.json")).expect("assets/metrics.json");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json[name][field].as_f64().unwrap_or_else(|| panic!("metrics.json lacks {name}.{field}"))
+}
+
+fn check_accuracy<C: ImageClassifier<Flex>>(name: &str, model: &C) {
+    let test = FashionMnist::load(Path::new(DEFAULT_DIR), Split::Test).unwrap();
+    let subset: Vec<usize> = (0..SUBSET).collect();
+    let acc = accuracy(model, &test, &subset, 250, &Default::default());
+    let doc = documented(name, "subset_accuracy");
+    assert!(acc >= doc - MARGIN, "{name}: accuracy {acc:.4} on {SUBSET} test images, documented {doc:.4}");
+    assert!(documented(name, "test_accuracy") >= 0.88, "{name}: documented full-test accuracy below 88%");
+}
+
+#[test]
+fn shipped_classifier_reproduces_its_accuracy() {
+    let model = load_classifier::<Flex>(&assets(), &Default::default()).unwrap();
+    check_accuracy("classifier", &model);
+}
+
+#[test]
+fn shipped_judge_reproduces_its_accuracy() {
+    let model = load_judge::<Flex>(&assets(), &Default::default()).unwrap();
+    check_accuracy("judge", &model);
+}
+
+#[test]
+fn shipped_flow_predicts_velocities() {
+    let device = Default::default();
+    let model = load_flow::<Flex>(&assets(), &device).unwrap();
+    assert!(model.fingerprint().ends_with(&weights_digest(&model)));
+    // Regression MSE at t = ½ on test images: a trained field beats predicting zero by far.
+    let test = FashionMnist::load(Path::new(DEFAULT_DIR), Split::Test).unwrap();
+    let x1 = test.images::<Flex>(&(0..8).collect::<Vec<_>>(), &device);
+    let x0 = tensor(normal(&mut step_rng(5, 0), 8 * 32 * 32), [8, 1, 32, 32], &device);
+    let target = x1.clone() - x0.clone();
+    let xt = (x1 + x0) * 0.5;
+    let v = model.velocity(xt, tensor(vec![0.5; 8], [8], &device));
+    let mse: f32 = (v - target.clone()).powi_scalar(2).mean().into_scalar();
+    let zero: f32 = target.powi_scalar(2).mean().into_scalar();
+    assert!(mse < 0.5 * zero, "flow MSE {mse} vs zero-prediction {zero}");
+}

@@ -51,8 +51,11 @@ fn main() -> anyhow::Result<()> {
         let r = train_flow(&flow, &out)?;
         eprintln!("flow: reconstruction MSE {:.5}, {:.0} s", r.reconstruction_mse, r.wall_s);
     }
-    let command = format!("cargo run --release -p flowgrad-train --example train_all -- {}", args.join(" "));
-    let card = write_model_card(&out, command.trim(), Some(started.elapsed().as_secs_f64()))?;
+    let mut command = "cargo run --release -p flowgrad-train --example train_all".to_string();
+    if !args.is_empty() {
+        command = format!("{command} -- {}", args.join(" "));
+    }
+    let card = write_model_card(&out, &command, Some(started.elapsed().as_secs_f64()))?;
     eprintln!("wrote {}", card.display());
     Ok(())
 }

@@ -36,7 +36,7 @@ pub type JudgeTrainConfig = SupervisedConfig<JudgeConfig>;
 
 impl Default for ClassifierTrainConfig {
     fn default() -> Self {
-        Self { model: ClassifierConfig::new(), run: LoopConfig { steps: 2000, ..LoopConfig::default() } }
+        Self { model: ClassifierConfig::new(), run: LoopConfig { steps: 3000, ..LoopConfig::default() } }
     }
 }
 

@@ -33,7 +33,7 @@ impl Default for FlowTrainConfig {
     fn default() -> Self {
         Self {
             model: UNetConfig::new(),
-            run: LoopConfig { steps: 3200, batch: 32, lr: 1e-3, warmup: 200, ..LoopConfig::default() },
+            run: LoopConfig { steps: 3000, batch: 32, lr: 1e-3, warmup: 200, ..LoopConfig::default() },
             eval_images: 32,
             sample_seed: 2024,
         }

@@ -9,7 +9,7 @@ use flowgrad::tensor_util::to_vec;
 use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, decomposed_backprop, full_backprop, simulate, straightness};
 use flowgrad_models::ConvFieldConfig;
 
-use crate::backend::{self, Backend};
+use flowgrad_engine::backend::{self, Backend};
 
 /// Benchmark suites.
 #[derive(Subcommand, Debug)]

@@ -7,7 +7,7 @@ use clap::Args;
 use flowgrad::analytic::AffineField;
 use flowgrad::{ControlState, EditParams, Editor, MseToTarget};
 
-use crate::backend::{self, Backend};
+use flowgrad_engine::backend::{self, Backend};
 
 /// Options of the demo.
 #[derive(Args, Debug)]

@@ -1,6 +1,5 @@
 //! `flowgrad`: edit images with FlowGrad, check parity with the original code, benchmark.
 
-mod backend;
 mod bench;
 mod demo;
 

@@ -1,0 +1,329 @@
+//! Job intake, task publication, progress tracking and reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flowgrad_engine::ModelRegistry;
+use flowgrad_jobs::{InputSpec, JobSpec, TaskInput, TaskOutcome, TaskResult, TaskSpec, keys};
+use flowgrad_queue::{Delivery, Queue, SharedBroker};
+use flowgrad_storage::{Bytes, SharedStore};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::metrics::CoordinatorMetrics;
+use crate::settings::CoordinatorSettings;
+use crate::tracker::{JobTracker, rejected_status};
+
+/// A coordinator; clones share state.
+#[derive(Clone)]
+pub struct Coordinator {
+    store: SharedStore,
+    broker: SharedBroker,
+    models: Arc<ModelRegistry>,
+    settings: CoordinatorSettings,
+    metrics: CoordinatorMetrics,
+    jobs: Arc<Mutex<HashMap<Uuid, JobTracker>>>,
+}
+
+/// Why a job was not accepted.
+enum Intake {
+    /// Accepted now or earlier.
+    Accepted,
+    /// Invalid: status written, message dead-lettered.
+    Rejected(String),
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Bytes {
+    Bytes::from(flowgrad_jobs::to_json(value))
+}
+
+impl Coordinator {
+    /// A coordinator over these connections.
+    pub fn new(store: SharedStore, broker: SharedBroker, models: Arc<ModelRegistry>, settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> Self {
+        Self { store, broker, models, settings, metrics, jobs: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// The metrics this coordinator updates.
+    pub fn metrics(&self) -> &CoordinatorMetrics {
+        &self.metrics
+    }
+
+    /// Recovers active jobs from storage, then consumes jobs, dead-lettered tasks and events and
+    /// refreshes statuses until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.recover().await?;
+        let mut jobs = self.broker.consume(Queue::Jobs, self.settings.job_prefetch).await?;
+        let mut dead_tasks = self.broker.consume_dead(Queue::Tasks, 16).await?;
+        let mut events = self.broker.consume(Queue::Events, 64).await?;
+        let mut ticker = tokio::time::interval(self.settings.status_interval());
+        info!(coordinator = %self.settings.id, "coordinating");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(next) = jobs.next() => match next {
+                    Ok(delivery) => self.handle_job(delivery).await,
+                    Err(err) => warn!(%err, "jobs consumer error"),
+                },
+                Some(next) = dead_tasks.next() => match next {
+                    Ok(delivery) => self.handle_dead_task(delivery).await,
+                    Err(err) => warn!(%err, "dead-task consumer error"),
+                },
+                Some(next) = events.next() => match next {
+                    Ok(delivery) => Self::handle_event(delivery).await,
+                    Err(err) => warn!(%err, "events consumer error"),
+                },
+                _ = ticker.tick() => {
+                    if let Err(err) = self.refresh().await {
+                        warn!(%err, "status refresh failed; will retry");
+                    }
+                }
+            }
+        }
+        if let Err(err) = self.refresh().await {
+            warn!(%err, "final status refresh failed");
+        }
+        info!("coordinator stopped");
+        Ok(())
+    }
+
+    /// Rebuilds the tracked jobs from the active markers in storage (finishing any publication a
+    /// previous coordinator did not complete).
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        for marker in self.store.list(keys::ACTIVE_PREFIX).await? {
+            let Some(id) = marker.strip_prefix(keys::ACTIVE_PREFIX).and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+            let Some(bytes) = self.store.get(&keys::spec(id)).await? else {
+                warn!(job_id = %id, "active marker without a spec: removed");
+                self.store.delete(&marker).await?;
+                continue;
+            };
+            let spec: JobSpec = flowgrad_jobs::from_json("job", &bytes)?;
+            info!(job_id = %id, "recovering job");
+            self.publish_tasks(&spec).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_job(&self, delivery: Delivery) {
+        let outcome = self.intake(&delivery.payload).await;
+        let settled = match outcome {
+            Ok(Intake::Accepted) => delivery.ack().await,
+            Ok(Intake::Rejected(reason)) => {
+                warn!(%reason, "job rejected: dead-lettered");
+                self.metrics.jobs_rejected.inc();
+                delivery.dead_letter().await
+            }
+            Err(err) => {
+                // storage or broker trouble: let another attempt (or coordinator) take it
+                error!(%err, "could not accept the job now; requeued");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                delivery.requeue().await
+            }
+        };
+        if let Err(err) = settled {
+            warn!(%err, "could not settle the job message (it will be redelivered; intake is idempotent)");
+        }
+    }
+
+    async fn intake(&self, payload: &[u8]) -> anyhow::Result<Intake> {
+        let spec = match JobSpec::from_json(payload) {
+            Ok(spec) => spec,
+            Err(err) => return self.reject(payload, err.to_string()).await,
+        };
+        if let Err(err) = self.models.validate(&spec.model, &spec.guidance) {
+            return self.reject(payload, err.to_string()).await;
+        }
+        let created = self.store.put_if_absent(&keys::spec(spec.job_id), json(&spec)).await?;
+        if !created {
+            info!(job_id = %spec.job_id, "duplicate submission: no-op");
+        }
+        let inputs = self.list_inputs(&spec).await?;
+        if inputs.is_empty() {
+            return self.reject(payload, format!("no input images found for {:?}", spec.input)).await;
+        }
+        if created {
+            self.metrics.jobs_accepted.inc();
+            info!(job_id = %spec.job_id, images = inputs.len(), "job accepted");
+        }
+        self.store.put(&keys::active(spec.job_id), Bytes::from_static(b"")).await?;
+        self.publish_tasks(&spec).await?;
+        Ok(Intake::Accepted)
+    }
+
+    async fn reject(&self, payload: &[u8], reason: String) -> anyhow::Result<Intake> {
+        let job_id = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v.get("job_id").and_then(|id| id.as_str()).and_then(|id| id.parse::<Uuid>().ok()));
+        if let Some(job_id) = job_id {
+            // a rejection never overwrites an accepted job's status
+            if self.store.get(&keys::spec(job_id)).await?.is_none() {
+                self.store.put(&keys::status(job_id), json(&rejected_status(job_id, &reason, flowgrad_jobs::unix_now()))).await?;
+            }
+        }
+        Ok(Intake::Rejected(reason))
+    }
+
+    async fn list_inputs(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
+        Ok(match &spec.input {
+            InputSpec::Prefix(prefix) => self.store.list(prefix).await?.into_iter().filter(|k| !k.ends_with('/')).collect(),
+            InputSpec::Manifest(keys) => keys.clone(),
+        })
+    }
+
+    fn tasks_for(spec: &JobSpec, inputs: &[String], published_at: f64) -> Vec<TaskSpec> {
+        let root = match &spec.input {
+            InputSpec::Prefix(prefix) => Some(prefix.as_str()),
+            InputSpec::Manifest(_) => None,
+        };
+        inputs
+            .chunks(spec.batch_size)
+            .enumerate()
+            .map(|(index, chunk)| TaskSpec {
+                schema: flowgrad_jobs::SCHEMA_VERSION,
+                job_id: spec.job_id,
+                task_id: keys::task_id(index),
+                inputs: chunk.iter().map(|key| TaskInput { key: key.clone(), output_key: keys::output(&spec.output_prefix, root, key) }).collect(),
+                model: spec.model.clone(),
+                guidance: spec.guidance.clone(),
+                params: spec.params.clone(),
+                seed: spec.seed,
+                published_at,
+            })
+            .collect()
+    }
+
+    /// Publishes the job's tasks unless `tasks.json` says a coordinator already did, then tracks it.
+    async fn publish_tasks(&self, spec: &JobSpec) -> anyhow::Result<()> {
+        let job_id = spec.job_id;
+        if self.jobs.lock().await.contains_key(&job_id) {
+            return Ok(());
+        }
+        let (tasks, accepted_at) = match self.store.get(&keys::tasks(job_id)).await? {
+            Some(bytes) => {
+                let tasks: Vec<TaskSpec> = flowgrad_jobs::from_json("task list", &bytes)?;
+                let accepted_at = tasks.first().map_or_else(flowgrad_jobs::unix_now, |t| t.published_at);
+                (tasks, accepted_at)
+            }
+            None => {
+                let now = flowgrad_jobs::unix_now();
+                let inputs = self.list_inputs(spec).await?;
+                let tasks = Self::tasks_for(spec, &inputs, now);
+                for task in &tasks {
+                    let id = format!("{job_id}/{}", task.task_id);
+                    self.broker.publish(Queue::Tasks, json(task), &id).await?;
+                    self.metrics.tasks_published.inc();
+                }
+                // written last: a crash before this line republishes (duplicates are harmless)
+                self.store.put(&keys::tasks(job_id), json(&tasks)).await?;
+                info!(%job_id, tasks = tasks.len(), "tasks published");
+                (tasks, now)
+            }
+        };
+        let tracker = JobTracker::new(spec.clone(), &tasks, accepted_at);
+        self.store.put(&keys::status(job_id), json(&tracker.status(flowgrad_jobs::unix_now()))).await?;
+        let mut jobs = self.jobs.lock().await;
+        jobs.insert(job_id, tracker);
+        self.metrics.active_jobs.set(jobs.len() as i64);
+        Ok(())
+    }
+
+    async fn handle_dead_task(&self, delivery: Delivery) {
+        let recorded = async {
+            let task = TaskSpec::from_json(&delivery.payload)?;
+            let key = keys::result(task.job_id, &task.task_id);
+            let result = TaskResult {
+                schema: flowgrad_jobs::SCHEMA_VERSION,
+                job_id: task.job_id,
+                task_id: task.task_id.clone(),
+                outcome: TaskOutcome::Failed {
+                    reason: format!("dead-lettered by the broker after {} deliveries (the task kept crashing or being interrupted)", delivery.redeliveries + 1),
+                },
+                images: vec![],
+                worker: self.settings.id.clone(),
+                redeliveries: delivery.redeliveries,
+                resumed_from_iteration: None,
+                iterations_run: 0,
+                vjps: 0,
+                selected_iteration: 0,
+                objective_before: 0.0,
+                objective_after: 0.0,
+                rejected_inputs: vec![],
+                edit_seconds: 0.0,
+                total_seconds: 0.0,
+            };
+            if self.store.put_if_absent(&key, json(&result)).await? {
+                warn!(job_id = %task.job_id, task_id = %task.task_id, "task dead-lettered by the broker: recorded as failed");
+                self.metrics.tasks_dead_lettered.inc();
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let settled = match recorded {
+            Ok(()) => delivery.ack().await,
+            Err(err) => {
+                warn!(%err, "could not record a dead-lettered task; requeued");
+                delivery.requeue().await
+            }
+        };
+        if let Err(err) = settled {
+            warn!(%err, "could not settle a dead-lettered task");
+        }
+    }
+
+    async fn handle_event(delivery: Delivery) {
+        match flowgrad_jobs::from_json::<flowgrad_jobs::TaskEvent>("event", &delivery.payload) {
+            Ok(event) => tracing::debug!(job_id = %event.job_id, task_id = %event.task_id, worker = %event.worker, kind = ?event.kind, "task event"),
+            Err(err) => warn!(%err, "unreadable event"),
+        }
+        if let Err(err) = delivery.ack().await {
+            warn!(%err, "could not ack an event");
+        }
+    }
+
+    /// Reads new results of every tracked job and rewrites statuses; finishes complete jobs.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        if let Ok(depth) = self.broker.depth(Queue::Tasks).await {
+            self.metrics.tasks_queue_depth.set(depth as i64);
+        }
+        let ids: Vec<Uuid> = self.jobs.lock().await.keys().copied().collect();
+        for job_id in ids {
+            let Some(mut tracker) = self.jobs.lock().await.get(&job_id).cloned() else { continue };
+            for key in self.store.list(&keys::results_prefix(job_id)).await? {
+                let Some(task) = key.strip_prefix(&keys::results_prefix(job_id)).and_then(|k| k.strip_suffix(".json")) else { continue };
+                if tracker.results.contains_key(task) {
+                    continue;
+                }
+                if let Some(bytes) = self.store.get(&key).await? {
+                    let result: TaskResult = flowgrad_jobs::from_json("task result", &bytes)?;
+                    tracker.results.insert(task.to_string(), result);
+                }
+            }
+            let now = flowgrad_jobs::unix_now();
+            let status = tracker.status(now);
+            if status.state.is_final() {
+                self.store.put(&keys::report(job_id), json(&tracker.report(now))).await?;
+            }
+            self.store.put(&keys::status(job_id), json(&status)).await?;
+            let mut jobs = self.jobs.lock().await;
+            if status.state.is_final() {
+                self.store.delete(&keys::active(job_id)).await?;
+                jobs.remove(&job_id);
+                self.metrics.jobs_finished.inc();
+                info!(%job_id, state = ?status.state, succeeded = status.succeeded, failed = status.failed, "job finished");
+            } else {
+                jobs.insert(job_id, tracker);
+            }
+            self.metrics.active_jobs.set(jobs.len() as i64);
+        }
+        Ok(())
+    }
+
+    /// Status of `job_id` as stored.
+    pub async fn stored_status(store: &SharedStore, job_id: Uuid) -> anyhow::Result<Option<flowgrad_jobs::JobStatus>> {
+        Ok(match store.get(&keys::status(job_id)).await? {
+            Some(bytes) => Some(flowgrad_jobs::from_json("status", &bytes)?),
+            None => None,
+        })
+    }
+}

@@ -1,0 +1,38 @@
+//! The `[coordinator]` configuration section.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Coordinator settings (`[coordinator]`, `FLOWGRAD__COORDINATOR__...`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct CoordinatorSettings {
+    /// Name in logs.
+    pub id: String,
+    /// Milliseconds between status refreshes of active jobs.
+    pub status_interval_ms: u64,
+    /// Jobs handled concurrently (prefetch of the jobs queue).
+    pub job_prefetch: u16,
+}
+
+/// The coordinator's own section of the fleet configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CoordinatorSection {
+    /// `[coordinator]`.
+    pub coordinator: CoordinatorSettings,
+}
+
+/// TOML defaults of `[coordinator]`.
+pub const DEFAULTS: &str = r#"
+[coordinator]
+id = "coordinator"
+status_interval_ms = 1000
+job_prefetch = 4
+"#;
+
+impl CoordinatorSettings {
+    /// The refresh interval.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_millis(self.status_interval_ms)
+    }
+}

@@ -1,0 +1,63 @@
+//! Type-erased FlowGrad edit sessions over host buffers.
+
+use flowgrad::{ControlState, Editor, Guidance, IterationRecord, VelocityField};
+
+use crate::backend::{Backend, device};
+use crate::registry::{EngineError, ImageShape};
+
+/// The result of a finished edit, on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedEdit {
+    /// Edited images, `[B, C, H, W]` row-major in [-1, 1] (clamped).
+    pub images: Vec<f32>,
+    /// Iteration whose controls were selected.
+    pub selected_iteration: usize,
+    /// Objective of the selected controls (batch sum).
+    pub objective: f64,
+}
+
+/// One edit (a batch of images towards one target): start, step, finish.
+pub trait EditSession: Send + Sync {
+    /// Encodes `images` (`[batch, C, H, W]` in [-1, 1]) and returns the state before iteration 0.
+    fn start(&self, images: &[f32], batch: usize, seed: u64, stream: u64) -> Result<ControlState, EngineError>;
+    /// Runs exactly one FlowGrad iteration.
+    fn step(&self, state: &mut ControlState) -> Result<IterationRecord, EngineError>;
+    /// True when all iterations ran.
+    fn is_finished(&self, state: &ControlState) -> bool;
+    /// Decodes the selected controls.
+    fn finish(&self, state: &ControlState) -> Result<FinishedEdit, EngineError>;
+}
+
+/// [`EditSession`] over a concrete editor.
+pub(crate) struct Session<F, G> {
+    pub(crate) editor: Editor<Backend, F, G>,
+    pub(crate) shape: ImageShape,
+}
+
+impl<F, G> EditSession for Session<F, G>
+where
+    F: VelocityField<Backend> + Send + Sync,
+    G: Guidance<Backend> + Send + Sync,
+{
+    fn start(&self, images: &[f32], batch: usize, seed: u64, stream: u64) -> Result<ControlState, EngineError> {
+        let tensor = self.shape.batch_tensor(images, batch, &device())?;
+        Ok(self.editor.start(tensor, seed, stream)?)
+    }
+
+    fn step(&self, state: &mut ControlState) -> Result<IterationRecord, EngineError> {
+        Ok(self.editor.step(state)?)
+    }
+
+    fn is_finished(&self, state: &ControlState) -> bool {
+        self.editor.is_finished(state)
+    }
+
+    fn finish(&self, state: &ControlState) -> Result<FinishedEdit, EngineError> {
+        let outcome = self.editor.finish(state)?;
+        Ok(FinishedEdit {
+            images: flowgrad::tensor_util::to_vec(outcome.images.inner().clamp(-1.0, 1.0)),
+            selected_iteration: outcome.selected_iteration,
+            objective: outcome.objective,
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! Edit jobs as submitted by users, and their validation.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::SCHEMA_VERSION;
+
+/// Why a job (or another document) was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ValidationError {
+    /// Not valid JSON/TOML for the schema.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Document kind.
+        what: &'static str,
+        /// Parser message.
+        reason: String,
+    },
+    /// A field has an unacceptable value.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// Field path.
+        field: &'static str,
+        /// The rule broken.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid { field, reason: reason.into() }
+}
+
+/// Where a job's input images are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputSpec {
+    /// Every object under this key prefix.
+    Prefix(String),
+    /// Exactly these keys.
+    Manifest(Vec<String>),
+}
+
+/// What the edit optimises for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum GuidanceSpec {
+    /// Make the model's guidance classifier predict this class (by name, e.g. "coat").
+    Class(String),
+}
+
+/// An edit job: inputs, outputs, model, guidance and FlowGrad parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Schema version (must be [`SCHEMA_VERSION`]).
+    pub schema: u32,
+    /// Idempotency key: resubmitting the same id is a no-op.
+    pub job_id: Uuid,
+    /// Input images.
+    pub input: InputSpec,
+    /// Prefix under which edited images are written, mirroring input names (as PNG).
+    pub output_prefix: String,
+    /// Model name from the worker's registry (e.g. "fashion-mnist").
+    pub model: String,
+    /// Edit target.
+    pub guidance: GuidanceSpec,
+    /// FlowGrad parameters (paper defaults for omitted fields).
+    #[serde(default)]
+    pub params: flowgrad::EditParams,
+    /// Seed of all randomness; with the task id it makes every task reproducible.
+    #[serde(default)]
+    pub seed: u64,
+    /// Images per task (default 1).
+    #[serde(default = "one")]
+    pub batch_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The largest batch a task may carry.
+pub const MAX_BATCH: usize = 64;
+
+impl JobSpec {
+    /// Parses and validates a job from JSON.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
+        let job: Self = crate::from_json("job", bytes)?;
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// Checks every field that can be checked without the model registry or storage.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.schema != SCHEMA_VERSION {
+            return Err(invalid("schema", format!("version {} is not supported (expected {SCHEMA_VERSION})", self.schema)));
+        }
+        if self.job_id.is_nil() {
+            return Err(invalid("job_id", "must not be the nil UUID"));
+        }
+        validate_prefix("output_prefix", &self.output_prefix)?;
+        match &self.input {
+            InputSpec::Prefix(prefix) => {
+                validate_prefix("input.prefix", prefix)?;
+                if self.output_prefix.starts_with(prefix.as_str()) || prefix.starts_with(self.output_prefix.as_str()) {
+                    return Err(invalid("output_prefix", format!("`{}` overlaps the input prefix `{prefix}`", self.output_prefix)));
+                }
+            }
+            InputSpec::Manifest(keys) => {
+                if keys.is_empty() {
+                    return Err(invalid("input.manifest", "lists no keys"));
+                }
+                for key in keys {
+                    validate_key("input.manifest", key)?;
+                }
+                let mut sorted = keys.clone();
+                sorted.sort();
+                if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(invalid("input.manifest", format!("lists `{}` twice", w[0])));
+                }
+            }
+        }
+        if self.model.trim().is_empty() {
+            return Err(invalid("model", "must name a model"));
+        }
+        let GuidanceSpec::Class(class) = &self.guidance;
+        if class.trim().is_empty() {
+            return Err(invalid("guidance.class", "must name a class"));
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return Err(invalid("batch_size", format!("must be 1..={MAX_BATCH}, got {}", self.batch_size)));
+        }
+        self.params.validate().map_err(|e| invalid("params", e.to_string()))
+    }
+}
+
+fn validate_prefix(field: &'static str, prefix: &str) -> Result<(), ValidationError> {
+    if prefix.is_empty() || !prefix.ends_with('/') {
+        return Err(invalid(field, format!("`{prefix}` must be non-empty and end with '/'")));
+    }
+    validate_key(field, prefix.trim_end_matches('/'))
+}
+
+fn validate_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
+    if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") || key.starts_with("jobs/") {
+        return Err(invalid(field, format!("`{key}` is not a valid object key (no leading '/', empty, '.' or '..' segments, nor under jobs/)")));
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Object-storage layout. S3 is the source of truth; everything a coordinator needs to rebuild a
+//! job's state lives under `jobs/{job}/`.
+
+use uuid::Uuid;
+
+/// `jobs/{job}/spec.json`: the accepted job (written put-if-absent).
+pub fn spec(job: Uuid) -> String {
+    format!("jobs/{job}/spec.json")
+}
+
+/// `jobs/{job}/tasks.json`: the task list the coordinator published.
+pub fn tasks(job: Uuid) -> String {
+    format!("jobs/{job}/tasks.json")
+}
+
+/// `jobs/{job}/checkpoints/{task}.safetensors`: the control state after the last iteration.
+pub fn checkpoint(job: Uuid, task: &str) -> String {
+    format!("jobs/{job}/checkpoints/{task}.safetensors")
+}
+
+/// `jobs/{job}/results/`: one record per finished task.
+pub fn results_prefix(job: Uuid) -> String {
+    format!("jobs/{job}/results/")
+}
+
+/// `jobs/{job}/results/{task}.json` (written put-if-absent: the first result wins).
+pub fn result(job: Uuid, task: &str) -> String {
+    format!("{}{task}.json", results_prefix(job))
+}
+
+/// `jobs/{job}/status.json`: progress, rewritten by the coordinator.
+pub fn status(job: Uuid) -> String {
+    format!("jobs/{job}/status.json")
+}
+
+/// `active/{job}`: marker of a job the coordinators still track (deleted when it ends), so a
+/// restarted coordinator finds its work without listing every job.
+pub fn active(job: Uuid) -> String {
+    format!("{}{job}", ACTIVE_PREFIX)
+}
+
+/// Prefix of the active-job markers.
+pub const ACTIVE_PREFIX: &str = "active/";
+
+/// `jobs/{job}/report.json`: written once the job ends.
+pub fn report(job: Uuid) -> String {
+    format!("jobs/{job}/report.json")
+}
+
+/// Output key for `input_key`: the path relative to `input_root` under `output_prefix`, with the
+/// extension replaced by `.png` (manifest inputs keep their full key).
+pub fn output(output_prefix: &str, input_root: Option<&str>, input_key: &str) -> String {
+    let relative = input_root.and_then(|root| input_key.strip_prefix(root)).unwrap_or(input_key);
+    let stem = match relative.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') => stem,
+        _ => relative,
+    };
+    format!("{output_prefix}{stem}.png")
+}
+
+/// A task id for the `index`-th batch of a job: stable across coordinator restarts.
+pub fn task_id(index: usize) -> String {
+    format!("task-{index:06}")
+}
+
+/// 64-bit stream id of a task (separates its randomness from other tasks of the job).
+pub fn stream(job: Uuid, task: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{job}/{task}").as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,94 @@
+//! Job progress and the final report.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::task::TaskResult;
+
+/// Life cycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Validated and recorded; tasks being published.
+    Accepted,
+    /// Tasks published, results arriving.
+    Running,
+    /// Every task has a result and all succeeded.
+    Completed,
+    /// Every task has a result and some failed.
+    CompletedWithFailures,
+    /// The job itself was invalid.
+    Rejected,
+}
+
+impl JobState {
+    /// True for states that never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::CompletedWithFailures | Self::Rejected)
+    }
+}
+
+/// A failed task and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// The task.
+    pub task_id: String,
+    /// The error.
+    pub reason: String,
+}
+
+/// `jobs/{job}/status.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobStatus {
+    /// Schema version.
+    pub schema: u32,
+    /// The job.
+    pub job_id: Uuid,
+    /// Where it is.
+    pub state: JobState,
+    /// Why it was rejected, when it was.
+    pub rejection: Option<String>,
+    /// Tasks published.
+    pub total_tasks: usize,
+    /// Tasks with a successful result.
+    pub succeeded: usize,
+    /// Tasks with a failed result.
+    pub failed: usize,
+    /// Images across all tasks.
+    pub total_images: usize,
+    /// Failures with reasons.
+    pub failures: Vec<Failure>,
+    /// Unix seconds when accepted.
+    pub accepted_at: f64,
+    /// Unix seconds of this update.
+    pub updated_at: f64,
+    /// Finished tasks per second since acceptance.
+    pub tasks_per_second: f64,
+    /// Estimated seconds to completion at that rate.
+    pub eta_seconds: Option<f64>,
+}
+
+impl JobStatus {
+    /// Tasks still without a result.
+    pub fn remaining(&self) -> usize {
+        self.total_tasks.saturating_sub(self.succeeded + self.failed)
+    }
+}
+
+/// `jobs/{job}/report.json`: the final status and every task's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobReport {
+    /// Final status.
+    pub status: JobStatus,
+    /// Results in task order.
+    pub results: Vec<TaskResult>,
+    /// Tasks that resumed from a checkpoint.
+    pub resumed_tasks: usize,
+    /// Sum of editor seconds over tasks.
+    pub edit_seconds: f64,
+    /// Sum of task seconds (editor + storage + checkpoints).
+    pub task_seconds: f64,
+}

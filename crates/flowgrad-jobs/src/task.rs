@@ -1,0 +1,164 @@
+//! Tasks (one image or a small batch), their progress events and result records.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::GuidanceSpec;
+
+/// One input image of a task and where its edit goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    /// Input object key.
+    pub key: String,
+    /// Output object key (PNG).
+    pub output_key: String,
+}
+
+/// A task message on the tasks queue: self-contained, so any worker can run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// Schema version.
+    pub schema: u32,
+    /// The job.
+    pub job_id: Uuid,
+    /// Stable task id within the job.
+    pub task_id: String,
+    /// Images of this task (edited as one batch).
+    pub inputs: Vec<TaskInput>,
+    /// Model name.
+    pub model: String,
+    /// Edit target.
+    pub guidance: GuidanceSpec,
+    /// FlowGrad parameters.
+    pub params: flowgrad::EditParams,
+    /// Job seed.
+    pub seed: u64,
+    /// Unix seconds when the coordinator published the task (for queue-lag metrics).
+    pub published_at: f64,
+}
+
+impl TaskSpec {
+    /// Parses a task message.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, crate::ValidationError> {
+        crate::from_json("task", bytes)
+    }
+}
+
+/// What a worker reports while running a task (on the events queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEvent {
+    /// Schema version.
+    pub schema: u32,
+    /// The job.
+    pub job_id: Uuid,
+    /// The task.
+    pub task_id: String,
+    /// The worker reporting.
+    pub worker: String,
+    /// What happened.
+    pub kind: TaskEventKind,
+}
+
+/// Kinds of task events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskEventKind {
+    /// Work began, fresh (`resumed_from` = None) or from a checkpoint.
+    Started {
+        /// Iteration the checkpoint had completed.
+        resumed_from: Option<usize>,
+    },
+    /// An iteration finished and was checkpointed.
+    Iteration {
+        /// Completed iterations.
+        completed: usize,
+        /// Objective of the iteration.
+        objective: f64,
+    },
+    /// The task failed this attempt and will be retried.
+    Retrying {
+        /// Why.
+        reason: String,
+        /// Deliveries so far.
+        attempt: u32,
+    },
+    /// The task was interrupted (shutdown) and requeued after checkpointing.
+    Requeued {
+        /// Iterations completed and checkpointed.
+        completed: usize,
+    },
+}
+
+/// Per-image numbers of a finished task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageResult {
+    /// Input key.
+    pub input_key: String,
+    /// Output key.
+    pub output_key: String,
+    /// Conversion applied to the input (resize, gray), if any.
+    pub note: Option<String>,
+    /// Objective of this image at iteration 0 (no controls).
+    pub objective_before: f64,
+    /// Guidance classifier's probability of the target class before the edit.
+    pub target_prob_before: f64,
+    /// After the edit.
+    pub target_prob_after: f64,
+    /// Mean absolute difference between input and output (values in [-1, 1]).
+    pub l1_to_input: f64,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskOutcome {
+    /// Outputs written.
+    Succeeded,
+    /// Gave up; nothing written for this task's outputs.
+    Failed {
+        /// The error.
+        reason: String,
+    },
+}
+
+/// The durable record of a finished task, `jobs/{job}/results/{task}.json` (first one wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// Schema version.
+    pub schema: u32,
+    /// The job.
+    pub job_id: Uuid,
+    /// The task.
+    pub task_id: String,
+    /// Success or failure.
+    pub outcome: TaskOutcome,
+    /// Per image (empty on failure).
+    pub images: Vec<ImageResult>,
+    /// Worker that wrote this record.
+    pub worker: String,
+    /// Deliveries of the task message before this one.
+    pub redeliveries: u32,
+    /// Iterations the checkpoint had completed when this worker started (None: fresh start).
+    pub resumed_from_iteration: Option<usize>,
+    /// Iterations this worker ran.
+    pub iterations_run: usize,
+    /// Vector-Jacobian products this worker evaluated.
+    pub vjps: usize,
+    /// Iteration whose controls were selected.
+    pub selected_iteration: usize,
+    /// Objective (batch sum) at iteration 0 and of the selected controls.
+    pub objective_before: f64,
+    /// Objective of the selected controls.
+    pub objective_after: f64,
+    /// Inputs that could not be edited (missing, corrupt, too large) and why.
+    pub rejected_inputs: Vec<crate::status::Failure>,
+    /// Seconds spent in the editor.
+    pub edit_seconds: f64,
+    /// Seconds from delivery to result, including storage and checkpoints.
+    pub total_seconds: f64,
+}

@@ -1,0 +1,55 @@
+//! The `[worker]` configuration section.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Worker settings (`[worker]` in flowgrad.toml, `FLOWGRAD__WORKER__...` in the environment).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Name in logs, events and result records (defaults to the host name).
+    pub id: String,
+    /// Folder with the bundled model weights.
+    pub assets: PathBuf,
+    /// Seconds to finish the current iteration after SIGTERM before exiting anyway; keep it
+    /// below the pod's terminationGracePeriodSeconds and above one iteration + checkpoint.
+    pub shutdown_grace_seconds: u64,
+    /// Deliveries of a task after which a transient failure is final (must stay below the
+    /// broker's delivery limit, which catches tasks that crash the worker itself).
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds, doubled per attempt (at most 30 s).
+    pub retry_backoff_ms: u64,
+    /// Largest input image accepted, in bytes.
+    pub max_image_bytes: usize,
+}
+
+/// The worker's own section of the fleet configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSection {
+    /// `[worker]`.
+    pub worker: WorkerSettings,
+}
+
+/// TOML defaults of `[worker]`.
+pub const DEFAULTS: &str = r#"
+[worker]
+id = "worker"
+assets = "assets"
+shutdown_grace_seconds = 25
+max_attempts = 4
+retry_backoff_ms = 500
+max_image_bytes = 33554432
+"#;
+
+impl WorkerSettings {
+    /// The grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    /// Delay before requeueing after the `attempt`-th failure.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << attempt.min(16))).min(Duration::from_secs(30))
+    }
+}

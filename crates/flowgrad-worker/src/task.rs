@@ -1,0 +1,343 @@
+//! Running one task: resume or start, iterate with checkpoints, write outputs, record the result.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flowgrad::ControlState;
+use flowgrad_engine::{EditSession, Model, ModelRegistry};
+use flowgrad_jobs::{Failure, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec, keys};
+use flowgrad_queue::{Delivery, Queue, SharedBroker};
+use flowgrad_storage::image::{ImageLimits, decode_for_model, encode_png};
+use flowgrad_storage::{Bytes, SharedStore, StorageError};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::metrics::WorkerMetrics;
+use crate::settings::WorkerSettings;
+
+/// Why a task attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum TaskError {
+    /// Retrying cannot help (bad input, unknown model or class, invalid parameters).
+    #[error("{0}")]
+    Permanent(String),
+    /// Might work on another attempt (storage or broker trouble, a lost worker).
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<StorageError> for TaskError {
+    fn from(err: StorageError) -> Self {
+        if err.is_retryable() { Self::Transient(err.to_string()) } else { Self::Permanent(err.to_string()) }
+    }
+}
+
+fn permanent(err: impl std::fmt::Display) -> TaskError {
+    TaskError::Permanent(err.to_string())
+}
+
+/// How an attempt ended without error.
+enum Attempt {
+    /// Result recorded (by this worker or an earlier one).
+    Done,
+    /// Stopped for shutdown after checkpointing `completed` iterations.
+    Interrupted { completed: usize },
+}
+
+/// Everything a worker needs; cheap to clone (shared handles).
+#[derive(Clone)]
+pub struct Worker {
+    store: SharedStore,
+    broker: SharedBroker,
+    models: Arc<ModelRegistry>,
+    settings: WorkerSettings,
+    metrics: WorkerMetrics,
+}
+
+/// Per-task bookkeeping carried through an attempt.
+struct Progress {
+    resumed_from: Option<usize>,
+    iterations_run: usize,
+    vjps: usize,
+    edit_seconds: f64,
+}
+
+impl Worker {
+    /// A worker using these connections, models and settings.
+    pub fn new(store: SharedStore, broker: SharedBroker, models: Arc<ModelRegistry>, settings: WorkerSettings, metrics: WorkerMetrics) -> Self {
+        Self { store, broker, models, settings, metrics }
+    }
+
+    /// The metrics this worker updates.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    /// Consumes tasks until `shutdown` is cancelled (finishing or requeueing the current one).
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut consumer = self.broker.consume(Queue::Tasks, 1).await?;
+        info!(worker = %self.settings.id, "waiting for tasks");
+        loop {
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            match delivery {
+                None => break,
+                Some(Err(err)) => {
+                    warn!(%err, "task consumer error");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Some(Ok(delivery)) => self.handle(delivery, &shutdown).await,
+            }
+        }
+        info!(worker = %self.settings.id, "worker stopped");
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+        let task = match TaskSpec::from_json(&delivery.payload) {
+            Ok(task) => task,
+            Err(err) => {
+                warn!(%err, "unreadable task message: dead-lettered");
+                if let Err(err) = delivery.dead_letter().await {
+                    warn!(%err, "dead-lettering failed");
+                }
+                return;
+            }
+        };
+        let span = info_span!("task", job_id = %task.job_id, task_id = %task.task_id, worker = %self.settings.id);
+        async {
+            let started = Instant::now();
+            self.metrics.queue_lag_seconds.observe((flowgrad_jobs::unix_now() - task.published_at).max(0.0));
+            let redeliveries = delivery.redeliveries;
+            let outcome = self.attempt(&task, redeliveries, started, shutdown).await;
+            let settle = match outcome {
+                Ok(Attempt::Done) => delivery.ack().await,
+                Ok(Attempt::Interrupted { completed }) => {
+                    info!(completed, "shutdown: checkpointed and requeued");
+                    self.metrics.tasks_requeued.inc();
+                    self.event(&task, TaskEventKind::Requeued { completed }).await;
+                    delivery.requeue().await
+                }
+                Err(TaskError::Transient(reason)) if redeliveries + 1 < self.settings.max_attempts => {
+                    let delay = self.settings.retry_delay(redeliveries);
+                    warn!(%reason, attempt = redeliveries + 1, ?delay, "transient failure: will retry");
+                    self.metrics.tasks_retried.inc();
+                    self.event(&task, TaskEventKind::Retrying { reason, attempt: redeliveries + 1 }).await;
+                    tokio::select! { _ = tokio::time::sleep(delay) => {}, _ = shutdown.cancelled() => {} }
+                    delivery.requeue().await
+                }
+                Err(err) => {
+                    warn!(reason = %err, "task failed: recording the failure and dead-lettering");
+                    self.metrics.tasks_failed.inc();
+                    self.record_failure(&task, redeliveries, started, &err.to_string()).await;
+                    delivery.dead_letter().await
+                }
+            };
+            if let Err(err) = settle {
+                warn!(%err, "could not settle the delivery (it will be redelivered; results are idempotent)");
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn event(&self, task: &TaskSpec, kind: TaskEventKind) {
+        let event = TaskEvent { schema: flowgrad_jobs::SCHEMA_VERSION, job_id: task.job_id, task_id: task.task_id.clone(), worker: self.settings.id.clone(), kind };
+        let id = format!("{}/{}/{}", task.job_id, task.task_id, flowgrad_jobs::unix_now());
+        if let Err(err) = self.broker.publish(Queue::Events, Bytes::from(flowgrad_jobs::to_json(&event)), &id).await {
+            warn!(%err, "could not publish a task event");
+        }
+    }
+
+    async fn record_failure(&self, task: &TaskSpec, redeliveries: u32, started: Instant, reason: &str) {
+        let result = TaskResult {
+            schema: flowgrad_jobs::SCHEMA_VERSION,
+            job_id: task.job_id,
+            task_id: task.task_id.clone(),
+            outcome: TaskOutcome::Failed { reason: reason.to_string() },
+            images: vec![],
+            worker: self.settings.id.clone(),
+            redeliveries,
+            resumed_from_iteration: None,
+            iterations_run: 0,
+            vjps: 0,
+            selected_iteration: 0,
+            objective_before: 0.0,
+            objective_after: 0.0,
+            rejected_inputs: vec![],
+            edit_seconds: 0.0,
+            total_seconds: started.elapsed().as_secs_f64(),
+        };
+        let key = keys::result(task.job_id, &task.task_id);
+        if let Err(err) = self.store.put_if_absent(&key, Bytes::from(flowgrad_jobs::to_json(&result))).await {
+            warn!(%err, "could not record the failure");
+        }
+    }
+
+    async fn attempt(&self, task: &TaskSpec, redeliveries: u32, started: Instant, shutdown: &CancellationToken) -> Result<Attempt, TaskError> {
+        let result_key = keys::result(task.job_id, &task.task_id);
+        if self.store.get(&result_key).await?.is_some() {
+            info!("result already recorded: duplicate delivery acknowledged");
+            return Ok(Attempt::Done);
+        }
+        let model = self.models.get(&task.model).map_err(permanent)?;
+        let session: Arc<dyn EditSession> = Arc::from(model.session(&task.guidance, &task.params).map_err(permanent)?);
+        let checkpoint_key = keys::checkpoint(task.job_id, &task.task_id);
+        let (inputs, rejected) = self.load_inputs(task, model.as_ref()).await?;
+        if inputs.is_empty() {
+            let reasons: Vec<String> = rejected.iter().map(|f| f.reason.clone()).collect();
+            return Err(TaskError::Permanent(format!("no usable input: {}", reasons.join("; "))));
+        }
+        let batch = inputs.len();
+        let pixels: Vec<f32> = inputs.iter().flat_map(|(_, values, _)| values.iter().copied()).collect();
+
+        let mut progress = Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0 };
+        let mut state = match self.store.get(&checkpoint_key).await? {
+            Some(bytes) => match ControlState::from_bytes(&bytes) {
+                Ok(state) => {
+                    info!(iteration = state.iteration, "resuming from checkpoint");
+                    self.metrics.tasks_resumed.inc();
+                    progress.resumed_from = Some(state.iteration);
+                    state
+                }
+                Err(err) => {
+                    warn!(%err, "unreadable checkpoint: starting over");
+                    self.start(&session, &pixels, batch, task, &mut progress).await?
+                }
+            },
+            None => self.start(&session, &pixels, batch, task, &mut progress).await?,
+        };
+        self.event(task, TaskEventKind::Started { resumed_from: progress.resumed_from }).await;
+        if progress.resumed_from.is_none() {
+            self.checkpoint(&checkpoint_key, &state).await?;
+        }
+
+        while !session.is_finished(&state) {
+            if shutdown.is_cancelled() {
+                return Ok(Attempt::Interrupted { completed: state.iteration });
+            }
+            let clock = Instant::now();
+            let worker_session = session.clone();
+            let (record, returned) = tokio::task::spawn_blocking(move || {
+                let record = worker_session.step(&mut state);
+                (record, state)
+            })
+            .await
+            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?;
+            state = returned;
+            let record = record.map_err(permanent)?;
+            let seconds = clock.elapsed().as_secs_f64();
+            self.metrics.iteration_seconds.observe(seconds);
+            progress.edit_seconds += seconds;
+            progress.iterations_run += 1;
+            progress.vjps += record.segments;
+            self.checkpoint(&checkpoint_key, &state).await?;
+            self.event(task, TaskEventKind::Iteration { completed: state.iteration, objective: record.objective }).await;
+        }
+
+        let clock = Instant::now();
+        let finish_session = session.clone();
+        let finish_state = state.clone();
+        let finished = tokio::task::spawn_blocking(move || finish_session.finish(&finish_state))
+            .await
+            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
+            .map_err(permanent)?;
+        progress.edit_seconds += clock.elapsed().as_secs_f64();
+
+        let before = model.guidance_probabilities(&pixels, batch).map_err(permanent)?;
+        let after = model.guidance_probabilities(&finished.images, batch).map_err(permanent)?;
+        let target = model.target_index(&task.guidance).map_err(permanent)?;
+        let per = model.image_shape().len();
+        let mut images = Vec::with_capacity(batch);
+        for (i, (input, original, note)) in inputs.iter().enumerate() {
+            let edited = &finished.images[i * per..(i + 1) * per];
+            let shape = model.image_shape();
+            let png = encode_png(edited, shape.channels, shape.height, shape.width).map_err(permanent)?;
+            self.store.put(&input.output_key, Bytes::from(png)).await?;
+            images.push(ImageResult {
+                input_key: input.key.clone(),
+                output_key: input.output_key.clone(),
+                note: note.clone(),
+                objective_before: state.history.first().map_or(0.0, |r| r.per_image[i]),
+                target_prob_before: before[i][target] as f64,
+                target_prob_after: after[i][target] as f64,
+                l1_to_input: edited.iter().zip(original).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / per as f64,
+            });
+        }
+        let result = TaskResult {
+            schema: flowgrad_jobs::SCHEMA_VERSION,
+            job_id: task.job_id,
+            task_id: task.task_id.clone(),
+            outcome: TaskOutcome::Succeeded,
+            images,
+            worker: self.settings.id.clone(),
+            redeliveries,
+            resumed_from_iteration: progress.resumed_from,
+            iterations_run: progress.iterations_run,
+            vjps: progress.vjps,
+            selected_iteration: finished.selected_iteration,
+            objective_before: state.history.first().map_or(0.0, |r| r.objective),
+            objective_after: finished.objective,
+            rejected_inputs: rejected,
+            edit_seconds: progress.edit_seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+        };
+        let created = self.store.put_if_absent(&keys::result(task.job_id, &task.task_id), Bytes::from(flowgrad_jobs::to_json(&result))).await?;
+        if !created {
+            info!("another worker recorded this task first");
+        }
+        if let Err(err) = self.store.delete(&checkpoint_key).await {
+            warn!(%err, "could not delete the checkpoint");
+        }
+        self.metrics.tasks_done.inc();
+        info!(iterations = progress.iterations_run, resumed_from = ?progress.resumed_from, seconds = result.total_seconds, "task done");
+        Ok(Attempt::Done)
+    }
+
+    async fn start(&self, session: &Arc<dyn EditSession>, pixels: &[f32], batch: usize, task: &TaskSpec, progress: &mut Progress) -> Result<ControlState, TaskError> {
+        let clock = Instant::now();
+        let session = session.clone();
+        let pixels = pixels.to_vec();
+        let (seed, stream) = (task.seed, keys::stream(task.job_id, &task.task_id));
+        let state = tokio::task::spawn_blocking(move || session.start(&pixels, batch, seed, stream))
+            .await
+            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
+            .map_err(permanent)?;
+        progress.edit_seconds += clock.elapsed().as_secs_f64();
+        Ok(state)
+    }
+
+    async fn checkpoint(&self, key: &str, state: &ControlState) -> Result<(), TaskError> {
+        let clock = Instant::now();
+        let bytes = state.to_bytes().map_err(permanent)?;
+        self.metrics.checkpoint_bytes.set(bytes.len() as i64);
+        self.store.put(key, Bytes::from(bytes)).await?;
+        self.metrics.checkpoint_seconds.observe(clock.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Downloads and decodes the task's images; unusable ones are reported, not fatal.
+    #[allow(clippy::type_complexity)]
+    async fn load_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<(flowgrad_jobs::TaskInput, Vec<f32>, Option<String>)>, Vec<Failure>), TaskError> {
+        let shape = model.image_shape();
+        let limits = ImageLimits { max_bytes: self.settings.max_image_bytes, ..ImageLimits::default() };
+        let mut inputs = vec![];
+        let mut rejected = vec![];
+        for input in &task.inputs {
+            let reject = |reason: String| Failure { task_id: task.task_id.clone(), reason: format!("{}: {reason}", input.key) };
+            match self.store.get(&input.key).await? {
+                None => rejected.push(reject("input object does not exist".into())),
+                Some(bytes) => match decode_for_model(&bytes, shape.channels, shape.height, shape.width, &limits) {
+                    Ok(image) => inputs.push((input.clone(), image.values, image.note)),
+                    Err(err) => rejected.push(reject(err.to_string())),
+                },
+            }
+        }
+        for failure in &rejected {
+            warn!(reason = %failure.reason, "input rejected");
+        }
+        Ok((inputs, rejected))
+    }
+}

@@ -98,8 +98,8 @@ where
     M: AutodiffModule<TrainBackend>,
     F: FnMut(&M, usize) -> Tensor<TrainBackend, 1>,
 {
-    if cfg.steps == 0 || cfg.batch == 0 {
-        bail!("{name}: steps and batch must be positive");
+    if cfg.steps == 0 || cfg.batch == 0 || cfg.checkpoint_every == 0 {
+        bail!("{name}: steps, batch and checkpoint_every must be positive");
     }
     let dir = out_dir.join("checkpoints").join(name);
     let mut model = model;

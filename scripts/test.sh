@@ -22,6 +22,11 @@ log "tools"
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 [ -f "$FLOWGRAD_FIXTURES/FORMAT.md" ] || { echo "parity fixtures not found at $FLOWGRAD_FIXTURES (set FLOWGRAD_FIXTURES)"; exit 1; }
 
+log "S3-compatible server (SeaweedFS) for the storage and fleet tests"
+eval "$(bash scripts/s3-server.sh start)"
+trap 'bash scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
+export FLOWGRAD_TEST_AMQP_URL=${FLOWGRAD_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+
 log "CUDA feature compiles (no GPU needed); no LLVM download in its tree"
 if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features cuda 2>/dev/null | grep -q tracel; then
   echo "tracel-llvm-bundler is in the CUDA dependency tree: it downloads LLVM at build time"; exit 1
@@ -29,4 +34,5 @@ fi
 cargo check --locked -p flowgrad-cli --features cuda
 
 log "tests"
+cargo build --locked --workspace --bins
 cargo nextest run --locked --workspace --no-fail-fast "$@"

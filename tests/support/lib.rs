@@ -1,5 +1,7 @@
 //! Helpers shared by the workspace-level tests.
 
+pub mod fleet;
+
 use std::path::PathBuf;
 
 /// The CPU test backend.

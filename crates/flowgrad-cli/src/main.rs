@@ -2,6 +2,9 @@
 
 mod bench;
 mod demo;
+mod fleet;
+mod report;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,28 @@ enum Command {
     Parity {
         #[command(subcommand)]
         set: ParitySet,
+    },
+    /// Edit images towards a class with the bundled model, in one process (embedded fleet: the
+    /// same coordinator and workers over a local store and an in-process broker).
+    Run(run::RunArgs),
+    /// Edit one image (`--input` is the file, `--output` the edited PNG).
+    Edit(run::RunArgs),
+    /// Submit a job file (TOML or JSON) to a running fleet; prints the job id.
+    Submit {
+        #[command(flatten)]
+        fleet: fleet::FleetArgs,
+        /// The job file.
+        job: PathBuf,
+    },
+    /// Show a job's progress: counts, rate, ETA, failures with reasons.
+    Status {
+        #[command(flatten)]
+        fleet: fleet::FleetArgs,
+        /// The job id.
+        job_id: uuid::Uuid,
+        /// Keep polling until the job ends.
+        #[arg(long)]
+        watch: bool,
     },
     /// Benchmarks, reported as ratios measured in one run.
     Bench {
@@ -50,6 +75,13 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Parity { set: ParitySet::Flowgrad { dir } } => parity_flowgrad(&dir),
         Command::Bench { suite } => bench::run(&suite),
+        Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&args))),
+        Command::Edit(args) => {
+            let (input, output) = (args.input.first().cloned().unwrap_or_default(), args.output.clone());
+            runtime().and_then(|rt| rt.block_on(run::edit(&input, &output, args)))
+        }
+        Command::Submit { fleet, job } => runtime().and_then(|rt| rt.block_on(fleet::submit(fleet.config.as_deref(), &job))),
+        Command::Status { fleet, job_id, watch } => runtime().and_then(|rt| rt.block_on(fleet::status(fleet.config.as_deref(), job_id, watch))),
     };
     match result {
         Ok(code) => code,
@@ -58,6 +90,10 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn parity_flowgrad(dir: &std::path::Path) -> anyhow::Result<ExitCode> {

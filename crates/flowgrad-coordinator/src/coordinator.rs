@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowgrad_engine::ModelRegistry;
-use flowgrad_jobs::{InputSpec, JobSpec, TaskInput, TaskOutcome, TaskResult, TaskSpec, keys};
+use flowgrad_jobs::{InputSpec, JobSpec, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
 use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::{Bytes, SharedStore};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
@@ -25,6 +25,7 @@ pub struct Coordinator {
     settings: CoordinatorSettings,
     metrics: CoordinatorMetrics,
     jobs: Arc<Mutex<HashMap<Uuid, JobTracker>>>,
+    events: broadcast::Sender<TaskEvent>,
 }
 
 /// Why a job was not accepted.
@@ -42,7 +43,13 @@ fn json<T: serde::Serialize>(value: &T) -> Bytes {
 impl Coordinator {
     /// A coordinator over these connections.
     pub fn new(store: SharedStore, broker: SharedBroker, models: Arc<ModelRegistry>, settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> Self {
-        Self { store, broker, models, settings, metrics, jobs: Arc::new(Mutex::new(HashMap::new())) }
+        let (events, _) = broadcast::channel(1024);
+        Self { store, broker, models, settings, metrics, jobs: Arc::new(Mutex::new(HashMap::new())), events }
+    }
+
+    /// Live task events (started, iterations, retries) as the workers report them.
+    pub fn subscribe(&self) -> broadcast::Receiver<TaskEvent> {
+        self.events.subscribe()
     }
 
     /// The metrics this coordinator updates.
@@ -71,7 +78,7 @@ impl Coordinator {
                     Err(err) => warn!(%err, "dead-task consumer error"),
                 },
                 Some(next) = events.next() => match next {
-                    Ok(delivery) => Self::handle_event(delivery).await,
+                    Ok(delivery) => self.handle_event(delivery).await,
                     Err(err) => warn!(%err, "events consumer error"),
                 },
                 _ = ticker.tick() => {
@@ -232,26 +239,8 @@ impl Coordinator {
         let recorded = async {
             let task = TaskSpec::from_json(&delivery.payload)?;
             let key = keys::result(task.job_id, &task.task_id);
-            let result = TaskResult {
-                schema: flowgrad_jobs::SCHEMA_VERSION,
-                job_id: task.job_id,
-                task_id: task.task_id.clone(),
-                outcome: TaskOutcome::Failed {
-                    reason: format!("dead-lettered by the broker after {} deliveries (the task kept crashing or being interrupted)", delivery.redeliveries + 1),
-                },
-                images: vec![],
-                worker: self.settings.id.clone(),
-                redeliveries: delivery.redeliveries,
-                resumed_from_iteration: None,
-                iterations_run: 0,
-                vjps: 0,
-                selected_iteration: 0,
-                objective_before: 0.0,
-                objective_after: 0.0,
-                rejected_inputs: vec![],
-                edit_seconds: 0.0,
-                total_seconds: 0.0,
-            };
+            let reason = format!("dead-lettered by the broker after {} deliveries (the task kept crashing or being interrupted)", delivery.redeliveries + 1);
+            let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, delivery.redeliveries, reason, 0.0);
             if self.store.put_if_absent(&key, json(&result)).await? {
                 warn!(job_id = %task.job_id, task_id = %task.task_id, "task dead-lettered by the broker: recorded as failed");
                 self.metrics.tasks_dead_lettered.inc();
@@ -271,9 +260,13 @@ impl Coordinator {
         }
     }
 
-    async fn handle_event(delivery: Delivery) {
-        match flowgrad_jobs::from_json::<flowgrad_jobs::TaskEvent>("event", &delivery.payload) {
-            Ok(event) => tracing::debug!(job_id = %event.job_id, task_id = %event.task_id, worker = %event.worker, kind = ?event.kind, "task event"),
+    async fn handle_event(&self, delivery: Delivery) {
+        match flowgrad_jobs::from_json::<TaskEvent>("event", &delivery.payload) {
+            Ok(event) => {
+                tracing::debug!(job_id = %event.job_id, task_id = %event.task_id, worker = %event.worker, kind = ?event.kind, "task event");
+                // nobody listening is fine
+                let _ = self.events.send(event);
+            }
             Err(err) => warn!(%err, "unreadable event"),
         }
         if let Err(err) = delivery.ack().await {

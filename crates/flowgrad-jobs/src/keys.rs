@@ -63,9 +63,15 @@ pub fn task_id(index: usize) -> String {
     format!("task-{index:06}")
 }
 
-/// 64-bit stream id of a task (separates its randomness from other tasks of the job).
-pub fn stream(job: Uuid, task: &str) -> u64 {
+/// 64-bit stream id of a task from its input keys: the same images with the same seed and
+/// parameters edit identically in any job (so a rerun is comparable byte for byte).
+pub fn stream<'a>(input_keys: impl IntoIterator<Item = &'a str>) -> u64 {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{job}/{task}").as_bytes());
+    let mut hasher = Sha256::new();
+    for key in input_keys {
+        hasher.update((key.len() as u64).to_le_bytes());
+        hasher.update(key.as_bytes());
+    }
+    let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }

@@ -157,8 +157,35 @@ pub struct TaskResult {
     pub objective_after: f64,
     /// Inputs that could not be edited (missing, corrupt, too large) and why.
     pub rejected_inputs: Vec<crate::status::Failure>,
+    /// Objective (batch sum) of every iteration, from the first.
+    pub objective_history: Vec<f64>,
     /// Seconds spent in the editor.
     pub edit_seconds: f64,
     /// Seconds from delivery to result, including storage and checkpoints.
     pub total_seconds: f64,
+}
+
+impl TaskResult {
+    /// The record of a task given up with `reason` (no outputs).
+    pub fn failed(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, reason: String, total_seconds: f64) -> Self {
+        Self {
+            schema: crate::SCHEMA_VERSION,
+            job_id,
+            task_id: task_id.to_string(),
+            outcome: TaskOutcome::Failed { reason },
+            images: vec![],
+            worker: worker.to_string(),
+            redeliveries,
+            resumed_from_iteration: None,
+            iterations_run: 0,
+            vjps: 0,
+            selected_iteration: 0,
+            objective_before: 0.0,
+            objective_after: 0.0,
+            rejected_inputs: vec![],
+            objective_history: vec![],
+            edit_seconds: 0.0,
+            total_seconds,
+        }
+    }
 }

@@ -152,24 +152,7 @@ impl Worker {
     }
 
     async fn record_failure(&self, task: &TaskSpec, redeliveries: u32, started: Instant, reason: &str) {
-        let result = TaskResult {
-            schema: flowgrad_jobs::SCHEMA_VERSION,
-            job_id: task.job_id,
-            task_id: task.task_id.clone(),
-            outcome: TaskOutcome::Failed { reason: reason.to_string() },
-            images: vec![],
-            worker: self.settings.id.clone(),
-            redeliveries,
-            resumed_from_iteration: None,
-            iterations_run: 0,
-            vjps: 0,
-            selected_iteration: 0,
-            objective_before: 0.0,
-            objective_after: 0.0,
-            rejected_inputs: vec![],
-            edit_seconds: 0.0,
-            total_seconds: started.elapsed().as_secs_f64(),
-        };
+        let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, redeliveries, reason.to_string(), started.elapsed().as_secs_f64());
         let key = keys::result(task.job_id, &task.task_id);
         if let Err(err) = self.store.put_if_absent(&key, Bytes::from(flowgrad_jobs::to_json(&result))).await {
             warn!(%err, "could not record the failure");
@@ -281,6 +264,7 @@ impl Worker {
             objective_before: state.history.first().map_or(0.0, |r| r.objective),
             objective_after: finished.objective,
             rejected_inputs: rejected,
+            objective_history: state.history.iter().map(|r| r.objective).collect(),
             edit_seconds: progress.edit_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
         };
@@ -300,7 +284,7 @@ impl Worker {
         let clock = Instant::now();
         let session = session.clone();
         let pixels = pixels.to_vec();
-        let (seed, stream) = (task.seed, keys::stream(task.job_id, &task.task_id));
+        let (seed, stream) = (task.seed, keys::stream(task.inputs.iter().map(|i| i.key.as_str())));
         let state = tokio::task::spawn_blocking(move || session.start(&pixels, batch, seed, stream))
             .await
             .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?

@@ -1,0 +1,91 @@
+//! `flowgrad submit` and `flowgrad status`: talk to a running fleet through its broker and storage.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use flowgrad_jobs::{JobSpec, JobStatus, keys};
+use flowgrad_queue::Queue;
+use flowgrad_service::{FleetConfig, connect_broker, connect_store};
+use flowgrad_storage::Bytes;
+use serde::Deserialize;
+
+/// The CLI reads only the shared sections of the fleet configuration.
+#[derive(Debug, Deserialize)]
+struct NoSection {}
+
+fn load(config: Option<&Path>) -> anyhow::Result<FleetConfig<NoSection>> {
+    FleetConfig::load(config, "")
+}
+
+/// Reads a job from TOML or JSON; fills `schema` and a fresh `job_id` when absent.
+pub fn read_job(path: &Path) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text)?
+    } else {
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?
+    };
+    let object = value.as_object_mut().context("a job must be a table/object")?;
+    object.entry("schema").or_insert(flowgrad_jobs::SCHEMA_VERSION.into());
+    object.entry("job_id").or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
+    Ok(JobSpec::from_json(&serde_json::to_vec(&value)?)?)
+}
+
+/// Validates and publishes a job; prints its id.
+pub async fn submit(config: Option<&Path>, job: &Path) -> anyhow::Result<ExitCode> {
+    let spec = read_job(job)?;
+    let config = load(config)?;
+    let broker = connect_broker(&config.broker).await?;
+    broker.publish(Queue::Jobs, Bytes::from(flowgrad_jobs::to_json(&spec)), &spec.job_id.to_string()).await?;
+    println!("{}", spec.job_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a job's status (polling until it ends with `watch`).
+pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let store = connect_store(&config.storage, &config.storage_retry).await?;
+    loop {
+        let status: Option<JobStatus> = match store.get(&keys::status(job_id)).await? {
+            Some(bytes) => Some(flowgrad_jobs::from_json("status", &bytes)?),
+            None => None,
+        };
+        match &status {
+            None => println!("job {job_id}: no status yet (not accepted, or unknown)"),
+            Some(s) => {
+                let eta = s.eta_seconds.map_or("-".to_string(), |e| format!("{e:.0}s"));
+                println!(
+                    "job {job_id}: {:?}  tasks {}/{} done ({} ok, {} failed)  images {}  rate {:.2} tasks/s  eta {eta}",
+                    s.state,
+                    s.succeeded + s.failed,
+                    s.total_tasks,
+                    s.succeeded,
+                    s.failed,
+                    s.total_images,
+                    s.tasks_per_second
+                );
+                if let Some(reason) = &s.rejection {
+                    println!("  rejected: {reason}");
+                }
+                for failure in &s.failures {
+                    println!("  failed {}: {}", failure.task_id, failure.reason);
+                }
+            }
+        }
+        let done = status.as_ref().is_some_and(|s| s.state.is_final());
+        if !watch || done {
+            return Ok(if status.is_some_and(|s| s.failures.is_empty() && s.rejection.is_none()) { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Path arguments shared by the fleet commands.
+#[derive(clap::Args, Debug)]
+pub struct FleetArgs {
+    /// Fleet configuration (TOML, same file as the services'); env `FLOWGRAD__...` overrides.
+    #[arg(long, env = "FLOWGRAD_CONFIG")]
+    pub config: Option<PathBuf>,
+}

@@ -1,0 +1,134 @@
+//! Per-image reports of an embedded run: judge probabilities, faithfulness, the loss curve.
+
+use std::path::Path;
+
+use anyhow::Context;
+use flowgrad_engine::Model;
+use flowgrad_jobs::{JobReport, TaskOutcome};
+use flowgrad_storage::ObjectStore;
+use flowgrad_storage::image::{ImageLimits, decode_for_model, grid_png};
+use serde::Serialize;
+
+/// The JSON report written next to each edited image.
+#[derive(Debug, Serialize)]
+pub struct ImageReport {
+    /// Input file name (as stored).
+    pub input: String,
+    /// Edited image file.
+    pub output: String,
+    /// Target class.
+    pub target: String,
+    /// Conversion of the input to the model's format, if any.
+    pub note: Option<String>,
+    /// Objective of every iteration.
+    pub loss_per_iteration: Vec<f64>,
+    /// Objective of the selected controls.
+    pub final_objective: f64,
+    /// Iteration whose controls were selected.
+    pub selected_iteration: usize,
+    /// Judge (never used for guidance) probability of the target before the edit.
+    pub judge_target_prob_before: f64,
+    /// Judge probability of the target after the edit.
+    pub judge_target_prob_after: f64,
+    /// Guidance classifier probability of the target before / after.
+    pub guidance_target_prob_before: f64,
+    /// After the edit.
+    pub guidance_target_prob_after: f64,
+    /// Mean absolute difference to the input in [0, 1] pixel units.
+    pub l1: f64,
+    /// Structural similarity to the input (8×8 windows).
+    pub ssim: f64,
+    /// Seconds in the editor.
+    pub edit_seconds: f64,
+    /// Seconds for the whole task.
+    pub total_seconds: f64,
+    /// Vector-Jacobian products evaluated.
+    pub vjps: usize,
+}
+
+/// Mean SSIM over 8×8 windows (stride 4) of two single-image buffers in [-1, 1].
+pub fn ssim(a: &[f32], b: &[f32], height: usize, width: usize) -> f64 {
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let px = |v: &[f32], y: usize, x: usize| (v[y * width + x] as f64 + 1.0) / 2.0;
+    let mut total = 0.0;
+    let mut windows = 0;
+    let win = 8.min(height).min(width);
+    for y0 in (0..=height - win).step_by(4) {
+        for x0 in (0..=width - win).step_by(4) {
+            let n = (win * win) as f64;
+            let (mut ma, mut mb) = (0.0, 0.0);
+            for y in y0..y0 + win {
+                for x in x0..x0 + win {
+                    ma += px(a, y, x);
+                    mb += px(b, y, x);
+                }
+            }
+            ma /= n;
+            mb /= n;
+            let (mut va, mut vb, mut cov) = (0.0, 0.0, 0.0);
+            for y in y0..y0 + win {
+                for x in x0..x0 + win {
+                    let (da, db) = (px(a, y, x) - ma, px(b, y, x) - mb);
+                    va += da * da;
+                    vb += db * db;
+                    cov += da * db;
+                }
+            }
+            let (va, vb, cov) = (va / (n - 1.0), vb / (n - 1.0), cov / (n - 1.0));
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            windows += 1;
+        }
+    }
+    total / windows as f64
+}
+
+/// Copies the edited images out of the store and writes `<name>.json` per image and `grid.png`
+/// (each input next to its edit).
+pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, target: &str) -> anyhow::Result<()> {
+    let shape = model.image_shape();
+    let target_index = model.target_index(&flowgrad_jobs::GuidanceSpec::Class(target.to_string()))?;
+    let limits = ImageLimits::default();
+    let mut grid: Vec<Vec<f32>> = vec![];
+    for result in report.results.iter().filter(|r| r.outcome == TaskOutcome::Succeeded) {
+        for image in &result.images {
+            let input = store.get(&image.input_key).await?.context("input vanished from the store")?;
+            let edited_png = store.get(&image.output_key).await?.context("output missing from the store")?;
+            let before = decode_for_model(&input, shape.channels, shape.height, shape.width, &limits)?.values;
+            let after = decode_for_model(&edited_png, shape.channels, shape.height, shape.width, &limits)?.values;
+            let judge = model.judge_probabilities(&[before.clone(), after.clone()].concat(), 2)?;
+            let stem = image.input_key.rsplit('/').next().unwrap_or(&image.input_key).rsplit_once('.').map_or(image.input_key.as_str(), |(s, _)| s).to_string();
+            let file = format!("{stem}.png");
+            std::fs::write(output.join(&file), &edited_png)?;
+            let entry = ImageReport {
+                input: image.input_key.trim_start_matches("inputs/").to_string(),
+                output: file,
+                target: target.to_string(),
+                note: image.note.clone(),
+                loss_per_iteration: result.objective_history.clone(),
+                final_objective: result.objective_after,
+                selected_iteration: result.selected_iteration,
+                judge_target_prob_before: judge[0][target_index] as f64,
+                judge_target_prob_after: judge[1][target_index] as f64,
+                guidance_target_prob_before: image.target_prob_before,
+                guidance_target_prob_after: image.target_prob_after,
+                l1: image.l1_to_input / 2.0,
+                ssim: ssim(&before, &after, shape.height, shape.width),
+                edit_seconds: result.edit_seconds,
+                total_seconds: result.total_seconds,
+                vjps: result.vjps,
+            };
+            std::fs::write(output.join(format!("{stem}.json")), serde_json::to_vec_pretty(&entry)?)?;
+            println!(
+                "{stem:<24} judge p({target}) {:.3} -> {:.3}   L1 {:.3}  SSIM {:.3}",
+                entry.judge_target_prob_before, entry.judge_target_prob_after, entry.l1, entry.ssim
+            );
+            grid.push(before);
+            grid.push(after);
+        }
+    }
+    if !grid.is_empty() {
+        let refs: Vec<&[f32]> = grid.iter().map(Vec::as_slice).collect();
+        std::fs::write(output.join("grid.png"), grid_png(&refs, shape.channels, shape.height, shape.width, 2, 2)?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! `flowgrad run` / `flowgrad edit`: the fleet embedded in one process. The same coordinator and
+//! workers as in Kubernetes, over a local-directory object store and the in-process broker.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use flowgrad::EditParams;
+use flowgrad_coordinator::settings::CoordinatorSettings;
+use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
+use flowgrad_engine::{BUNDLED_MODEL, ModelRegistry};
+use flowgrad_jobs::{GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, TaskEventKind, keys};
+use flowgrad_queue::{InProcessBroker, Queue, RabbitConfig, SharedBroker};
+use flowgrad_storage::{Bytes, LocalStore, RetryPolicy, RetryingStore, SharedStore};
+use flowgrad_worker::{Worker, WorkerMetrics, WorkerSettings};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::report::write_image_reports;
+
+/// Options of `flowgrad run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Input images: folders (their PNG/JPEG files) and/or files.
+    #[arg(long, num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output folder (edited PNGs, per-image JSON reports, grid.png, report.json).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Target class, e.g. "coat" (see `--target help`).
+    #[arg(long)]
+    pub target: String,
+    /// Euler steps N.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// FlowGrad iterations M.
+    #[arg(long, default_value_t = 10)]
+    pub iterations: usize,
+    /// Gradient step α.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_size: f32,
+    /// Straightness threshold ξ.
+    #[arg(long, default_value_t = 5e-3)]
+    pub xi: f32,
+    /// Guidance weight η (1 − η weighs faithfulness).
+    #[arg(long, default_value_t = 0.7)]
+    pub eta: f32,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads editing in parallel.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Folder with the bundled model weights.
+    #[arg(long, default_value_os_t = ModelRegistry::bundled_assets())]
+    pub assets: PathBuf,
+}
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Input files: every PNG/JPEG in the given folders (sorted) plus the given files.
+fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = vec![];
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("cannot read {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if input.is_file() {
+            files.push(input.clone());
+        } else {
+            bail!("input {} does not exist", input.display());
+        }
+    }
+    if files.is_empty() {
+        bail!("no PNG or JPEG images found in {:?}", inputs);
+    }
+    Ok(files)
+}
+
+/// A job id derived from the inputs and settings: rerunning the same edit resumes it.
+fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams) -> uuid::Uuid {
+    let mut hasher = Sha256::new();
+    for (name, bytes) in files {
+        hasher.update(name.as_bytes());
+        hasher.update(Sha256::digest(bytes));
+    }
+    hasher.update(serde_json::to_vec(params).expect("params serialise"));
+    hasher.update(format!("{}:{}", args.target, args.seed).as_bytes());
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &hasher.finalize())
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+}
+
+/// Runs an embedded fleet on the inputs and writes outputs and reports into `args.output`.
+pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let registry = Arc::new(ModelRegistry::new(&args.assets));
+    let guidance = GuidanceSpec::Class(args.target.clone());
+    registry.validate(BUNDLED_MODEL, &guidance)?;
+    let params = EditParams { steps: args.steps, iterations: args.iterations, step_size: args.step_size, xi: args.xi, eta: args.eta, ..EditParams::default() };
+    params.validate()?;
+    if args.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let model = registry.get(BUNDLED_MODEL)?;
+    let files = collect_inputs(&args.input)?;
+    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+
+    let mut named = vec![];
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = format!("{i:04}-{}", sanitize(&file.file_name().unwrap_or_default().to_string_lossy()));
+        named.push((name, bytes));
+    }
+    let job_id = job_id(&named, args, &params);
+    let store: SharedStore = Arc::new(RetryingStore::new(LocalStore::new(args.output.join(".flowgrad"))?, RetryPolicy::default()));
+    for (name, bytes) in &named {
+        store.put(&format!("inputs/{name}"), Bytes::from(bytes.clone())).await?;
+    }
+    let broker: SharedBroker = Arc::new(InProcessBroker::new(RabbitConfig::default().topology));
+    let shutdown = CancellationToken::new();
+    let settings = CoordinatorSettings { id: "embedded-coordinator".into(), status_interval_ms: 200, job_prefetch: 1 };
+    let coordinator = Coordinator::new(store.clone(), broker.clone(), registry.clone(), settings, CoordinatorMetrics::new());
+    let mut events = coordinator.subscribe();
+    let mut services = vec![];
+    {
+        let (coordinator, token) = (coordinator.clone(), shutdown.clone());
+        services.push(tokio::spawn(async move { coordinator.run(token).await }));
+    }
+    for w in 0..args.workers {
+        let settings = WorkerSettings {
+            id: format!("embedded-worker-{w}"),
+            assets: args.assets.clone(),
+            shutdown_grace_seconds: 0,
+            max_attempts: 3,
+            retry_backoff_ms: 200,
+            max_image_bytes: 32 << 20,
+        };
+        let worker = Worker::new(store.clone(), broker.clone(), registry.clone(), settings, WorkerMetrics::new());
+        let token = shutdown.clone();
+        services.push(tokio::spawn(async move { worker.run(token).await }));
+    }
+
+    let job = JobSpec {
+        schema: flowgrad_jobs::SCHEMA_VERSION,
+        job_id,
+        input: InputSpec::Prefix("inputs/".into()),
+        output_prefix: "outputs/".into(),
+        model: BUNDLED_MODEL.into(),
+        guidance,
+        params: params.clone(),
+        seed: args.seed,
+        batch_size: 1,
+    };
+    broker.publish(Queue::Jobs, Bytes::from(flowgrad_jobs::to_json(&job)), &job_id.to_string()).await?;
+    eprintln!("editing {} image(s) towards `{}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)", named.len(), args.target, params.steps, params.iterations, params.xi, args.workers);
+
+    let bars = MultiProgress::new();
+    let overall = bars.add(ProgressBar::new(named.len() as u64));
+    overall.set_style(ProgressStyle::with_template("overall   [{bar:30}] {pos}/{len} images  {elapsed_precise} eta {eta}").expect("template"));
+    let mut per_task: std::collections::HashMap<String, ProgressBar> = Default::default();
+    let status = loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Ok(event) = event else { continue };
+                if event.job_id != job_id { continue; }
+                let bar = per_task.entry(event.task_id.clone()).or_insert_with(|| {
+                    let bar = bars.add(ProgressBar::new(params.iterations as u64));
+                    bar.set_style(ProgressStyle::with_template("{prefix:<9} [{bar:30}] {pos}/{len} iterations {msg}").expect("template"));
+                    bar.set_prefix(event.task_id.clone());
+                    bar
+                });
+                match event.kind {
+                    TaskEventKind::Started { resumed_from } => bar.set_position(resumed_from.unwrap_or(0) as u64),
+                    TaskEventKind::Iteration { completed, objective } => { bar.set_position(completed as u64); bar.set_message(format!("objective {objective:.4}")); }
+                    TaskEventKind::Retrying { reason, .. } => bar.set_message(format!("retrying: {reason}")),
+                    TaskEventKind::Requeued { .. } => bar.set_message("requeued"),
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Some(bytes) = store.get(&keys::status(job_id)).await? {
+                    let status: JobStatus = flowgrad_jobs::from_json("status", &bytes)?;
+                    overall.set_position((status.succeeded + status.failed) as u64);
+                    if status.state.is_final() {
+                        break status;
+                    }
+                }
+            }
+        }
+    };
+    for bar in per_task.values() {
+        bar.finish_and_clear();
+    }
+    overall.finish();
+    shutdown.cancel();
+    for service in services {
+        service.await??;
+    }
+    if let Some(reason) = &status.rejection {
+        bail!("job rejected: {reason}");
+    }
+    let report: JobReport = flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
+    std::fs::write(args.output.join("report.json"), flowgrad_jobs::to_json(&report))?;
+    write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &args.target).await?;
+    for failure in &status.failures {
+        eprintln!("failed: {}: {}", failure.task_id, failure.reason);
+    }
+    println!("wrote {} edited image(s), grid.png and reports to {}", status.succeeded, args.output.display());
+    Ok(if status.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `flowgrad edit`: one image in, one edited image out.
+pub async fn edit(input: &Path, output: &Path, mut args: RunArgs) -> anyhow::Result<ExitCode> {
+    let out_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf).join(".flowgrad-edit");
+    args.input = vec![input.to_path_buf()];
+    args.output = out_dir.clone();
+    let code = run(&args).await?;
+    let produced = std::fs::read_dir(&out_dir)?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.extension().is_some_and(|e| e == "png") && !p.ends_with("grid.png"));
+    if let Some(produced) = produced {
+        std::fs::copy(&produced, output)?;
+        std::fs::copy(produced.with_extension("json"), output.with_extension("json"))?;
+        println!("edited image: {}", output.display());
+    }
+    Ok(code)
+}

@@ -1,0 +1,237 @@
+//! A real fleet for integration tests: worker and coordinator processes, the real RabbitMQ and
+//! the real S3 server started by scripts/test.sh, each test with its own bucket and queues.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowgrad_jobs::{GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, keys};
+use flowgrad_queue::{Queue, RabbitBroker, RabbitConfig, SharedBroker};
+use flowgrad_storage::{Bytes, S3Config, S3Store, SharedStore};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh, which starts the S3 server"))
+}
+
+/// A binary of this workspace, built next to the test executable (`cargo build --bins`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile folder");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// One isolated fleet: a bucket, a queue prefix, a config file and its processes.
+pub struct Fleet {
+    /// Temporary folder with the config and the process logs.
+    pub dir: tempfile::TempDir,
+    /// The config file every process reads.
+    pub config: PathBuf,
+    /// Direct access to the fleet's bucket.
+    pub store: SharedStore,
+    /// Direct access to the fleet's queues.
+    pub broker: SharedBroker,
+    workers: Vec<Option<Child>>,
+    coordinator: Option<Child>,
+    spawned: usize,
+}
+
+impl Fleet {
+    /// A fresh bucket and queue prefix; no processes yet.
+    pub async fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let bucket = format!("fleet-{}", &id[..12]);
+        let prefix = format!("test-{}", &id[..12]);
+        let (endpoint, access, secret) = (env("FLOWGRAD_TEST_S3_ENDPOINT"), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
+        let amqp = std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("flowgrad.toml");
+        let toml = format!(
+            r#"
+[storage]
+kind = "s3"
+endpoint = "{endpoint}"
+bucket = "{bucket}"
+access_key_id = "{access}"
+secret_access_key = "{secret}"
+create_bucket = true
+
+[broker]
+url = "{amqp}"
+[broker.topology]
+prefix = "{prefix}"
+delivery_limit = 8
+
+[http]
+listen = "127.0.0.1:0"
+
+[log]
+format = "json"
+filter = "info"
+
+[worker]
+assets = "{assets}"
+shutdown_grace_seconds = 20
+retry_backoff_ms = 200
+
+[coordinator]
+status_interval_ms = 300
+"#,
+            assets = assets.display()
+        );
+        std::fs::write(&config, toml).expect("config written");
+        let s3 = S3Config {
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            bucket,
+            access_key_id: access,
+            secret_access_key: secret,
+            force_path_style: true,
+            create_bucket: true,
+        };
+        let store: SharedStore = Arc::new(S3Store::connect(&s3).await.expect("S3 reachable"));
+        let mut rabbit = RabbitConfig::default();
+        rabbit.url = amqp;
+        rabbit.topology.prefix = prefix;
+        rabbit.topology.delivery_limit = 8;
+        let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
+        Self { dir, config, store, broker, workers: vec![], coordinator: None, spawned: 0 }
+    }
+
+    fn spawn(&mut self, binary_name: &str, id: &str) -> Child {
+        self.spawned += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("{id}-{}.log", self.spawned))).expect("log file");
+        Command::new(binary(binary_name))
+            .arg("--config")
+            .arg(&self.config)
+            .env("FLOWGRAD__WORKER__ID", id)
+            .env("FLOWGRAD__COORDINATOR__ID", id)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("process starts")
+    }
+
+    /// Starts worker `index` (replacing a dead one).
+    pub fn start_worker(&mut self, index: usize) {
+        let child = self.spawn("flowgrad-worker", &format!("worker-{index}"));
+        if self.workers.len() <= index {
+            self.workers.resize_with(index + 1, || None);
+        }
+        self.workers[index] = Some(child);
+    }
+
+    /// Sends `signal` to worker `index` and returns its process.
+    pub fn signal_worker(&mut self, index: usize, signal: i32) -> Child {
+        let child = self.workers[index].take().expect("worker running");
+        // SAFETY: kill(2) on a child process id we own.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child
+    }
+
+    /// Starts the coordinator.
+    pub fn start_coordinator(&mut self) {
+        self.coordinator = Some(self.spawn("flowgrad-coordinator", "coordinator"));
+    }
+
+    /// kill -9 the coordinator.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut child) = self.coordinator.take() {
+            child.kill().expect("kill");
+            child.wait().expect("reaped");
+        }
+    }
+
+    /// Uploads `count` Fashion-MNIST test images as PNGs under `prefix`; returns their keys.
+    pub async fn upload_images(&self, prefix: &str, count: usize) -> Vec<String> {
+        let data = flowgrad_models::FashionMnist::load(Path::new(flowgrad_models::fashion::DEFAULT_DIR), flowgrad_models::Split::Test).expect("Fashion-MNIST installed");
+        let mut keys = vec![];
+        for i in 0..count {
+            let values = flowgrad_models::fashion::to_padded(data.raw(i));
+            let png = flowgrad_storage::image::encode_png(&values, 1, 32, 32).expect("png");
+            let key = format!("{prefix}img-{i:03}.png");
+            self.store.put(&key, Bytes::from(png)).await.expect("upload");
+            keys.push(key);
+        }
+        keys
+    }
+
+    /// A job editing everything under `input` into `output` with small, fast parameters.
+    pub fn job(input: &str, output: &str, steps: usize, iterations: usize) -> JobSpec {
+        JobSpec {
+            schema: flowgrad_jobs::SCHEMA_VERSION,
+            job_id: uuid::Uuid::new_v4(),
+            input: InputSpec::Prefix(input.into()),
+            output_prefix: output.into(),
+            model: "fashion-mnist".into(),
+            guidance: GuidanceSpec::Class("coat".into()),
+            params: flowgrad::EditParams { steps, iterations, ..Default::default() },
+            seed: 3,
+            batch_size: 1,
+        }
+    }
+
+    /// Publishes a job message (raw bytes, to test malformed ones too).
+    pub async fn submit_raw(&self, payload: Vec<u8>) {
+        self.broker.publish(Queue::Jobs, Bytes::from(payload), &uuid::Uuid::new_v4().to_string()).await.expect("published");
+    }
+
+    /// Publishes a job.
+    pub async fn submit(&self, job: &JobSpec) {
+        self.submit_raw(flowgrad_jobs::to_json(job)).await;
+    }
+
+    /// The job's stored status.
+    pub async fn status(&self, job: uuid::Uuid) -> Option<JobStatus> {
+        let bytes = self.store.get(&keys::status(job)).await.expect("storage")?;
+        Some(flowgrad_jobs::from_json("status", &bytes).expect("status parses"))
+    }
+
+    /// Waits until `report.json` exists.
+    pub async fn wait_report(&self, job: uuid::Uuid, timeout: Duration) -> JobReport {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(bytes) = self.store.get(&keys::report(job)).await.expect("storage") {
+                return flowgrad_jobs::from_json("report", &bytes).expect("report parses");
+            }
+            assert!(Instant::now() < deadline, "job {job} did not finish in {timeout:?}; status {:?}\nlogs in {}", self.status(job).await, self.dir.path().display());
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Waits for a checkpoint of `job` with at least `iteration` iterations that has no result
+    /// yet (a task in flight); returns its key.
+    pub async fn wait_checkpoint(&self, job: uuid::Uuid, iteration: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let prefix = format!("jobs/{job}/checkpoints/");
+        loop {
+            for key in self.store.list(&prefix).await.expect("storage") {
+                if let Some(bytes) = self.store.get(&key).await.expect("storage") {
+                    let state = flowgrad::ControlState::from_bytes(&bytes).expect("checkpoint parses");
+                    if state.iteration >= iteration {
+                        return key;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no checkpoint of job {job} reached iteration {iteration} in {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Keys under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Vec<String> {
+        self.store.list(prefix).await.expect("storage")
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in self.workers.iter_mut().flatten().chain(self.coordinator.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

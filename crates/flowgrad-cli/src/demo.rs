@@ -21,6 +21,9 @@ pub struct DemoArgs {
     /// Straightness threshold ξ.
     #[arg(long, default_value_t = 5e-3)]
     xi: f32,
+    /// Gradient step α (paper-mode controls: ∂L/∂u carries a factor 1/N).
+    #[arg(long, default_value_t = 50.0)]
+    step_size: f32,
     /// Random seed of the field, input and target.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -41,7 +44,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let shape = [2, 1, SIDE, SIDE];
     let input = flowgrad::tensor_util::from_vec(random(2 * dims, 1.0), shape, &device);
     let target = flowgrad::tensor_util::from_vec(random(2 * dims, 1.0), shape, &device);
-    let params = EditParams { steps: args.steps, iterations: args.iterations, xi: args.xi, eta: 0.9, ..Default::default() };
+    let params = EditParams { steps: args.steps, iterations: args.iterations, xi: args.xi, eta: 0.9, step_size: args.step_size, mode: flowgrad::Mode::Paper, ..Default::default() };
     let editor = Editor::new(field, MseToTarget::new(target), params, device)?;
 
     println!("FlowGrad demo on an analytic field v(x,t) = (A0 + t·A1)x + b, backend {}", backend::name());

@@ -11,11 +11,13 @@ use crate::trajectory::Solver;
 pub enum Mode {
     /// As the paper writes it: x_{k+1} = x_k + (1/N)(v(x_k) + u_k); straightness one-sided at the
     /// ends; a segment grows while the straightness of the steps after its start stays below ξ.
-    #[default]
+    /// Here ∂L/∂u_k carries a factor 1/N, so α must be about N times larger than in `Reference`.
     Paper,
     /// As gnobitab/FlowGrad computes it: u_k is added to the state before the velocity is evaluated
     /// (x_{k+1} = x_k + u_k + v(x_k + u_k)/N); straightness wraps around at k = 0 and is one-sided
     /// at k = N−1; a segment closes once its running sum is strictly above ξ (or at the last step).
+    /// The default: the paper's α = 10 was tuned for this parametrisation of the controls.
+    #[default]
     Reference,
 }
 
@@ -80,7 +82,7 @@ impl Default for EditParams {
             eta: 0.7,
             lambda: 1e-3,
             xi: 5e-3,
-            mode: Mode::Paper,
+            mode: Mode::Reference,
             sharing: ControlSharing::PerImage,
             selection: Selection::Best,
             time_eps: 1e-3,

@@ -12,7 +12,7 @@ use flowgrad::{
 const SHAPE: [usize; 4] = [2, 3, 2, 2];
 
 fn params() -> EditParams {
-    EditParams { steps: 12, iterations: 6, step_size: 2.0, xi: 0.05, eta: 0.8, lambda: 1e-2, ..Default::default() }
+    EditParams { steps: 12, iterations: 6, step_size: 2.0, xi: 0.05, eta: 0.8, lambda: 1e-2, mode: Mode::Paper, ..Default::default() }
 }
 
 fn editor(params: EditParams) -> Editor<B, flowgrad::analytic::AffineField<B>, MseToTarget<B>> {

@@ -14,6 +14,7 @@ fn paper_defaults() {
     let p = EditParams::default();
     assert_eq!((p.steps, p.iterations), (100, 10));
     assert_eq!((p.step_size, p.eta, p.lambda, p.xi), (10.0, 0.7, 1e-3, 5e-3));
+    assert_eq!(p.mode, flowgrad::Mode::Reference, "the parametrisation α = 10 was tuned for");
     p.validate().unwrap();
 }
 

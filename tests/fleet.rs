@@ -144,7 +144,11 @@ async fn bad_inputs_fail_alone_and_bad_jobs_are_rejected_and_dead_lettered() {
     assert_eq!((report.status.succeeded, report.status.failed), (2, 1));
     assert!(report.status.failures.iter().any(|f| f.reason.contains("in/broken.png")), "{:?}", report.status.failures);
     assert_eq!(fleet.list("out/").await.len(), 2);
-    assert_eq!(fleet.broker.dead_depth(Queue::Tasks).await.unwrap(), 1, "the failed task is dead-lettered");
+    // the failed task was dead-lettered and nothing is left to redeliver (the coordinator drains
+    // tasks.dead after making sure every dead task has a failed result)
+    assert_eq!(fleet.broker.depth(Queue::Tasks).await.unwrap(), 0);
+    let failed = report.results.iter().find(|r| matches!(r.outcome, TaskOutcome::Failed { .. })).expect("a failed result");
+    assert!(matches!(&failed.outcome, TaskOutcome::Failed { reason } if reason.contains("in/broken.png")), "{failed:?}");
 
     let mut bad = Fleet::job("in/", "out2/", 6, 1);
     bad.guidance = flowgrad_jobs::GuidanceSpec::Class("spaceship".into());

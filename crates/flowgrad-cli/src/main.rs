@@ -5,6 +5,7 @@ mod demo;
 mod fleet;
 mod report;
 mod run;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Train a bundled model (seeded, resumable) and refresh assets/MODEL_CARD.md.
+    Train(train::TrainArgs),
     /// Benchmarks, reported as ratios measured in one run.
     Bench {
         #[command(subcommand)]
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Parity { set: ParitySet::Flowgrad { dir } } => parity_flowgrad(&dir),
         Command::Bench { suite } => bench::run(&suite),
+        Command::Train(args) => train::run(&args),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&args))),
         Command::Edit(args) => {
             let (input, output) = (args.input.first().cloned().unwrap_or_default(), args.output.clone());

@@ -1,0 +1,70 @@
+//! `flowgrad run` end to end with the shipped model on examples/, and its clear errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn flowgrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
+}
+
+fn repo(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path).to_string_lossy().into_owned()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn run_on_examples_writes_images_reports_and_moves_the_judge() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let result = flowgrad(&["run", "--input", &repo("examples"), "--output", dir, "--target", "coat", "--steps", "12", "--iterations", "4", "--workers", "2"]);
+    assert!(result.status.success(), "{}", text(&result));
+    assert!(out.path().join("grid.png").exists());
+    assert!(out.path().join("report.json").exists());
+    let mut moved = 0;
+    let mut reports = 0;
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") && !path.ends_with("report.json") {
+            let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert!(path.with_extension("png").exists(), "{path:?} has its image");
+            assert_eq!(report["loss_per_iteration"].as_array().unwrap().len(), 4);
+            let (before, after) = (report["judge_target_prob_before"].as_f64().unwrap(), report["judge_target_prob_after"].as_f64().unwrap());
+            if after > before {
+                moved += 1;
+            }
+            assert!(report["ssim"].as_f64().unwrap() <= 1.0 && report["l1"].as_f64().unwrap() >= 0.0);
+            reports += 1;
+        }
+    }
+    assert_eq!(reports, 8, "one report per example image");
+    assert!(moved * 4 >= reports * 3, "the judge must move towards the target on most images ({moved}/{reports})");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_do_not_stop_other_images() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let missing = flowgrad(&["run", "--input", "/nonexistent/images", "--output", dir, "--target", "coat"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("/nonexistent/images does not exist"), "{}", text(&missing));
+
+    let class = flowgrad(&["run", "--input", &repo("examples"), "--output", dir, "--target", "spaceship"]);
+    assert_eq!(class.status.code(), Some(2));
+    assert!(text(&class).contains("spaceship") && text(&class).contains("coat"), "{}", text(&class));
+
+    let empty = tempfile::tempdir().unwrap();
+    let none = flowgrad(&["run", "--input", empty.path().to_str().unwrap(), "--output", dir, "--target", "coat"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(text(&none).contains("no PNG or JPEG images"), "{}", text(&none));
+
+    let mixed = tempfile::tempdir().unwrap();
+    std::fs::copy(repo("examples/00-tshirt-test19.png"), mixed.path().join("good.png")).unwrap();
+    std::fs::write(mixed.path().join("corrupt.png"), b"definitely not a png").unwrap();
+    let result = flowgrad(&["run", "--input", mixed.path().to_str().unwrap(), "--output", dir, "--target", "coat", "--steps", "8", "--iterations", "1"]);
+    assert_eq!(result.status.code(), Some(1), "{}", text(&result));
+    assert!(text(&result).contains("corrupt.png"), "the failure names the file: {}", text(&result));
+    assert!(out.path().join("0001-good.png").exists(), "the good image is still edited: {}", text(&result));
+}

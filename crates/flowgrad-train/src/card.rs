@@ -65,7 +65,7 @@ fn render(m: &Metrics) -> String {
         let _ = writeln!(w, "- Objective: x₀ ~ N(0, I) at t = 0, data x₁ at t = 1, t ~ U(0, 1), MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀");
         let _ = writeln!(w, "{}", run_line(&f.config.run, f.wall_s, f.step_s));
         let _ = writeln!(w, "- Final training loss: {:.4}", f.loss_curve.last().map_or(f64::NAN, |l| l.1));
-        let _ = writeln!(w, "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.5}", f.config.eval_images, f.reconstruction_mse);
+        let _ = writeln!(w, "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}", f.config.eval_images, f.reconstruction_mse);
         let _ = writeln!(w, "- Samples: `samples.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps\n", f.config.sample_seed);
     }
     for (title, r) in [("guidance classifier", &m.classifier), ("evaluation judge (independent architecture and seed)", &m.judge)] {

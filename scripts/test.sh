@@ -27,6 +27,10 @@ eval "$(bash scripts/s3-server.sh start)"
 trap 'bash scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
 export FLOWGRAD_TEST_AMQP_URL=${FLOWGRAD_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 
+log "deployment: helm lint/template over the value sets, kubernetes-validate, rendered configs"
+export FLOWGRAD_RENDERED_CONFIGS=${FLOWGRAD_RENDERED_CONFIGS:-/var/tmp/flowgrad-rendered}
+bash scripts/validate-deploy.sh "$FLOWGRAD_RENDERED_CONFIGS"
+
 log "CUDA feature compiles (no GPU needed); no LLVM download in its tree"
 if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features cuda 2>/dev/null | grep -q tracel; then
   echo "tracel-llvm-bundler is in the CUDA dependency tree: it downloads LLVM at build time"; exit 1

@@ -83,6 +83,7 @@ start() {
       -s3.port="$PORT" -s3.config="$config" \
       -master.port=$((9333 + offset)) -volume.port=$((9340 + offset)) -filer.port=$((8888 + offset)) \
       -admin.port=$((23646 + offset)) -master.telemetry=false \
+      -master.volumeSizeLimitMB=64 -volume.max=512 \
       -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
       </dev/null >"$LOG" 2>&1 &
     echo $! >"$PID_FILE"

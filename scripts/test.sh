@@ -23,6 +23,9 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 [ -f "$FLOWGRAD_FIXTURES/FORMAT.md" ] || { echo "parity fixtures not found at $FLOWGRAD_FIXTURES (set FLOWGRAD_FIXTURES)"; exit 1; }
 
 log "S3-compatible server (SeaweedFS) for the storage and fleet tests"
+# a clean server every run: each test bucket is a SeaweedFS collection that takes volumes
+bash scripts/s3-server.sh stop >/dev/null 2>&1 || true
+rm -rf "${FLOWGRAD_S3_HOME:-/var/tmp/flowgrad-s3}"/data-*
 eval "$(bash scripts/s3-server.sh start)"
 trap 'bash scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
 export FLOWGRAD_TEST_AMQP_URL=${FLOWGRAD_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}

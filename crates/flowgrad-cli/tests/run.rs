@@ -19,7 +19,7 @@ fn text(out: &Output) -> String {
 fn run_on_examples_writes_images_reports_and_moves_the_judge() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().to_str().unwrap();
-    let result = flowgrad(&["run", "--input", &repo("examples"), "--output", dir, "--target", "coat", "--steps", "12", "--iterations", "4", "--workers", "2"]);
+    let result = flowgrad(&["run", "--input", &repo("examples"), "--output", dir, "--target", "coat", "--steps", "12", "--iterations", "4", "--workers", "1"]);
     assert!(result.status.success(), "{}", text(&result));
     assert!(out.path().join("grid.png").exists());
     assert!(out.path().join("report.json").exists());

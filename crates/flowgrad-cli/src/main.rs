@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fleet;
+mod parity;
 mod report;
 mod run;
 mod train;
@@ -28,7 +29,7 @@ enum Command {
     /// Compare this implementation with fixtures produced by the original PyTorch code.
     Parity {
         #[command(subcommand)]
-        set: ParitySet,
+        set: parity::ParitySet,
     },
     /// Edit images towards a class with the bundled model, in one process (embedded fleet: the
     /// same coordinator and workers over a local store and an in-process broker).
@@ -61,22 +62,12 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum ParitySet {
-    /// A `flowgrad/` fixture set (FORMAT.md part B): time grid, straightness, segments,
-    /// trajectory, loss gradient, re-assignment, SGD update.
-    Flowgrad {
-        /// Folder with config.json and data.safetensors.
-        dir: PathBuf,
-    },
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
-        Command::Parity { set: ParitySet::Flowgrad { dir } } => parity_flowgrad(&dir),
+        Command::Parity { set } => parity::run(&set),
         Command::Bench { suite } => bench::run(&suite),
         Command::Train(args) => train::run(&args),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&args))),
@@ -98,11 +89,4 @@ fn main() -> ExitCode {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
-fn parity_flowgrad(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let report = flowgrad_parity::check_flowgrad(dir)?;
-    println!("parity flowgrad {}", dir.display());
-    println!("{report}");
-    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

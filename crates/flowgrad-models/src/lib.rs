@@ -4,6 +4,7 @@
 pub mod classifier;
 pub mod conv;
 pub mod fashion;
+pub mod ncsnpp;
 pub mod time_embedding;
 pub mod unet;
 pub mod weights;
@@ -13,5 +14,6 @@ pub use classifier::{
 };
 pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
+pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};
 pub use unet::{UNet, UNetConfig};
 pub use weights::{WeightsError, load, load_classifier, load_flow, load_judge, save, weights_digest};

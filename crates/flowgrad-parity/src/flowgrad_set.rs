@@ -9,11 +9,11 @@ use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, simulate, straightness};
 
 use crate::fixture::{FixtureError, TensorFile, format_error, read_json};
+use crate::flowgrad_model::{Recorded, check_with_model};
+use crate::ncsnpp_set::load_fixture_model;
 use crate::report::{ParityReport, chunked_scaled_error, relative_error, scaled_error};
 
 type B = Autodiff<Flex>;
-
-const NEEDS_MODEL: &str = "needs the fixture's NCSN++ velocity model (not in this build yet)";
 
 /// Replays recorded velocities in call order: the k-th evaluation returns v_k whatever x is.
 /// Lets the simulation code run on a fixture's trajectory without its network (its Jacobian is
@@ -47,8 +47,17 @@ fn usize_list(config: &serde_json::Value, key: &str, path: &Path) -> Result<Vec<
         .ok_or_else(|| format_error(path, format!("`{key}` must be a list of integers")))
 }
 
-/// Checks everything about the FlowGrad algorithm that can be recomputed from the fixture in `dir`.
+/// Checks everything about the FlowGrad algorithm that can be recomputed from the fixture in
+/// `dir`, with the network of the sibling `ncsnpp/` set when there is one (FORMAT.md: part B
+/// runs the part-A model); without it, the checks that need the network are skipped.
 pub fn check_flowgrad(dir: &Path) -> Result<ParityReport, FixtureError> {
+    let sibling = dir.parent().map(|p| p.join("ncsnpp")).filter(|p| p.join("weights.safetensors").is_file());
+    check_flowgrad_with_model(dir, sibling.as_deref())
+}
+
+/// Like [`check_flowgrad`] with the NCSN++ set of the network given explicitly (`None`: skip the
+/// checks that need it).
+pub fn check_flowgrad_with_model(dir: &Path, model_dir: Option<&Path>) -> Result<ParityReport, FixtureError> {
     let config_path = dir.join("config.json");
     let config = read_json(&config_path)?;
     let data = TensorFile::open(&dir.join("data.safetensors"))?;
@@ -92,6 +101,7 @@ pub fn check_flowgrad(dir: &Path) -> Result<ParityReport, FixtureError> {
     report.exact("seg_starts/seg_lengths", grid == expected, format!("ours {grid:?}"));
     let config_grid = Grid { starts: usize_list(&config, "segment_starts", &config_path)?, lengths: usize_list(&config, "segment_lengths", &config_path)? };
     report.exact("config segments", config_grid == expected, "config.json and data.safetensors disagree");
+    let mut segments = vec![expected.clone()];
     let mut acc = Vec::with_capacity(n);
     for (&start, &len) in grid.starts.iter().zip(&grid.lengths) {
         let mut sum = 0.0f32;
@@ -107,6 +117,9 @@ pub fn check_flowgrad(dir: &Path) -> Result<ParityReport, FixtureError> {
             let want = Grid { starts: usize_list(it, "segment_starts", &config_path)?, lengths: usize_list(it, "segment_lengths", &config_path)? };
             let got = Grid::build(&s_i, xi, Mode::Reference);
             report.exact(format!("iteration {i} segments"), got == want, format!("ours {got:?}"));
+            if i > 0 {
+                segments.push(want);
+            }
         }
     }
 
@@ -146,8 +159,18 @@ pub fn check_flowgrad(dir: &Path) -> Result<ParityReport, FixtureError> {
     let their_delta: Vec<f32> = u_after1.iter().zip(&u_init).map(|(a, b)| a - b).collect();
     report.measure("u_after1 - u_init", "scaled", scaled_error(&ours_delta, &their_delta), 5e-4);
 
-    for name in ["v (recomputed)", "lam_seg", "grad_full", "u_after3", "iter1_lam_seg", "iter2_lam_seg"] {
-        report.skip(name, NEEDS_MODEL);
+    // 7. everything that needs the network
+    match model_dir {
+        Some(model_dir) => {
+            let model = load_fixture_model(model_dir)?;
+            let recorded = Recorded { data: &data, data_path: &data_path, time, xi, lr, image_shape, segments };
+            check_with_model(&mut report, &model, &recorded)?;
+        }
+        None => {
+            for name in ["v (recomputed)", "lam_seg", "grad_full", "u_after3", "iter1_lam_seg", "iter2_lam_seg"] {
+                report.skip(name, format!("needs the NCSN++ network: no ncsnpp/ set beside {}", dir.display()));
+            }
+        }
     }
     Ok(report)
 }

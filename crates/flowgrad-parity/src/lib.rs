@@ -3,9 +3,12 @@
 //! quantity this port can recompute, against the recommended tolerances.
 
 pub mod fixture;
+mod flowgrad_model;
 pub mod flowgrad_set;
+pub mod ncsnpp_set;
 pub mod report;
 
 pub use fixture::{FixtureError, TensorFile};
-pub use flowgrad_set::check_flowgrad;
+pub use flowgrad_set::{check_flowgrad, check_flowgrad_with_model};
+pub use ncsnpp_set::check_ncsnpp;
 pub use report::{Check, Outcome, ParityReport};

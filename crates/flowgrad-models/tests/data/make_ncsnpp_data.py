@@ -75,7 +75,8 @@ def fixture(cfg, seed, batch, out_dir, gain=30.0):
     os.makedirs(out_dir, exist_ok=True)
     sd = {k: v.detach().float().contiguous() for k, v in net.state_dict().items()}
     save_safetensors(sd, os.path.join(out_dir, 'weights.safetensors'))
-    save_safetensors({'x': x.detach(), 't_unit': t_unit, 't': t, 'v': v.detach(), 'g': g, 'vjp_x': vjp},
+    # positional models divide by the f64 `sigmas` buffer, so v comes out f64: stored as f32
+    save_safetensors({'x': x.detach(), 't_unit': t_unit, 't': t, 'v': v.detach().float(), 'g': g.float(), 'vjp_x': vjp.float()},
                      os.path.join(out_dir, 'io.safetensors'))
     conf = jsonable(cfg)
     conf['fixture'] = {'seed': seed, 'batch': batch, 'num_params': sum(p.numel() for p in net.parameters()),

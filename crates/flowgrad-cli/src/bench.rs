@@ -11,6 +11,8 @@ use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_engine::backend::{self, Backend};
 
+mod ncsnpp;
+
 /// Benchmark suites.
 #[derive(Subcommand, Debug)]
 pub enum Suite {
@@ -30,11 +32,43 @@ pub enum Suite {
         #[arg(long, default_value_t = 32)]
         hidden: usize,
     },
+    /// NCSN++ cost: forward and forward + VJP time of a random CelebA-HQ 256² model (or
+    /// `--config`) at batch 1, and peak memory of decomposed vs full back-prop at each `--steps`
+    /// on the reduced config of an `ncsnpp/` fixture set (one child process per case).
+    Ncsnpp {
+        /// An original config as JSON for the timing (default: CelebA-HQ 256²).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// The `ncsnpp/` fixture set whose config the memory cases use.
+        #[arg(long, default_value_os_t = ncsnpp::default_fixture())]
+        fixture: std::path::PathBuf,
+        /// Euler steps N of the memory cases.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        steps: Vec<usize>,
+        /// Timed repetitions (after one warm-up).
+        #[arg(long, default_value_t = 2)]
+        repeats: usize,
+    },
+    /// One memory case of `bench ncsnpp` (run in a child process).
+    #[command(hide = true)]
+    NcsnppMemory {
+        /// The `ncsnpp/` fixture set whose config is used.
+        #[arg(long)]
+        fixture: std::path::PathBuf,
+        /// Euler steps N.
+        #[arg(long)]
+        steps: usize,
+        /// Back-propagation method.
+        #[arg(long, value_enum)]
+        method: ncsnpp::Method,
+    },
 }
 
 /// Runs a suite.
 pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
     match suite {
+        Suite::Ncsnpp { config, fixture, steps, repeats } => ncsnpp::run(config.as_deref(), fixture, steps, *repeats),
+        Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Table1 { quick, steps, size, hidden } => table1(*quick, steps.unwrap_or(if *quick { 20 } else { 100 }), *size, *hidden),
     }
 }

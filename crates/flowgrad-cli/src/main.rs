@@ -1,6 +1,7 @@
 //! `flowgrad`: edit images with FlowGrad, check parity with the original code, benchmark.
 
 mod bench;
+mod convert;
 mod demo;
 mod fleet;
 mod parity;
@@ -55,6 +56,9 @@ enum Command {
     },
     /// Train a bundled model (seeded, resumable) and refresh assets/MODEL_CARD.md.
     Train(train::TrainArgs),
+    /// Convert a RectifiedFlow NCSN++ checkpoint (`.pth`, EMA weights by default) or state dict to
+    /// safetensors under the original keys.
+    Convert(convert::ConvertArgs),
     /// Benchmarks, reported as ratios measured in one run.
     Bench {
         #[command(subcommand)]
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Parity { set } => parity::run(&set),
         Command::Bench { suite } => bench::run(&suite),
+        Command::Convert(args) => convert::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&args))),
         Command::Edit(args) => {

@@ -13,13 +13,25 @@ pub enum ParitySet {
     Flowgrad {
         /// Folder with config.json and data.safetensors.
         dir: PathBuf,
+        /// The `ncsnpp/` set of the network the set was made with (default: the sibling
+        /// `ncsnpp/` folder, if present; otherwise the checks that need it are skipped).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// An `ncsnpp/` fixture set (FORMAT.md part A): the network built from its config and
+    /// weights (every key used), parameter count and order, outputs and input-VJPs per sample.
+    Ncsnpp {
+        /// Folder with config.json, weights.safetensors and io.safetensors.
+        dir: PathBuf,
     },
 }
 
 /// Runs one parity check and prints its report; exit 1 when a check is above tolerance.
 pub fn run(set: &ParitySet) -> anyhow::Result<ExitCode> {
     match set {
-        ParitySet::Flowgrad { dir } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad(dir)?),
+        ParitySet::Flowgrad { dir, model: None } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad(dir)?),
+        ParitySet::Flowgrad { dir, model: Some(model) } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad_with_model(dir, Some(model))?),
+        ParitySet::Ncsnpp { dir } => print_report("ncsnpp", dir, flowgrad_parity::check_ncsnpp(dir)?),
     }
 }
 

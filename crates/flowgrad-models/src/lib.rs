@@ -2,6 +2,7 @@
 //! weight loading. Everything here is generic over burn backends.
 
 pub mod classifier;
+pub mod clip;
 pub mod conv;
 pub mod fashion;
 pub mod ncsnpp;

@@ -1,6 +1,6 @@
 //! The fleet end to end on real components: worker and coordinator processes, RabbitMQ, the S3
 //! server. Bulk throughput, kill -9 chaos with byte-identical outputs, SIGTERM requeue,
-//! coordinator restart, bad inputs and rejected jobs.
+//! coordinator restart, a corpus of bad inputs and rejected jobs.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -130,44 +130,117 @@ async fn coordinator_killed_mid_job_is_rebuilt_from_storage() {
     assert_eq!(fleet.list("out/").await.len(), 6);
 }
 
+/// A job variant as raw JSON: `edit` changes the serialised job; the id is kept when present.
+fn variant(base: &flowgrad_jobs::JobSpec, edit: impl FnOnce(&mut serde_json::Value)) -> (Option<uuid::Uuid>, Vec<u8>) {
+    let mut value: serde_json::Value = serde_json::from_slice(&flowgrad_jobs::to_json(&flowgrad_jobs::JobSpec { job_id: uuid::Uuid::new_v4(), ..base.clone() })).unwrap();
+    edit(&mut value);
+    let id = value.get("job_id").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
+    (id, serde_json::to_vec(&value).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_inputs_fail_alone_and_bad_jobs_are_rejected_and_dead_lettered() {
+async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finishes() {
+    use serde_json::json;
     let mut fleet = Fleet::new().await;
-    fleet.upload_images("in/", 2).await;
-    fleet.store.put("in/broken.png", flowgrad_storage::Bytes::from_static(b"not a png")).await.unwrap();
+    let good = fleet.upload_images("in/", 2).await;
+    let png = fleet.store.get(&good[0]).await.unwrap().unwrap().to_vec();
+    let wide = flowgrad_storage::image::encode_png(&vec![0.0; 9000], 1, 1, 9000).unwrap();
+    let noise: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut oversized = png.clone();
+    oversized.extend_from_slice(&noise);
+    // (key, bytes, a word the failure reason must contain)
+    let bad_objects: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("in/text.png", b"not a png".to_vec(), "signature"),
+        ("in/truncated.png", png[..png.len() / 2].to_vec(), "PNG"),
+        ("in/header-only.png", png[..8].to_vec(), "PNG"),
+        ("in/empty.png", vec![], "empty"),
+        ("in/wide.png", wide, "9000"),
+        ("in/truncated.jpg", vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0], "JPEG"),
+        ("in/anim.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), "Gif"),
+        ("in/random.bin", noise[..1024].to_vec(), "signature"),
+        ("in/meta.json", br#"{"not": "an image"}"#.to_vec(), "signature"),
+        ("in/oversized.png", oversized, "bytes"),
+    ];
+    for (key, bytes, _) in &bad_objects {
+        fleet.store.put(key, flowgrad_storage::Bytes::from(bytes.clone())).await.unwrap();
+    }
+    fleet.process_env.push(("FLOWGRAD__WORKER__MAX_IMAGE_BYTES".into(), "200000".into()));
     fleet.start_coordinator();
     fleet.start_worker(0);
     let job = Fleet::job("in/", "out/", 6, 1);
     fleet.submit(&job).await;
+    let mut manifest = Fleet::job("in/", "out-manifest/", 6, 1);
+    manifest.input = flowgrad_jobs::InputSpec::Manifest(vec![good[0].clone(), "in/missing-1.png".into(), "in/missing-2.png".into()]);
+    fleet.submit(&manifest).await;
+
+    // jobs that must be rejected, each with a word its reason must contain
+    let base = Fleet::job("in/", "rejected/", 6, 1);
+    let long_key = format!("in/{}.png", "k".repeat(2000));
+    let cases: Vec<((Option<uuid::Uuid>, Vec<u8>), &str)> = vec![
+        (variant(&base, |v| v["model"] = json!("stable-diffusion")), "stable-diffusion"),
+        (variant(&base, |v| v["guidance"] = json!({"class": "spaceship"})), "spaceship"),
+        (variant(&base, |v| v["schema"] = json!(99)), "version 99"),
+        (variant(&base, |v| v["params"]["steps"] = json!(0)), "steps"),
+        (variant(&base, |v| v["params"]["step_size"] = json!("NaN")), "malformed"),
+        (variant(&base, |v| v["params"]["step_size"] = json!(-1.0)), "step_size"),
+        (variant(&base, |v| v["params"]["eta"] = json!(1.5)), "eta"),
+        (variant(&base, |v| v["params"]["lambda"] = json!(-0.1)), "lambda"),
+        (variant(&base, |v| v["params"]["xi"] = json!(-1e-3)), "xi"),
+        (variant(&base, |v| v["params"]["iterations"] = json!(1_000_000)), "iterations"),
+        (variant(&base, |v| v["params"]["time_eps"] = json!(1.0)), "time_eps"),
+        (variant(&base, |v| v["output_prefix"] = json!("../escape/")), "output_prefix"),
+        (variant(&base, |v| v["output_prefix"] = json!("/etc/")), "output_prefix"),
+        (variant(&base, |v| v["output_prefix"] = json!("in/edited/")), "overlaps"),
+        (variant(&base, |v| v["output_prefix"] = json!("jobs/")), "output_prefix"),
+        (variant(&base, |v| v["output_prefix"] = json!("active/x/")), "output_prefix"),
+        (variant(&base, |v| v["output_prefix"] = json!("no-slash")), "output_prefix"),
+        (variant(&base, |v| v["input"] = json!({"prefix": "nothing-here/"})), "no input images"),
+        (variant(&base, |v| v["input"] = json!({"manifest": []})), "manifest"),
+        (variant(&base, |v| v["input"] = json!({"manifest": ["in/a.png", "in/a.png"]})), "twice"),
+        (variant(&base, |v| v["input"] = json!({"manifest": [long_key.clone()]})), "1024"),
+        (variant(&base, |v| v["input"] = json!({"manifest": ["in/../secret.png"]})), "manifest"),
+        (variant(&base, |v| v["model"] = json!("m".repeat(10_000))), "bytes long"),
+        (variant(&base, |v| v["batch_size"] = json!(0)), "batch_size"),
+        (variant(&base, |v| v["batch_size"] = json!(1000)), "batch_size"),
+        (variant(&base, |v| v["colour"] = json!("blue")), "colour"),
+        (variant(&base, |v| { v.as_object_mut().unwrap().remove("output_prefix"); }), "output_prefix"),
+        (variant(&base, |v| v["job_id"] = json!("00000000-0000-0000-0000-000000000000")), "nil"),
+        ((None, b"{ not json".to_vec()), ""),
+        ((None, vec![]), ""),
+        ((None, b"[1, 2, 3]".to_vec()), ""),
+    ];
+    for ((_, payload), _) in &cases {
+        fleet.submit_raw(payload.clone()).await;
+    }
+
     let report = fleet.wait_report(job.job_id, 4 * MINUTES).await;
     assert_eq!(report.status.state, JobState::CompletedWithFailures);
-    assert_eq!((report.status.succeeded, report.status.failed), (2, 1));
-    assert!(report.status.failures.iter().any(|f| f.reason.contains("in/broken.png")), "{:?}", report.status.failures);
-    assert_eq!(fleet.list("out/").await.len(), 2);
-    // the failed task was dead-lettered and nothing is left to redeliver (the coordinator drains
-    // tasks.dead after making sure every dead task has a failed result)
+    assert_eq!((report.status.succeeded, report.status.failed), (2, bad_objects.len()), "{:?}", report.status);
+    for (key, _, word) in &bad_objects {
+        let failure = report.status.failures.iter().find(|f| f.reason.contains(key)).unwrap_or_else(|| panic!("no failure names {key}: {:?}", report.status.failures));
+        assert!(failure.reason.contains(word), "reason for {key} should mention `{word}`: {}", failure.reason);
+    }
+    assert_eq!(fleet.list("out/").await.len(), 2, "the good images of the same job were edited");
+    let manifest_report = fleet.wait_report(manifest.job_id, 4 * MINUTES).await;
+    assert_eq!(manifest_report.status.succeeded, 1);
+    let missing: Vec<_> = manifest_report.status.failures.iter().filter(|f| f.reason.contains("does not exist")).collect();
+    assert_eq!(missing.len(), 2, "{:?}", manifest_report.status.failures);
+    // failed tasks were dead-lettered, and the coordinator drained tasks.dead after recording them
     assert_eq!(fleet.broker.depth(Queue::Tasks).await.unwrap(), 0);
-    let failed = report.results.iter().find(|r| matches!(r.outcome, TaskOutcome::Failed { .. })).expect("a failed result");
-    assert!(matches!(&failed.outcome, TaskOutcome::Failed { reason } if reason.contains("in/broken.png")), "{failed:?}");
+    assert!(report.results.iter().all(|r| r.outcome == TaskOutcome::Succeeded || matches!(&r.outcome, TaskOutcome::Failed { reason } if !reason.is_empty())));
 
-    let mut bad = Fleet::job("in/", "out2/", 6, 1);
-    bad.guidance = flowgrad_jobs::GuidanceSpec::Class("spaceship".into());
-    fleet.submit(&bad).await;
-    fleet.submit_raw(b"{ not json".to_vec()).await;
+    for ((id, payload), word) in &cases {
+        let Some(id) = id else { continue };
+        let status = fleet.wait_status(*id, MINUTES, |s| s.state.is_final()).await;
+        assert_eq!(status.state, JobState::Rejected, "{} → {status:?}", String::from_utf8_lossy(&payload[..payload.len().min(200)]));
+        let reason = status.rejection.clone().unwrap_or_default();
+        assert!(reason.contains(word), "rejection of a job with bad `{word}` must say so: {reason}");
+    }
     let deadline = std::time::Instant::now() + MINUTES;
-    let status = loop {
-        if let Some(status) = fleet.status(bad.job_id).await {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "no status for the rejected job");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(status.state, JobState::Rejected);
-    assert!(status.rejection.as_deref().unwrap_or_default().contains("spaceship"), "{status:?}");
-    let deadline = std::time::Instant::now() + MINUTES;
-    while fleet.broker.dead_depth(Queue::Jobs).await.unwrap() < 2 {
-        assert!(std::time::Instant::now() < deadline, "both bad job messages must be dead-lettered");
+    while (fleet.broker.dead_depth(Queue::Jobs).await.unwrap() as usize) < cases.len() {
+        assert!(std::time::Instant::now() < deadline, "every bad job message must be dead-lettered ({} of {})", fleet.broker.dead_depth(Queue::Jobs).await.unwrap(), cases.len());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(fleet.list("out2/").await.is_empty());
+    assert!(fleet.list("rejected/").await.is_empty());
+    assert!(bad_objects.len() + 2 + cases.len() >= 30, "the corpus has at least 30 bad inputs");
 }

@@ -33,18 +33,26 @@ pub struct Fleet {
     pub store: SharedStore,
     /// Direct access to the fleet's queues.
     pub broker: SharedBroker,
+    /// Extra environment of every process started from now on (e.g. `FLOWGRAD__BROKER__URL`
+    /// through a proxy).
+    pub process_env: Vec<(String, String)>,
     workers: Vec<Option<Child>>,
-    coordinator: Option<Child>,
+    coordinators: Vec<Option<Child>>,
     spawned: usize,
 }
 
 impl Fleet {
-    /// A fresh bucket and queue prefix; no processes yet.
+    /// A fresh bucket and queue prefix on the shared S3 server; no processes yet.
     pub async fn new() -> Self {
+        Self::on_s3(&env("FLOWGRAD_TEST_S3_ENDPOINT")).await
+    }
+
+    /// Like [`Fleet::new`] on the S3 server at `endpoint` (same credentials).
+    pub async fn on_s3(endpoint: &str) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let bucket = format!("fleet-{}", &id[..12]);
         let prefix = format!("test-{}", &id[..12]);
-        let (endpoint, access, secret) = (env("FLOWGRAD_TEST_S3_ENDPOINT"), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
+        let (endpoint, access, secret) = (endpoint.to_string(), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
         let amqp = std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
         let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -98,21 +106,46 @@ status_interval_ms = 300
         rabbit.topology.prefix = prefix;
         rabbit.topology.delivery_limit = 8;
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
-        Self { dir, config, store, broker, workers: vec![], coordinator: None, spawned: 0 }
+        Self { dir, config, store, broker, process_env: vec![], workers: vec![], coordinators: vec![], spawned: 0 }
     }
 
     fn spawn(&mut self, binary_name: &str, id: &str) -> Child {
         self.spawned += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("{id}-{}.log", self.spawned))).expect("log file");
+        let log = std::fs::File::create(self.log_path(id, self.spawned)).expect("log file");
         Command::new(binary(binary_name))
             .arg("--config")
             .arg(&self.config)
             .env("FLOWGRAD__WORKER__ID", id)
             .env("FLOWGRAD__COORDINATOR__ID", id)
+            .envs(self.process_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("process starts")
+    }
+
+    fn log_path(&self, id: &str, spawn: usize) -> PathBuf {
+        self.dir.path().join(format!("{id}-{spawn}.log"))
+    }
+
+    /// Everything the processes named `id` logged so far (all their incarnations).
+    pub fn logs(&self, id: &str) -> String {
+        (1..=self.spawned).filter_map(|n| std::fs::read_to_string(self.log_path(id, n)).ok()).collect()
+    }
+
+    /// Scrapes `/metrics` of the latest process named `id` (address taken from its log).
+    pub async fn metrics(&self, id: &str) -> String {
+        let logs = (1..=self.spawned).rev().find_map(|n| std::fs::read_to_string(self.log_path(id, n)).ok()).expect("process log");
+        let line = logs.lines().find(|l| l.contains("serving /healthz")).expect("the process logs its HTTP address");
+        let value: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
+        let address = value["fields"]["address"].as_str().expect("address field").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("metrics endpoint reachable");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await.expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("response");
+        assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+        response
     }
 
     /// Starts worker `index` (replacing a dead one).
@@ -132,14 +165,34 @@ status_interval_ms = 300
         child
     }
 
-    /// Starts the coordinator.
+    /// Starts the coordinator (id `coordinator`).
     pub fn start_coordinator(&mut self) {
-        self.coordinator = Some(self.spawn("flowgrad-coordinator", "coordinator"));
+        self.start_coordinator_at(0);
+    }
+
+    /// Starts coordinator `index` (`coordinator`, then `coordinator-1`, ...).
+    pub fn start_coordinator_at(&mut self, index: usize) {
+        let id = Self::coordinator_id(index);
+        let child = self.spawn("flowgrad-coordinator", &id);
+        if self.coordinators.len() <= index {
+            self.coordinators.resize_with(index + 1, || None);
+        }
+        self.coordinators[index] = Some(child);
+    }
+
+    /// The id of coordinator `index`.
+    pub fn coordinator_id(index: usize) -> String {
+        if index == 0 { "coordinator".into() } else { format!("coordinator-{index}") }
     }
 
     /// kill -9 the coordinator.
     pub fn kill_coordinator(&mut self) {
-        if let Some(mut child) = self.coordinator.take() {
+        self.kill_coordinator_at(0);
+    }
+
+    /// kill -9 coordinator `index`.
+    pub fn kill_coordinator_at(&mut self, index: usize) {
+        if let Some(mut child) = self.coordinators.get_mut(index).and_then(Option::take) {
             child.kill().expect("kill");
             child.wait().expect("reaped");
         }
@@ -190,6 +243,20 @@ status_interval_ms = 300
         Some(flowgrad_jobs::from_json("status", &bytes).expect("status parses"))
     }
 
+    /// Waits until the job's status satisfies `done`; returns it.
+    pub async fn wait_status(&self, job: uuid::Uuid, timeout: Duration, done: impl Fn(&JobStatus) -> bool) -> JobStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.status(job).await
+                && done(&status)
+            {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "job {job}: status never reached the expected state in {timeout:?}: {:?}\nlogs in {}", self.status(job).await, self.dir.path().display());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until `report.json` exists.
     pub async fn wait_report(&self, job: uuid::Uuid, timeout: Duration) -> JobReport {
         let deadline = Instant::now() + timeout;
@@ -229,7 +296,7 @@ status_interval_ms = 300
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for child in self.workers.iter_mut().flatten().chain(self.coordinator.iter_mut()) {
+        for child in self.workers.iter_mut().chain(self.coordinators.iter_mut()).flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,6 +1,7 @@
 //! Helpers shared by the workspace-level tests.
 
 pub mod fleet;
+pub mod s3_server;
 
 use std::path::PathBuf;
 

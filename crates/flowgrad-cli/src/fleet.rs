@@ -1,11 +1,11 @@
-//! `flowgrad submit` and `flowgrad status`: talk to a running fleet through its broker and storage.
+//! `flowgrad submit`, `status` and `cancel`: talk to a running fleet through its broker and storage.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use flowgrad_jobs::{JobSpec, JobStatus, keys};
+use flowgrad_jobs::{Cancellation, JobSpec, JobStatus, keys};
 use flowgrad_queue::Queue;
 use flowgrad_service::{FleetConfig, connect_broker, connect_store};
 use flowgrad_storage::Bytes;
@@ -66,8 +66,14 @@ pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool) -> a
                     s.total_images,
                     s.tasks_per_second
                 );
+                if s.cancelled > 0 {
+                    println!("  cancelled tasks: {}", s.cancelled);
+                }
                 if let Some(reason) = &s.rejection {
                     println!("  rejected: {reason}");
+                }
+                if let Some(reason) = &s.cancellation {
+                    println!("  cancelled: {reason}");
                 }
                 for failure in &s.failures {
                     println!("  failed {}: {}", failure.task_id, failure.reason);
@@ -76,10 +82,35 @@ pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool) -> a
         }
         let done = status.as_ref().is_some_and(|s| s.state.is_final());
         if !watch || done {
-            return Ok(if status.is_some_and(|s| s.failures.is_empty() && s.rejection.is_none()) { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            let clean = status.is_some_and(|s| s.failures.is_empty() && s.rejection.is_none() && s.cancellation.is_none());
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// Asks the fleet to stop a job: workers record its remaining tasks as cancelled and the
+/// coordinator ends it. Already written outputs stay.
+pub async fn cancel(config: Option<&Path>, job_id: uuid::Uuid, reason: &str) -> anyhow::Result<ExitCode> {
+    let config = load(config)?;
+    let store = connect_store(&config.storage, &config.storage_retry).await?;
+    if store.get(&keys::spec(job_id)).await?.is_none() {
+        anyhow::bail!("job {job_id} is unknown (never accepted by a coordinator)");
+    }
+    if let Some(bytes) = store.get(&keys::status(job_id)).await? {
+        let status: JobStatus = flowgrad_jobs::from_json("status", &bytes)?;
+        if status.state.is_final() {
+            println!("job {job_id} already ended: {:?}", status.state);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let request = Cancellation { schema: flowgrad_jobs::SCHEMA_VERSION, reason: reason.to_string(), requested_at: flowgrad_jobs::unix_now() };
+    if !store.put_if_absent(&keys::cancel(job_id), Bytes::from(flowgrad_jobs::to_json(&request))).await? {
+        println!("job {job_id}: cancellation already requested");
+    } else {
+        println!("job {job_id}: cancellation requested");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Path arguments shared by the fleet commands.

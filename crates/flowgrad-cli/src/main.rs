@@ -54,6 +54,17 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Cancel a running job: queued and running tasks stop (recorded as cancelled), the job ends
+    /// as `cancelled`; outputs already written stay.
+    Cancel {
+        #[command(flatten)]
+        fleet: fleet::FleetArgs,
+        /// The job id.
+        job_id: uuid::Uuid,
+        /// Reason recorded in the job status.
+        #[arg(long, default_value = "cancelled by the user")]
+        reason: String,
+    },
     /// Train a bundled model (seeded, resumable) and refresh assets/MODEL_CARD.md.
     Train(train::TrainArgs),
     /// Convert a RectifiedFlow NCSN++ checkpoint (`.pth`, EMA weights by default) or state dict to
@@ -81,6 +92,7 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(run::edit(&input, &output, args)))
         }
         Command::Submit { fleet, job } => runtime().and_then(|rt| rt.block_on(fleet::submit(fleet.config.as_deref(), &job))),
+        Command::Cancel { fleet, job_id, reason } => runtime().and_then(|rt| rt.block_on(fleet::cancel(fleet.config.as_deref(), job_id, &reason))),
         Command::Status { fleet, job_id, watch } => runtime().and_then(|rt| rt.block_on(fleet::status(fleet.config.as_deref(), job_id, watch))),
     };
     match result {

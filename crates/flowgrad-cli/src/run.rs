@@ -130,7 +130,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let broker: SharedBroker = Arc::new(InProcessBroker::new(RabbitConfig::default().topology));
     let shutdown = CancellationToken::new();
-    let settings = CoordinatorSettings { id: "embedded-coordinator".into(), status_interval_ms: 200, job_prefetch: 1 };
+    let settings = CoordinatorSettings { id: "embedded-coordinator".into(), status_interval_ms: 200, job_prefetch: 1, lease_seconds: 30.0 };
     let coordinator = Coordinator::new(store.clone(), broker.clone(), registry.clone(), settings, CoordinatorMetrics::new());
     let mut events = coordinator.subscribe();
     let mut services = vec![];
@@ -170,10 +170,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let overall = bars.add(ProgressBar::new(named.len() as u64));
     overall.set_style(ProgressStyle::with_template("overall   [{bar:30}] {pos}/{len} images  {elapsed_precise} eta {eta}").expect("template"));
     let mut per_task: std::collections::HashMap<String, ProgressBar> = Default::default();
+    // an interval, not a fresh sleep per loop: a steady stream of events must not starve the poll
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
     let status = loop {
         tokio::select! {
             event = events.recv() => {
-                let Ok(event) = event else { continue };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => bail!("the embedded coordinator stopped"),
+                };
                 if event.job_id != job_id { continue; }
                 let bar = per_task.entry(event.task_id.clone()).or_insert_with(|| {
                     let bar = bars.add(ProgressBar::new(params.iterations as u64));
@@ -188,7 +194,14 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                     TaskEventKind::Requeued { .. } => bar.set_message("requeued"),
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+            _ = poll.tick() => {
+                if services.iter().any(tokio::task::JoinHandle::is_finished) {
+                    shutdown.cancel();
+                    for service in services {
+                        service.await??;
+                    }
+                    bail!("an embedded coordinator or worker stopped before the job ended");
+                }
                 if let Some(bytes) = store.get(&keys::status(job_id)).await? {
                     let status: JobStatus = flowgrad_jobs::from_json("status", &bytes)?;
                     overall.set_position((status.succeeded + status.failed) as u64);

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowgrad_engine::ModelRegistry;
-use flowgrad_jobs::{InputSpec, JobSpec, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
+use flowgrad_jobs::{Cancellation, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
 use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::{Bytes, SharedStore};
 use tokio::sync::{Mutex, broadcast};
@@ -57,10 +57,10 @@ impl Coordinator {
         &self.metrics
     }
 
-    /// Recovers active jobs from storage, then consumes jobs, dead-lettered tasks and events and
-    /// refreshes statuses until `shutdown`.
+    /// Adopts unowned active jobs from storage, then consumes jobs, dead-lettered tasks and
+    /// events, refreshes statuses and adopts jobs whose coordinator vanished, until `shutdown`.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.recover().await?;
+        self.adopt().await?;
         let mut jobs = self.broker.consume(Queue::Jobs, self.settings.job_prefetch).await?;
         let mut dead_tasks = self.broker.consume_dead(Queue::Tasks, 16).await?;
         let mut events = self.broker.consume(Queue::Events, 64).await?;
@@ -85,6 +85,9 @@ impl Coordinator {
                     if let Err(err) = self.refresh().await {
                         warn!(%err, "status refresh failed; will retry");
                     }
+                    if let Err(err) = self.adopt().await {
+                        warn!(%err, "scan for orphaned jobs failed; will retry");
+                    }
                 }
             }
         }
@@ -95,21 +98,44 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Rebuilds the tracked jobs from the active markers in storage (finishing any publication a
-    /// previous coordinator did not complete).
-    pub async fn recover(&self) -> anyhow::Result<()> {
+    /// Takes over every active job whose lease is free (this coordinator's own, or not renewed
+    /// for `lease_seconds`: its coordinator died), finishing any publication it did not complete.
+    pub async fn adopt(&self) -> anyhow::Result<()> {
         for marker in self.store.list(keys::ACTIVE_PREFIX).await? {
             let Some(id) = marker.strip_prefix(keys::ACTIVE_PREFIX).and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+            if self.jobs.lock().await.contains_key(&id) || !self.claim(id).await? {
+                continue;
+            }
             let Some(bytes) = self.store.get(&keys::spec(id)).await? else {
                 warn!(job_id = %id, "active marker without a spec: removed");
                 self.store.delete(&marker).await?;
                 continue;
             };
             let spec: JobSpec = flowgrad_jobs::from_json("job", &bytes)?;
-            info!(job_id = %id, "recovering job");
+            info!(job_id = %id, coordinator = %self.settings.id, "adopting job");
             self.publish_tasks(&spec).await?;
         }
         Ok(())
+    }
+
+    /// The job's current lease, if any (an unreadable one counts as expired).
+    async fn lease(&self, job_id: Uuid) -> anyhow::Result<Option<Lease>> {
+        Ok(self.store.get(&keys::active(job_id)).await?.map(|bytes| {
+            flowgrad_jobs::from_json::<Lease>("lease", &bytes).unwrap_or(Lease { schema: flowgrad_jobs::SCHEMA_VERSION, coordinator: String::new(), renewed_at: 0.0 })
+        }))
+    }
+
+    /// Takes or renews the job's lease unless another live coordinator holds it.
+    async fn claim(&self, job_id: Uuid) -> anyhow::Result<bool> {
+        let now = flowgrad_jobs::unix_now();
+        if let Some(lease) = self.lease(job_id).await?
+            && !lease.available_to(&self.settings.id, now, self.settings.lease_seconds)
+        {
+            return Ok(false);
+        }
+        let lease = Lease { schema: flowgrad_jobs::SCHEMA_VERSION, coordinator: self.settings.id.clone(), renewed_at: now };
+        self.store.put(&keys::active(job_id), json(&lease)).await?;
+        Ok(true)
     }
 
     async fn handle_job(&self, delivery: Delivery) {
@@ -141,20 +167,24 @@ impl Coordinator {
         if let Err(err) = self.models.validate(&spec.model, &spec.guidance) {
             return self.reject(payload, err.to_string()).await;
         }
-        let created = self.store.put_if_absent(&keys::spec(spec.job_id), json(&spec)).await?;
-        if !created {
-            info!(job_id = %spec.job_id, "duplicate submission: no-op");
-        }
+        // listed before the spec is recorded: a job without inputs is rejected, never accepted
         let inputs = self.list_inputs(&spec).await?;
         if inputs.is_empty() {
             return self.reject(payload, format!("no input images found for {:?}", spec.input)).await;
+        }
+        let created = self.store.put_if_absent(&keys::spec(spec.job_id), json(&spec)).await?;
+        if !created {
+            info!(job_id = %spec.job_id, "duplicate submission: no-op");
         }
         if created {
             self.metrics.jobs_accepted.inc();
             info!(job_id = %spec.job_id, images = inputs.len(), "job accepted");
         }
-        self.store.put(&keys::active(spec.job_id), Bytes::from_static(b"")).await?;
-        self.publish_tasks(&spec).await?;
+        if self.claim(spec.job_id).await? {
+            self.publish_tasks(&spec).await?;
+        } else {
+            info!(job_id = %spec.job_id, "job tracked by another coordinator");
+        }
         Ok(Intake::Accepted)
     }
 
@@ -274,7 +304,8 @@ impl Coordinator {
         }
     }
 
-    /// Reads new results of every tracked job and rewrites statuses; finishes complete jobs.
+    /// Reads new results and cancellation requests of every tracked job, rewrites statuses,
+    /// finishes ended jobs and renews the leases of the others.
     pub async fn refresh(&self) -> anyhow::Result<()> {
         if let Ok(depth) = self.broker.depth(Queue::Tasks).await {
             self.metrics.tasks_queue_depth.set(depth as i64);
@@ -292,8 +323,20 @@ impl Coordinator {
                     tracker.results.insert(task.to_string(), result);
                 }
             }
+            if tracker.cancellation.is_none()
+                && let Some(bytes) = self.store.get(&keys::cancel(job_id)).await?
+            {
+                let cancellation: Cancellation = flowgrad_jobs::from_json("cancellation", &bytes)?;
+                info!(%job_id, reason = %cancellation.reason, "job cancelled");
+                tracker.cancellation = Some(cancellation);
+            }
             let now = flowgrad_jobs::unix_now();
             let status = tracker.status(now);
+            if !status.state.is_final() && !self.claim(job_id).await? {
+                info!(%job_id, "another coordinator took this job over; no longer tracking it");
+                self.jobs.lock().await.remove(&job_id);
+                continue;
+            }
             if status.state.is_final() {
                 self.store.put(&keys::report(job_id), json(&tracker.report(now))).await?;
             }
@@ -303,7 +346,7 @@ impl Coordinator {
                 self.store.delete(&keys::active(job_id)).await?;
                 jobs.remove(&job_id);
                 self.metrics.jobs_finished.inc();
-                info!(%job_id, state = ?status.state, succeeded = status.succeeded, failed = status.failed, "job finished");
+                info!(%job_id, state = ?status.state, succeeded = status.succeeded, failed = status.failed, cancelled = status.cancelled, "job finished");
             } else {
                 jobs.insert(job_id, tracker);
             }

@@ -13,6 +13,9 @@ pub struct CoordinatorSettings {
     pub status_interval_ms: u64,
     /// Jobs handled concurrently (prefetch of the jobs queue).
     pub job_prefetch: u16,
+    /// Seconds without renewal after which another coordinator adopts a job (each coordinator
+    /// renews its jobs' leases on every status refresh; keep it well above the interval).
+    pub lease_seconds: f64,
 }
 
 /// The coordinator's own section of the fleet configuration.
@@ -28,6 +31,7 @@ pub const DEFAULTS: &str = r#"
 id = "coordinator"
 status_interval_ms = 1000
 job_prefetch = 4
+lease_seconds = 30.0
 "#;
 
 impl CoordinatorSettings {

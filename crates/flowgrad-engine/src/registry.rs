@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use burn::module::Module;
 use burn::tensor::Tensor;
 use flowgrad::EditParams;
 use flowgrad_jobs::GuidanceSpec;
@@ -211,10 +212,13 @@ impl ModelRegistry {
             reason: e.to_string(),
         };
         let device = device();
+        // Frozen: parameters are constants, so a VJP computes input gradients only, and
+        // concurrent edits never share autodiff graph nodes (burn-autodiff 0.21 merges graphs
+        // that share tracked parents across threads, and can deadlock doing so).
         Ok(FashionModels {
-            flow: flowgrad_models::load_flow(&self.assets, &device).map_err(err)?,
-            classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?,
-            judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?,
+            flow: flowgrad_models::load_flow(&self.assets, &device).map_err(err)?.no_grad(),
+            classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?.no_grad(),
+            judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?.no_grad(),
         })
     }
 }

@@ -82,6 +82,21 @@ fn one() -> usize {
 /// The largest batch a task may carry.
 pub const MAX_BATCH: usize = 64;
 
+/// Top-level folders the fleet keeps its own records in; no input or output may live there.
+pub const RESERVED_PREFIXES: [&str; 2] = ["jobs", "active"];
+
+/// The longest object key (S3's limit), in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The most keys a manifest may list (larger jobs use a prefix).
+pub const MAX_MANIFEST_KEYS: usize = 100_000;
+
+/// The longest model or class name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The most Euler steps or iterations a job may ask for.
+pub const MAX_STEPS: usize = 10_000;
+
 impl JobSpec {
     /// Parses and validates a job from JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
@@ -110,6 +125,9 @@ impl JobSpec {
                 if keys.is_empty() {
                     return Err(invalid("input.manifest", "lists no keys"));
                 }
+                if keys.len() > MAX_MANIFEST_KEYS {
+                    return Err(invalid("input.manifest", format!("lists {} keys; at most {MAX_MANIFEST_KEYS} (use an input prefix)", keys.len())));
+                }
                 for key in keys {
                     validate_key("input.manifest", key)?;
                 }
@@ -120,12 +138,13 @@ impl JobSpec {
                 }
             }
         }
-        if self.model.trim().is_empty() {
-            return Err(invalid("model", "must name a model"));
-        }
+        validate_name("model", &self.model)?;
         let GuidanceSpec::Class(class) = &self.guidance;
-        if class.trim().is_empty() {
-            return Err(invalid("guidance.class", "must name a class"));
+        validate_name("guidance.class", class)?;
+        for (field, value) in [("params.steps", self.params.steps), ("params.iterations", self.params.iterations)] {
+            if value > MAX_STEPS {
+                return Err(invalid(field, format!("{value} is above the limit of {MAX_STEPS}")));
+            }
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
             return Err(invalid("batch_size", format!("must be 1..={MAX_BATCH}, got {}", self.batch_size)));
@@ -141,9 +160,23 @@ fn validate_prefix(field: &'static str, prefix: &str) -> Result<(), ValidationEr
     validate_key(field, prefix.trim_end_matches('/'))
 }
 
+fn validate_name(field: &'static str, name: &str) -> Result<(), ValidationError> {
+    if name.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(invalid(field, format!("is {} bytes long; at most {MAX_NAME_BYTES}", name.len())));
+    }
+    Ok(())
+}
+
 fn validate_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
-    if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") || key.starts_with("jobs/") {
-        return Err(invalid(field, format!("`{key}` is not a valid object key (no leading '/', empty, '.' or '..' segments, nor under jobs/)")));
+    if key.len() > MAX_KEY_BYTES {
+        return Err(invalid(field, format!("a key of {} bytes is longer than S3's {MAX_KEY_BYTES}", key.len())));
+    }
+    let reserved = key.split('/').next().is_some_and(|top| RESERVED_PREFIXES.contains(&top));
+    if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") || reserved {
+        return Err(invalid(field, format!("`{key}` is not a valid object key (no leading '/', empty, '.' or '..' segments, nor under the fleet's own jobs/ or active/)")));
     }
     Ok(())
 }

@@ -33,14 +33,21 @@ pub fn status(job: Uuid) -> String {
     format!("jobs/{job}/status.json")
 }
 
-/// `active/{job}`: marker of a job the coordinators still track (deleted when it ends), so a
-/// restarted coordinator finds its work without listing every job.
+/// `active/{job}`: the lease of a job the coordinators still track (a [`crate::Lease`], deleted
+/// when the job ends), so a restarted or surviving coordinator finds unowned work without
+/// listing every job.
 pub fn active(job: Uuid) -> String {
     format!("{}{job}", ACTIVE_PREFIX)
 }
 
 /// Prefix of the active-job markers.
 pub const ACTIVE_PREFIX: &str = "active/";
+
+/// `jobs/{job}/cancel.json`: a [`crate::Cancellation`] request; workers stop the job's tasks and
+/// the coordinator ends it as cancelled.
+pub fn cancel(job: Uuid) -> String {
+    format!("jobs/{job}/cancel.json")
+}
 
 /// `jobs/{job}/report.json`: written once the job ends.
 pub fn report(job: Uuid) -> String {

@@ -7,7 +7,7 @@ pub mod status;
 pub mod task;
 
 pub use job::{GuidanceSpec, InputSpec, JobSpec, ValidationError};
-pub use status::{Failure, JobReport, JobState, JobStatus};
+pub use status::{Cancellation, Failure, JobReport, JobState, JobStatus, Lease};
 pub use task::{ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec};
 
 /// Version of every document in this crate.

@@ -19,12 +19,14 @@ pub enum JobState {
     CompletedWithFailures,
     /// The job itself was invalid.
     Rejected,
+    /// Stopped on request before every task finished.
+    Cancelled,
 }
 
 impl JobState {
     /// True for states that never change again.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::CompletedWithFailures | Self::Rejected)
+        matches!(self, Self::Completed | Self::CompletedWithFailures | Self::Rejected | Self::Cancelled)
     }
 }
 
@@ -50,12 +52,18 @@ pub struct JobStatus {
     pub state: JobState,
     /// Why it was rejected, when it was.
     pub rejection: Option<String>,
+    /// Why it was cancelled, when it was.
+    #[serde(default)]
+    pub cancellation: Option<String>,
     /// Tasks published.
     pub total_tasks: usize,
     /// Tasks with a successful result.
     pub succeeded: usize,
     /// Tasks with a failed result.
     pub failed: usize,
+    /// Tasks stopped by a cancellation.
+    #[serde(default)]
+    pub cancelled: usize,
     /// Images across all tasks.
     pub total_images: usize,
     /// Failures with reasons.
@@ -73,7 +81,40 @@ pub struct JobStatus {
 impl JobStatus {
     /// Tasks still without a result.
     pub fn remaining(&self) -> usize {
-        self.total_tasks.saturating_sub(self.succeeded + self.failed)
+        self.total_tasks.saturating_sub(self.succeeded + self.failed + self.cancelled)
+    }
+}
+
+/// `jobs/{job}/cancel.json`: who asked to stop a job, when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cancellation {
+    /// Schema version.
+    pub schema: u32,
+    /// Free-text reason shown in the status.
+    pub reason: String,
+    /// Unix seconds of the request.
+    pub requested_at: f64,
+}
+
+/// `active/{job}`: which coordinator tracks a job, renewed on every status refresh. Another
+/// coordinator adopts the job once the lease is older than its lease duration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    /// Schema version.
+    pub schema: u32,
+    /// The owning coordinator's id.
+    pub coordinator: String,
+    /// Unix seconds of the last renewal.
+    pub renewed_at: f64,
+}
+
+impl Lease {
+    /// True when `coordinator` may take the job at `now`: it owns the lease already, or the
+    /// owner has not renewed it for `ttl_seconds`.
+    pub fn available_to(&self, coordinator: &str, now: f64, ttl_seconds: f64) -> bool {
+        self.coordinator == coordinator || now - self.renewed_at > ttl_seconds
     }
 }
 

@@ -123,6 +123,8 @@ pub enum TaskOutcome {
         /// The error.
         reason: String,
     },
+    /// Stopped because the job was cancelled; nothing written for this task's outputs.
+    Cancelled,
 }
 
 /// The durable record of a finished task, `jobs/{job}/results/{task}.json` (first one wins).
@@ -168,11 +170,20 @@ pub struct TaskResult {
 impl TaskResult {
     /// The record of a task given up with `reason` (no outputs).
     pub fn failed(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, reason: String, total_seconds: f64) -> Self {
+        Self::ended(job_id, task_id, worker, redeliveries, TaskOutcome::Failed { reason }, total_seconds)
+    }
+
+    /// The record of a task stopped by its job's cancellation (no outputs).
+    pub fn cancelled(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, total_seconds: f64) -> Self {
+        Self::ended(job_id, task_id, worker, redeliveries, TaskOutcome::Cancelled, total_seconds)
+    }
+
+    fn ended(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, outcome: TaskOutcome, total_seconds: f64) -> Self {
         Self {
             schema: crate::SCHEMA_VERSION,
             job_id,
             task_id: task_id.to_string(),
-            outcome: TaskOutcome::Failed { reason },
+            outcome,
             images: vec![],
             worker: worker.to_string(),
             redeliveries,

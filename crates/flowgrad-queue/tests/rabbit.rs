@@ -9,8 +9,9 @@ mod common;
 use common::Backend;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use flowgrad_testkit::{TcpProxy, split_host, via};
 use std::time::Duration;
 
 use flowgrad_queue::{
@@ -18,8 +19,6 @@ use flowgrad_queue::{
     Topology,
 };
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 fn test_url() -> String {
     std::env::var("FLOWGRAD_TEST_AMQP_URL")
@@ -80,98 +79,17 @@ impl common::Backend for Rabbit {
 
 broker_suite!(Rabbit);
 
-/// A TCP proxy to RabbitMQ that can drop every connection and refuse new ones.
-struct Proxy {
-    addr: SocketAddr,
-    /// `(cut, relays)`: both under one lock so that no connection slips through a cut.
-    state: Arc<Mutex<(bool, Vec<AbortHandle>)>>,
-    acceptor: AbortHandle,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new((false, Vec::new())));
-        let relays = state.clone();
-        let acceptor = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut guard = relays.lock().unwrap();
-                if guard.0 {
-                    continue; // cut: close at once
-                }
-                let upstream = upstream.clone();
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                guard.1.push(relay.abort_handle());
-            }
-        })
-        .abort_handle();
-        Proxy {
-            addr,
-            state,
-            acceptor,
-        }
-    }
-
-    /// Closes all relayed connections and refuses new ones.
-    fn cut(&self) {
-        let mut guard = self.state.lock().unwrap();
-        guard.0 = true;
-        for relay in guard.1.drain(..) {
-            relay.abort();
-        }
-    }
-
-    /// Accepts connections again.
-    fn restore(&self) {
-        self.state.lock().unwrap().0 = false;
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.acceptor.abort();
-    }
-}
-
-/// Splits `url` around its `host:port`.
-fn split_host(url: &str) -> (&str, &str, &str) {
-    let start = url.find("://").expect("URL has a scheme") + 3;
-    let rest = &url[start..];
-    let end = start + rest.find(['/', '?']).unwrap_or(rest.len());
-    let host_start = url[start..end]
-        .rfind('@')
-        .map_or(start, |at| start + at + 1);
-    (&url[..host_start], &url[host_start..end], &url[end..])
-}
-
-/// `url` with its `host:port` replaced by `addr`.
-fn via(url: &str, addr: SocketAddr) -> String {
-    let (before, _, after) = split_host(url);
-    format!("{before}{addr}{after}")
-}
-
 /// The `host:port` RabbitMQ listens on, from `url`.
 fn upstream(url: &str) -> String {
-    let (_, host, _) = split_host(url);
-    if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:5672")
-    }
+    flowgrad_testkit::upstream(url, 5672)
 }
 
 #[tokio::test]
 async fn reconnects_after_connection_cut_without_losing_messages() {
     let url = test_url();
-    let proxy = Proxy::start(upstream(&url)).await;
+    let proxy = TcpProxy::start(upstream(&url)).await.unwrap();
     let topology = common::unique_topology(5);
-    let cfg = config(via(&url, proxy.addr), &topology);
+    let cfg = config(via(&url, proxy.addr()), &topology);
     common::guarded::<Rabbit>(&topology, async {
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&cfg).await.unwrap());
         let mut consumer = broker.consume(Queue::Tasks, 10).await.unwrap();
@@ -245,9 +163,9 @@ async fn reconnects_after_connection_cut_without_losing_messages() {
 #[tokio::test]
 async fn publish_gives_up_after_max_elapsed() {
     let url = test_url();
-    let proxy = Proxy::start(upstream(&url)).await;
+    let proxy = TcpProxy::start(upstream(&url)).await.unwrap();
     let topology = common::unique_topology(5);
-    let mut cfg = config(via(&url, proxy.addr), &topology);
+    let mut cfg = config(via(&url, proxy.addr()), &topology);
     cfg.reconnect.max_elapsed = Some(Duration::from_secs(1));
     common::guarded::<Rabbit>(&topology, async {
         let broker = RabbitBroker::connect(&cfg).await.unwrap();

@@ -17,6 +17,8 @@ pub struct WorkerMetrics {
     pub tasks_resumed: IntCounter,
     /// Tasks requeued on shutdown.
     pub tasks_requeued: IntCounter,
+    /// Tasks stopped because their job was cancelled.
+    pub tasks_cancelled: IntCounter,
     /// Seconds per FlowGrad iteration.
     pub iteration_seconds: Histogram,
     /// Seconds per checkpoint write.
@@ -52,6 +54,7 @@ impl WorkerMetrics {
             tasks_retried: counter(&registry, "flowgrad_tasks_retried_total", "Transient task failures requeued"),
             tasks_resumed: counter(&registry, "flowgrad_tasks_resumed_total", "Tasks resumed from a checkpoint"),
             tasks_requeued: counter(&registry, "flowgrad_tasks_requeued_total", "Tasks checkpointed and requeued on shutdown"),
+            tasks_cancelled: counter(&registry, "flowgrad_tasks_cancelled_total", "Tasks stopped by a job cancellation"),
             iteration_seconds: histogram(&registry, "flowgrad_iteration_seconds", "Seconds per FlowGrad iteration", seconds.clone()),
             checkpoint_seconds: histogram(&registry, "flowgrad_checkpoint_seconds", "Seconds per checkpoint write", seconds.clone()),
             queue_lag_seconds: histogram(&registry, "flowgrad_queue_lag_seconds", "Seconds from publication to start", seconds),

@@ -165,6 +165,9 @@ impl Worker {
             info!("result already recorded: duplicate delivery acknowledged");
             return Ok(Attempt::Done);
         }
+        if self.stopped_by_cancellation(task, redeliveries, started).await? {
+            return Ok(Attempt::Done);
+        }
         let model = self.models.get(&task.model).map_err(permanent)?;
         let session: Arc<dyn EditSession> = Arc::from(model.session(&task.guidance, &task.params).map_err(permanent)?);
         let checkpoint_key = keys::checkpoint(task.job_id, &task.task_id);
@@ -200,6 +203,9 @@ impl Worker {
         while !session.is_finished(&state) {
             if shutdown.is_cancelled() {
                 return Ok(Attempt::Interrupted { completed: state.iteration });
+            }
+            if self.stopped_by_cancellation(task, redeliveries, started).await? {
+                return Ok(Attempt::Done);
             }
             let clock = Instant::now();
             let worker_session = session.clone();
@@ -278,6 +284,22 @@ impl Worker {
         self.metrics.tasks_done.inc();
         info!(iterations = progress.iterations_run, resumed_from = ?progress.resumed_from, seconds = result.total_seconds, "task done");
         Ok(Attempt::Done)
+    }
+
+    /// When the task's job was cancelled: records the task as cancelled, drops its checkpoint
+    /// and returns true (the delivery is then acknowledged).
+    async fn stopped_by_cancellation(&self, task: &TaskSpec, redeliveries: u32, started: Instant) -> Result<bool, TaskError> {
+        if self.store.get(&keys::cancel(task.job_id)).await?.is_none() {
+            return Ok(false);
+        }
+        let result = TaskResult::cancelled(task.job_id, &task.task_id, &self.settings.id, redeliveries, started.elapsed().as_secs_f64());
+        self.store.put_if_absent(&keys::result(task.job_id, &task.task_id), Bytes::from(flowgrad_jobs::to_json(&result))).await?;
+        if let Err(err) = self.store.delete(&keys::checkpoint(task.job_id, &task.task_id)).await {
+            warn!(%err, "could not delete the checkpoint of a cancelled task");
+        }
+        self.metrics.tasks_cancelled.inc();
+        info!("job cancelled: task stopped");
+        Ok(true)
     }
 
     async fn start(&self, session: &Arc<dyn EditSession>, pixels: &[f32], batch: usize, task: &TaskSpec, progress: &mut Progress) -> Result<ControlState, TaskError> {

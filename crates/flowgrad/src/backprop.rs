@@ -91,6 +91,45 @@ pub struct FullGradient<B: AutodiffBackend> {
     pub per_step: Vec<Tensor<B, 4>>,
 }
 
+/// A simulation recorded for full back-propagation: every control is a graph leaf, so the
+/// autodiff graph holds all N network evaluations (memory grows with N).
+pub struct RecordedSimulation<B: AutodiffBackend> {
+    leaves: Vec<Tensor<B, 4>>,
+    /// The recorded trajectory (its last state is differentiable in every control).
+    pub trajectory: crate::trajectory::Trajectory<B>,
+}
+
+/// The forward half of full back-propagation: simulates from `x0` with `controls` as leaves.
+pub fn record_simulation<B: AutodiffBackend, F: VelocityField<B>>(
+    field: &F,
+    x0: Tensor<B, 4>,
+    controls: &[Tensor<B, 4>],
+    time: &TimeGrid,
+    mode: Mode,
+) -> RecordedSimulation<B> {
+    let leaves: Vec<Tensor<B, 4>> = controls.iter().map(|u| u.clone().detach().require_grad()).collect();
+    let trajectory = simulate(field, x0.detach(), Some(&leaves), time, mode);
+    RecordedSimulation { leaves, trajectory }
+}
+
+impl<B: AutodiffBackend> RecordedSimulation<B> {
+    /// The backward half: back-propagates the scalar `loss(x_N)` through the whole recording.
+    pub fn backward(self, loss: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 1>) -> FullGradient<B> {
+        let value = loss(self.trajectory.last());
+        let loss_value = crate::tensor_util::scalar(value.clone().inner());
+        let grads = value.backward();
+        let per_step = self
+            .leaves
+            .iter()
+            .map(|u| match u.grad(&grads) {
+                Some(g) => Tensor::from_inner(g),
+                None => u.zeros_like(),
+            })
+            .collect();
+        FullGradient { loss: loss_value, per_step }
+    }
+}
+
 /// Full back-propagation: simulates with every control as a graph leaf and back-propagates the
 /// scalar `loss(x_N)` through all N network evaluations at once (memory grows with N).
 pub fn full_backprop<B: AutodiffBackend, F: VelocityField<B>>(
@@ -101,17 +140,5 @@ pub fn full_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     mode: Mode,
     loss: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 1>,
 ) -> FullGradient<B> {
-    let leaves: Vec<Tensor<B, 4>> = controls.iter().map(|u| u.clone().detach().require_grad()).collect();
-    let trajectory = simulate(field, x0.detach(), Some(&leaves), time, mode);
-    let value = loss(trajectory.last());
-    let loss_value = crate::tensor_util::scalar(value.clone().inner());
-    let grads = value.backward();
-    let per_step = leaves
-        .iter()
-        .map(|u| match u.grad(&grads) {
-            Some(g) => Tensor::from_inner(g),
-            None => u.zeros_like(),
-        })
-        .collect();
-    FullGradient { loss: loss_value, per_step }
+    record_simulation(field, x0, controls, time, mode).backward(loss)
 }

@@ -16,7 +16,7 @@ pub mod straightness;
 pub mod tensor_util;
 pub mod trajectory;
 
-pub use backprop::{DecomposedGradient, FullGradient, decomposed_backprop, full_backprop, velocity_vjp};
+pub use backprop::{DecomposedGradient, FullGradient, RecordedSimulation, decomposed_backprop, full_backprop, record_simulation, velocity_vjp};
 pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};

@@ -1,0 +1,64 @@
+//! Job validation rules and the lease rule, one case per rule.
+
+use flowgrad_jobs::{GuidanceSpec, InputSpec, JobSpec, Lease, SCHEMA_VERSION, ValidationError};
+
+fn job() -> JobSpec {
+    JobSpec {
+        schema: SCHEMA_VERSION,
+        job_id: uuid::Uuid::new_v4(),
+        input: InputSpec::Prefix("in/".into()),
+        output_prefix: "out/".into(),
+        model: "fashion-mnist".into(),
+        guidance: GuidanceSpec::Class("coat".into()),
+        params: flowgrad::EditParams::default(),
+        seed: 0,
+        batch_size: 1,
+    }
+}
+
+fn field_of(job: &JobSpec) -> &'static str {
+    match job.validate() {
+        Err(ValidationError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid field, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_default_job_is_valid_and_round_trips_through_json() {
+    let job = job();
+    job.validate().unwrap();
+    assert_eq!(JobSpec::from_json(&flowgrad_jobs::to_json(&job)).unwrap(), job);
+}
+
+#[test]
+fn outputs_and_inputs_may_not_live_in_the_fleets_own_folders() {
+    for prefix in ["jobs/", "active/", "jobs/x/", "active/y/"] {
+        let bad = JobSpec { output_prefix: prefix.into(), ..job() };
+        assert_eq!(field_of(&bad), "output_prefix", "{prefix}");
+    }
+    let bad = JobSpec { input: InputSpec::Manifest(vec!["jobs/a/spec.json".into()]), ..job() };
+    assert_eq!(field_of(&bad), "input.manifest");
+    // a folder merely starting with the same letters is fine
+    JobSpec { output_prefix: "jobsite/".into(), ..job() }.validate().unwrap();
+}
+
+#[test]
+fn oversize_fields_are_rejected() {
+    let long_key = format!("in/{}.png", "k".repeat(1100));
+    assert_eq!(field_of(&JobSpec { input: InputSpec::Manifest(vec![long_key]), ..job() }), "input.manifest");
+    assert_eq!(field_of(&JobSpec { model: "m".repeat(200), ..job() }), "model");
+    assert_eq!(field_of(&JobSpec { guidance: GuidanceSpec::Class("c".repeat(200)), ..job() }), "guidance.class");
+    let mut params = flowgrad::EditParams::default();
+    params.iterations = flowgrad_jobs::job::MAX_STEPS + 1;
+    assert_eq!(field_of(&JobSpec { params, ..job() }), "params.iterations");
+    let keys: Vec<String> = (0..=flowgrad_jobs::job::MAX_MANIFEST_KEYS).map(|i| format!("in/{i}.png")).collect();
+    assert_eq!(field_of(&JobSpec { input: InputSpec::Manifest(keys), ..job() }), "input.manifest");
+}
+
+#[test]
+fn a_lease_is_free_for_its_owner_or_once_expired() {
+    let lease = Lease { schema: SCHEMA_VERSION, coordinator: "a".into(), renewed_at: 100.0 };
+    assert!(lease.available_to("a", 100.5, 30.0));
+    assert!(!lease.available_to("b", 129.0, 30.0));
+    assert!(lease.available_to("b", 131.0, 30.0));
+}

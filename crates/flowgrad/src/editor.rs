@@ -27,10 +27,11 @@ pub struct EditOutcome<B: AutodiffBackend> {
 }
 
 /// Per-image loss parts of a batch, as tensors (differentiable in x_1).
-struct LossParts<B: AutodiffBackend> {
+pub(crate) struct LossParts<B: AutodiffBackend> {
     guidance: Tensor<B, 1>,
     faithfulness: Tensor<B, 1>,
-    weighted: Tensor<B, 1>,
+    /// η·guidance + (1 − η)·faithfulness.
+    pub(crate) weighted: Tensor<B, 1>,
 }
 
 /// Runs FlowGrad on a velocity field with a guidance loss; stateless between calls, so any
@@ -96,16 +97,27 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             });
         }
         let x0 = self.encode(original.clone());
+        self.start_encoded(HostTensor::from_tensor(original), HostTensor::from_tensor(x0), seed, stream)
+    }
+
+    /// The state before iteration 0 for `original` already encoded to `x0` (both `[B, C, H, W]`,
+    /// `x0` from [`Editor::encode`] with these parameters): lets editors that differ only in
+    /// guidance or ξ share one encoding.
+    pub fn start_encoded(&self, original: HostTensor, x0: HostTensor, seed: u64, stream: u64) -> Result<ControlState> {
+        let mismatch = || FlowGradError::ShapeMismatch { what: "x0", expected: original.shape.clone(), actual: x0.shape.clone() };
+        let [b, c, h, w]: [usize; 4] = original.shape.clone().try_into().map_err(|_| mismatch())?;
+        if x0.shape != original.shape {
+            return Err(mismatch());
+        }
         let control_batch = self.control_batch(b);
         let controls = HostTensor {
             shape: vec![self.params.steps, control_batch, c, h, w],
             values: vec![0.0; self.params.steps * control_batch * c * h * w],
         };
-        let original = HostTensor::from_tensor(original);
         Ok(ControlState {
             iteration: 0,
             controls,
-            x0: HostTensor::from_tensor(x0),
+            x0,
             fingerprint: self.fingerprint(&original, seed, stream),
             original,
             history: vec![],
@@ -273,7 +285,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             .collect()
     }
 
-    fn loss_parts(&self, x1: Tensor<B, 4>, original: Tensor<B, 4>, ctx: &GuidanceContext) -> LossParts<B> {
+    pub(crate) fn loss_parts(&self, x1: Tensor<B, 4>, original: Tensor<B, 4>, ctx: &GuidanceContext) -> LossParts<B> {
         let guidance = self.guidance.loss(x1.clone(), ctx);
         let faithfulness = mean_abs_diff(x1, original);
         let eta = self.params.eta;

@@ -24,6 +24,13 @@ pub enum ParitySet {
         /// Folder with config.json, weights.safetensors and io.safetensors.
         dir: PathBuf,
     },
+    /// A `clip/` fixture set (FORMAT.md part C): every prompt through each tokenizer stage,
+    /// the token rows, and the CLIP model's features, cosines, logits and cosine gradient.
+    Clip {
+        /// Folder with tokenizer.json, tokens.safetensors, config.json, weights.safetensors
+        /// and io.safetensors.
+        dir: PathBuf,
+    },
 }
 
 /// Runs one parity check and prints its report; exit 1 when a check is above tolerance.
@@ -32,6 +39,7 @@ pub fn run(set: &ParitySet) -> anyhow::Result<ExitCode> {
         ParitySet::Flowgrad { dir, model: None } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad(dir)?),
         ParitySet::Flowgrad { dir, model: Some(model) } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad_with_model(dir, Some(model))?),
         ParitySet::Ncsnpp { dir } => print_report("ncsnpp", dir, flowgrad_parity::check_ncsnpp(dir)?),
+        ParitySet::Clip { dir } => print_report("clip", dir, flowgrad_parity::check_clip(dir)?),
     }
 }
 

@@ -10,16 +10,16 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod config;
+pub mod guidance;
 mod hf_keys;
 pub mod layers;
 pub mod model;
 pub mod text_fix;
 pub mod tokenizer;
-pub mod guidance;
 
 pub use augment::{AugmentConfig, AugmentDraw};
 pub use checkpoint::{Checkpoint, CheckpointError, HostTensor, Layout};
 pub use config::ClipConfig;
 pub use guidance::{CLIP_MEAN, CLIP_STD, ClipGuidance, clip_preprocess};
 pub use model::{ClipModel, normalize};
-pub use tokenizer::{CONTEXT_LENGTH, TokenizeError, Tokenizer};
+pub use tokenizer::{CONTEXT_LENGTH, TokenizeError, Tokenizer, vocabulary_sha256};

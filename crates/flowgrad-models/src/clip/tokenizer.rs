@@ -13,6 +13,12 @@ use super::text_fix::fix_text;
 /// The vocabulary/merges file of OpenAI CLIP (MIT, see `assets/clip/NOTICE.md`).
 const BPE_GZ: &[u8] = include_bytes!("../../assets/clip/bpe_simple_vocab_16e6.txt.gz");
 
+/// SHA-256 (hex) of the embedded vocabulary file, to compare with a fixture's `bpe_sha256`.
+pub fn vocabulary_sha256() -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(BPE_GZ))
+}
+
 /// Merges CLIP uses: lines 1..=48894 of the file (49152 − 256 − 2 of them).
 const MERGES: usize = 49152 - 256 - 2;
 

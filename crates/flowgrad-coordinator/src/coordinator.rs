@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowgrad_engine::ModelRegistry;
+use futures::{StreamExt, TryStreamExt};
 use flowgrad_jobs::{Cancellation, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
 use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::{Bytes, SharedStore};
@@ -35,6 +36,9 @@ enum Intake {
     /// Invalid: status written, message dead-lettered.
     Rejected(String),
 }
+
+/// Task messages published concurrently (awaiting their publisher confirms together).
+const PUBLISH_WINDOW: usize = 64;
 
 fn json<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(flowgrad_jobs::to_json(value))
@@ -246,11 +250,20 @@ impl Coordinator {
                 let now = flowgrad_jobs::unix_now();
                 let inputs = self.list_inputs(spec).await?;
                 let tasks = Self::tasks_for(spec, &inputs, now);
-                for task in &tasks {
-                    let id = format!("{job_id}/{}", task.task_id);
-                    self.broker.publish(Queue::Tasks, json(task), &id).await?;
-                    self.metrics.tasks_published.inc();
-                }
+                // up to PUBLISH_WINDOW publishes in flight: their confirms arrive pipelined
+                let messages: Vec<(Bytes, String)> = tasks.iter().map(|task| (json(task), format!("{job_id}/{}", task.task_id))).collect();
+                futures::stream::iter(messages)
+                    .map(|(payload, id)| {
+                        let (broker, published) = (self.broker.clone(), self.metrics.tasks_published.clone());
+                        async move {
+                            broker.publish(Queue::Tasks, payload, &id).await?;
+                            published.inc();
+                            anyhow::Ok(())
+                        }
+                    })
+                    .buffer_unordered(PUBLISH_WINDOW)
+                    .try_collect::<()>()
+                    .await?;
                 // written last: a crash before this line republishes (duplicates are harmless)
                 self.store.put(&keys::tasks(job_id), json(&tasks)).await?;
                 info!(%job_id, tasks = tasks.len(), "tasks published");

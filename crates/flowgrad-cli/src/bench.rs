@@ -12,6 +12,7 @@ use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_engine::backend::{self, Backend};
 
+mod clip;
 mod ncsnpp;
 
 /// Benchmark suites.
@@ -56,6 +57,19 @@ pub enum Suite {
         #[arg(long, default_value_t = 2)]
         repeats: usize,
     },
+    /// CLIP guidance cost: forward + backward of the augmented CLIP loss (ViT-B/32, random
+    /// weights) for K copies of one image, relative to one NCSN++ CelebA-HQ 256² forward.
+    Clip {
+        /// Augmented copies K.
+        #[arg(long, default_value_t = 20)]
+        copies: usize,
+        /// Side of the edited image (resized to 224² for CLIP).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Timed repetitions (after one warm-up).
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
+    },
     /// One memory case of `bench ncsnpp` (run in a child process).
     #[command(hide = true)]
     NcsnppMemory {
@@ -85,6 +99,7 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
     match suite {
         Suite::Ncsnpp { config, fixture, steps, repeats } => ncsnpp::run(config.as_deref(), fixture, steps, *repeats),
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
+        Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Table1 { quick, steps, model, assets, size, hidden } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let device = backend::device();

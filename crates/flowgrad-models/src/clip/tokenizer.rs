@@ -131,7 +131,9 @@ impl Tokenizer {
     }
 
     /// The original's `whitespace_clean(basic_clean(text)).lower()`: ftfy, HTML-unescape twice,
-    /// strip, collapse whitespace runs to one space, lower case.
+    /// strip, collapse whitespace runs to one space, lower case. Python's `html.unescape` is
+    /// matched for references that end in `;` (named and numeric); its legacy forms without `;`
+    /// (`&amp`) and its C1/invalid code point replacements (`&#128;` → `€`) are not reproduced.
     pub fn clean(&self, text: &str) -> String {
         let fixed = fix_text(text);
         let unescaped = html_escape::decode_html_entities(&html_escape::decode_html_entities(&fixed).into_owned()).into_owned();

@@ -379,3 +379,27 @@ fn guidance_gradient_flows_to_the_input() {
 }
 
 
+
+#[test]
+fn editor_with_clip_guidance_is_deterministic_per_seed() {
+    use flowgrad::{EditParams, Editor};
+    use flowgrad_models::ConvFieldConfig;
+    let device = Default::default();
+    let model = tiny_model();
+    let guidance = ClipGuidance::new(&model, &Tokenizer::default(), "a smiling face", AugmentConfig { copies: 2, ..AugmentConfig::default() }).unwrap();
+    let field = ConvFieldConfig::new(3).with_hidden(8).with_seed(2).init::<B>(&device);
+    let params = EditParams { steps: 4, iterations: 2, xi: 0.0, ..EditParams::default() };
+    let editor = Editor::new(field, guidance, params, device).unwrap();
+    <B as Backend>::seed(&device, 9);
+    let image = Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Uniform(-1.0, 1.0), &device);
+    let run = |seed| {
+        let mut state = editor.start(image.clone(), seed, 0).unwrap();
+        let records: Vec<f64> = (0..2).map(|_| editor.step(&mut state).unwrap().guidance).collect();
+        (records, state.controls.values)
+    };
+    let (guidance_a, controls_a) = run(1);
+    assert!(guidance_a.iter().all(|g| g.is_finite() && (-1.0..=1.0).contains(g)), "{guidance_a:?}");
+    assert!(controls_a.iter().any(|u| *u != 0.0), "the CLIP gradient reaches the controls");
+    assert_eq!(run(1), (guidance_a.clone(), controls_a.clone()));
+    assert_ne!(run(2).1, controls_a, "another seed draws other augmentations");
+}

@@ -304,6 +304,9 @@ fn missing_unexpected_and_misshaped_keys_are_named() {
 
 #[test]
 fn a_missing_checkpoint_says_what_to_provide() {
+    let err = Checkpoint::require(None).unwrap_err().to_string();
+    assert!(err.contains("CLIP checkpoint") && err.contains("model.safetensors"), "{err}");
+    assert_eq!(Checkpoint::require(Some(Path::new("clip.safetensors"))).unwrap(), Path::new("clip.safetensors"));
     let err = ClipModel::<B>::load_inferred(Path::new("/nonexistent/clip.safetensors"), &Default::default()).unwrap_err().to_string();
     assert!(err.contains("/nonexistent/clip.safetensors") && err.contains("safetensors") && err.contains("CLIPModel"), "{err}");
 }

@@ -14,6 +14,12 @@ use sha2::{Digest, Sha256};
 /// Why a CLIP checkpoint could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// Text guidance was asked for without a CLIP checkpoint.
+    #[error(
+        "text guidance needs a CLIP checkpoint: give the path of a CLIP ViT checkpoint as safetensors, either a Hugging Face \
+         `CLIPModel` model.safetensors (e.g. openai/clip-vit-base-patch32) or an OpenAI state_dict saved with safetensors"
+    )]
+    NotGiven,
     /// No checkpoint file at the path.
     #[error(
         "CLIP checkpoint {path} not found: provide a CLIP ViT checkpoint as safetensors, either a Hugging Face \
@@ -96,6 +102,12 @@ fn to_f32(key: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, CheckpointEr
 }
 
 impl Checkpoint {
+    /// The checkpoint path text guidance was given, or [`CheckpointError::NotGiven`] naming
+    /// what to provide.
+    pub fn require(path: Option<&Path>) -> Result<&Path, CheckpointError> {
+        path.ok_or(CheckpointError::NotGiven)
+    }
+
     /// Reads a safetensors checkpoint in either layout (detected from its keys).
     pub fn read(path: &Path) -> Result<Self, CheckpointError> {
         if !path.is_file() {

@@ -244,3 +244,41 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
     assert!(fleet.list("rejected/").await.is_empty());
     assert!(bad_objects.len() + 2 + cases.len() >= 30, "the corpus has at least 30 bad inputs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_guided_ncsnpp_jobs_run_on_a_fleet_configured_with_models() {
+    let mut fleet = Fleet::new().await;
+    let inputs = fleet.upload_images("in/", 2).await;
+    let fixtures = flowgrad_tests::fixtures_dir();
+    for (key, path) in [
+        ("FLOWGRAD__MODELS__NCSNPP__CHECKPOINT", "ncsnpp/weights.safetensors"),
+        ("FLOWGRAD__MODELS__NCSNPP__CONFIG", "ncsnpp/config.json"),
+        ("FLOWGRAD__MODELS__CLIP__CHECKPOINT", "clip/weights.safetensors"),
+        ("FLOWGRAD__MODELS__CLIP__CONFIG", "clip/config.json"),
+    ] {
+        fleet.process_env.push((key.into(), fixtures.join(path).to_string_lossy().into_owned()));
+    }
+    fleet.start_coordinator();
+    fleet.start_worker(0);
+    let mut job = Fleet::job("in/", "out/", 5, 2);
+    job.model = "ncsnpp".into();
+    job.guidance = flowgrad_jobs::GuidanceSpec::Text("a photo of a smiling face".into());
+    fleet.submit(&job).await;
+    let mut class_job = Fleet::job("in/", "out-class/", 5, 1);
+    class_job.model = "ncsnpp".into();
+    fleet.submit(&class_job).await;
+
+    let report = fleet.wait_report(job.job_id, 4 * MINUTES).await;
+    assert_eq!(report.status.state, JobState::Completed, "{:?}", report.status);
+    for (input, result) in inputs.iter().zip(&report.results) {
+        let image = &result.images[0];
+        assert_eq!(&image.input_key, input);
+        assert!((-1.0..=1.0).contains(&image.guidance_score_before) && (-1.0..=1.0).contains(&image.guidance_score_after), "CLIP cosines: {image:?}");
+        let png = fleet.store.get(&image.output_key).await.unwrap().expect("output written");
+        assert_eq!(png[25], 2, "an RGB PNG for the RGB model");
+        assert!(image.note.as_deref().unwrap_or_default().contains("RGB"));
+    }
+    let rejected = fleet.wait_status(class_job.job_id, MINUTES, |s| s.state.is_final()).await;
+    assert_eq!(rejected.state, JobState::Rejected);
+    assert!(rejected.rejection.unwrap_or_default().contains("no classifier"));
+}

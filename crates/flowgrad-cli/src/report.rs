@@ -1,10 +1,11 @@
-//! Per-image reports of an embedded run: judge probabilities, faithfulness, the loss curve.
+//! Per-image reports of an embedded run: judge probabilities or guidance scores, faithfulness,
+//! the loss curve.
 
 use std::path::Path;
 
 use anyhow::Context;
 use flowgrad_engine::Model;
-use flowgrad_jobs::{JobReport, TaskOutcome};
+use flowgrad_jobs::{GuidanceSpec, JobReport, TaskOutcome};
 use flowgrad_storage::ObjectStore;
 use flowgrad_storage::image::{ImageLimits, decode_for_model, grid_png};
 use serde::Serialize;
@@ -16,7 +17,7 @@ pub struct ImageReport {
     pub input: String,
     /// Edited image file.
     pub output: String,
-    /// Target class.
+    /// Target class or text prompt.
     pub target: String,
     /// Conversion of the input to the model's format, if any.
     pub note: Option<String>,
@@ -26,14 +27,16 @@ pub struct ImageReport {
     pub final_objective: f64,
     /// Iteration whose controls were selected.
     pub selected_iteration: usize,
-    /// Judge (never used for guidance) probability of the target before the edit.
-    pub judge_target_prob_before: f64,
-    /// Judge probability of the target after the edit.
-    pub judge_target_prob_after: f64,
-    /// Guidance classifier probability of the target before / after.
-    pub guidance_target_prob_before: f64,
+    /// Judge (never used for guidance) probability of the target class before the edit (none
+    /// for text guidance or models without a judge).
+    pub judge_target_prob_before: Option<f64>,
+    /// Judge probability of the target class after the edit.
+    pub judge_target_prob_after: Option<f64>,
+    /// Guidance score before: the guidance classifier's probability of the class, or CLIP's
+    /// cosine to the prompt.
+    pub guidance_score_before: f64,
     /// After the edit.
-    pub guidance_target_prob_after: f64,
+    pub guidance_score_after: f64,
     /// Mean absolute difference to the input in [0, 1] pixel units.
     pub l1: f64,
     /// Structural similarity to the input (8×8 windows).
@@ -84,9 +87,12 @@ pub fn ssim(a: &[f32], b: &[f32], height: usize, width: usize) -> f64 {
 
 /// Copies the edited images out of the store and writes `<name>.json` per image and `grid.png`
 /// (each input next to its edit).
-pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, target: &str) -> anyhow::Result<()> {
+pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, guidance: &GuidanceSpec) -> anyhow::Result<()> {
     let shape = model.image_shape();
-    let target_index = model.target_index(&flowgrad_jobs::GuidanceSpec::Class(target.to_string()))?;
+    let target = match guidance {
+        GuidanceSpec::Class(class) => class.clone(),
+        GuidanceSpec::Text(prompt) => prompt.clone(),
+    };
     let limits = ImageLimits::default();
     let mut grid: Vec<Vec<f32>> = vec![];
     for result in report.results.iter().filter(|r| r.outcome == TaskOutcome::Succeeded) {
@@ -95,33 +101,39 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
             let edited_png = store.get(&image.output_key).await?.context("output missing from the store")?;
             let before = decode_for_model(&input, shape.channels, shape.height, shape.width, &limits)?.values;
             let after = decode_for_model(&edited_png, shape.channels, shape.height, shape.width, &limits)?.values;
-            let judge = model.judge_probabilities(&[before.clone(), after.clone()].concat(), 2)?;
+            let judge = model.judge_scores(guidance, &[before.clone(), after.clone()].concat(), 2)?;
             let stem = image.input_key.rsplit('/').next().unwrap_or(&image.input_key).rsplit_once('.').map_or(image.input_key.as_str(), |(s, _)| s).to_string();
             let file = format!("{stem}.png");
             std::fs::write(output.join(&file), &edited_png)?;
             let entry = ImageReport {
                 input: image.input_key.trim_start_matches("inputs/").to_string(),
                 output: file,
-                target: target.to_string(),
+                target: target.clone(),
                 note: image.note.clone(),
                 loss_per_iteration: result.objective_history.clone(),
                 final_objective: result.objective_after,
                 selected_iteration: result.selected_iteration,
-                judge_target_prob_before: judge[0][target_index] as f64,
-                judge_target_prob_after: judge[1][target_index] as f64,
-                guidance_target_prob_before: image.target_prob_before,
-                guidance_target_prob_after: image.target_prob_after,
+                judge_target_prob_before: judge.as_ref().map(|j| j[0] as f64),
+                judge_target_prob_after: judge.as_ref().map(|j| j[1] as f64),
+                guidance_score_before: image.guidance_score_before,
+                guidance_score_after: image.guidance_score_after,
                 l1: image.l1_to_input / 2.0,
-                ssim: ssim(&before, &after, shape.height, shape.width),
+                ssim: (0..shape.channels)
+                    .map(|c| {
+                        let plane = c * shape.height * shape.width..(c + 1) * shape.height * shape.width;
+                        ssim(&before[plane.clone()], &after[plane], shape.height, shape.width)
+                    })
+                    .sum::<f64>()
+                    / shape.channels as f64,
                 edit_seconds: result.edit_seconds,
                 total_seconds: result.total_seconds,
                 vjps: result.vjps,
             };
             std::fs::write(output.join(format!("{stem}.json")), serde_json::to_vec_pretty(&entry)?)?;
-            println!(
-                "{stem:<24} judge p({target}) {:.3} -> {:.3}   L1 {:.3}  SSIM {:.3}",
-                entry.judge_target_prob_before, entry.judge_target_prob_after, entry.l1, entry.ssim
-            );
+            match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
+                (Some(before), Some(after)) => println!("{stem:<24} judge p({target}) {before:.3} -> {after:.3}   L1 {:.3}  SSIM {:.3}", entry.l1, entry.ssim),
+                _ => println!("{stem:<24} guidance score {:.3} -> {:.3}   L1 {:.3}  SSIM {:.3}", entry.guidance_score_before, entry.guidance_score_after, entry.l1, entry.ssim),
+            }
             grid.push(before);
             grid.push(after);
         }

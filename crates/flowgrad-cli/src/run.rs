@@ -11,7 +11,7 @@ use clap::Args;
 use flowgrad::EditParams;
 use flowgrad_coordinator::settings::CoordinatorSettings;
 use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
-use flowgrad_engine::{BUNDLED_MODEL, ModelRegistry};
+use flowgrad_engine::{BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
 use flowgrad_jobs::{GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, TaskEventKind, keys};
 use flowgrad_queue::{InProcessBroker, Queue, RabbitConfig, SharedBroker};
 use flowgrad_storage::{Bytes, LocalStore, RetryPolicy, RetryingStore, SharedStore};
@@ -31,9 +31,30 @@ pub struct RunArgs {
     /// Output folder (edited PNGs, per-image JSON reports, grid.png, report.json).
     #[arg(long)]
     pub output: PathBuf,
-    /// Target class, e.g. "coat" (see `--target help`).
+    /// Target class of the model's guidance classifier, e.g. "coat" (see `--target help`).
+    #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+    pub target: Option<String>,
+    /// Text prompt for CLIP guidance instead of a class (needs `--clip`).
     #[arg(long)]
-    pub target: String,
+    pub text: Option<String>,
+    /// Model: `fashion-mnist` (bundled) or `ncsnpp` (needs `--checkpoint`).
+    #[arg(long, default_value = BUNDLED_MODEL)]
+    pub model: String,
+    /// NCSN++ checkpoint: a RectifiedFlow `.pth` training checkpoint or a safetensors state dict.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The NCSN++ model's original config as JSON (default: CelebA-HQ 256²).
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
+    /// `ema` or `model` weights of a `.pth` training checkpoint.
+    #[arg(long, default_value = "ema")]
+    pub weights: String,
+    /// CLIP checkpoint (OpenAI or Hugging Face safetensors) for `--text`.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// CLIP config JSON (default: inferred from the checkpoint's shapes).
+    #[arg(long)]
+    pub clip_config: Option<PathBuf>,
     /// Euler steps N.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -95,7 +116,7 @@ fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams) -> u
         hasher.update(Sha256::digest(bytes));
     }
     hasher.update(serde_json::to_vec(params).expect("params serialise"));
-    hasher.update(format!("{}:{}", args.target, args.seed).as_bytes());
+    hasher.update(format!("{}:{:?}:{:?}:{:?}:{:?}:{}", args.model, args.target, args.text, args.checkpoint, args.clip, args.seed).as_bytes());
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &hasher.finalize())
 }
 
@@ -105,15 +126,26 @@ fn sanitize(name: &str) -> String {
 
 /// Runs an embedded fleet on the inputs and writes outputs and reports into `args.output`.
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let registry = Arc::new(ModelRegistry::new(&args.assets));
-    let guidance = GuidanceSpec::Class(args.target.clone());
-    registry.validate(BUNDLED_MODEL, &guidance)?;
+    let catalog = ModelCatalog {
+        ncsnpp: args.checkpoint.clone().map(|checkpoint| NcsnppSource { checkpoint, config: args.model_config.clone(), weights: args.weights.clone() }),
+        clip: args.clip.clone().map(|checkpoint| ClipSource { checkpoint, config: args.clip_config.clone() }),
+    };
+    let registry = Arc::new(ModelRegistry::with_catalog(&args.assets, catalog));
+    let (guidance, target) = match (&args.target, &args.text) {
+        (Some(class), _) => (GuidanceSpec::Class(class.clone()), class.clone()),
+        (None, Some(prompt)) => (GuidanceSpec::Text(prompt.clone()), prompt.clone()),
+        (None, None) => bail!("give a --target class or a --text prompt"),
+    };
+    if args.model == NCSNPP_MODEL && args.checkpoint.is_none() {
+        bail!("--model {NCSNPP_MODEL} needs --checkpoint <RectifiedFlow .pth or safetensors>");
+    }
+    registry.validate(&args.model, &guidance)?;
     let params = EditParams { steps: args.steps, iterations: args.iterations, step_size: args.step_size, xi: args.xi, eta: args.eta, ..EditParams::default() };
     params.validate()?;
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let model = registry.get(BUNDLED_MODEL)?;
+    let model = registry.get(&args.model)?;
     let files = collect_inputs(&args.input)?;
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
 
@@ -157,14 +189,14 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         job_id,
         input: InputSpec::Prefix("inputs/".into()),
         output_prefix: "outputs/".into(),
-        model: BUNDLED_MODEL.into(),
-        guidance,
+        model: args.model.clone(),
+        guidance: guidance.clone(),
         params: params.clone(),
         seed: args.seed,
         batch_size: 1,
     };
     broker.publish(Queue::Jobs, Bytes::from(flowgrad_jobs::to_json(&job)), &job_id.to_string()).await?;
-    eprintln!("editing {} image(s) towards `{}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)", named.len(), args.target, params.steps, params.iterations, params.xi, args.workers);
+    eprintln!("editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)", named.len(), args.model, params.steps, params.iterations, params.xi, args.workers);
 
     let bars = MultiProgress::new();
     let overall = bars.add(ProgressBar::new(named.len() as u64));
@@ -225,7 +257,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let report: JobReport = flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
     std::fs::write(args.output.join("report.json"), flowgrad_jobs::to_json(&report))?;
-    write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &args.target).await?;
+    write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
     for failure in &status.failures {
         eprintln!("failed: {}: {}", failure.task_id, failure.reason);
     }

@@ -70,3 +70,42 @@ fn bad_inputs_are_clear_errors_and_do_not_stop_other_images() {
     assert!(text(&result).contains("corrupt.png"), "the failure names the file: {}", text(&result));
     assert!(out.path().join("0001-good.png").exists(), "the good image is still edited: {}", text(&result));
 }
+
+fn fixture(path: &str) -> String {
+    std::env::var("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")).join(path).to_string_lossy().into_owned()
+}
+
+#[test]
+fn edit_with_an_ncsnpp_checkpoint_and_a_text_prompt_end_to_end() {
+    let out = tempfile::tempdir().unwrap();
+    let edited = out.path().join("edited.png");
+    let (checkpoint, config, clip, clip_config) = (fixture("ncsnpp/weights.safetensors"), fixture("ncsnpp/config.json"), fixture("clip/weights.safetensors"), fixture("clip/config.json"));
+    let input = repo("examples/03-dress-test13.png");
+    let base = ["edit", "--input", &input, "--output", edited.to_str().unwrap(), "--model", "ncsnpp", "--checkpoint", &checkpoint, "--model-config", &config, "--steps", "5", "--iterations", "2"];
+    let result = flowgrad(&[&base[..], &["--text", "a photo of a smiling face", "--clip", &clip, "--clip-config", &clip_config]].concat());
+    assert!(result.status.success(), "{}", text(&result));
+    let png = std::fs::read(&edited).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let (width, height, colour) = (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()), png[25]);
+    assert_eq!((width, height, colour), (32, 32, 2), "an RGB PNG at the model's resolution");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(edited.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(report["target"], "a photo of a smiling face");
+    assert!(report["judge_target_prob_before"].is_null(), "no judge for text prompts");
+    for key in ["guidance_score_before", "guidance_score_after"] {
+        let cosine = report[key].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&cosine), "{key} = {cosine}");
+    }
+    assert_eq!(report["loss_per_iteration"].as_array().unwrap().len(), 2);
+    assert!(report["vjps"].as_u64().unwrap() >= 2);
+    assert!(report["note"].as_str().unwrap().contains("RGB"), "gray input converted for the RGB model");
+
+    let no_clip = flowgrad(&[&base[..], &["--text", "old"]].concat());
+    assert_eq!(no_clip.status.code(), Some(2));
+    assert!(text(&no_clip).contains("CLIP checkpoint"), "{}", text(&no_clip));
+    let class = flowgrad(&[&base[..], &["--target", "coat"]].concat());
+    assert_eq!(class.status.code(), Some(2));
+    assert!(text(&class).contains("no classifier"), "{}", text(&class));
+    let no_checkpoint = flowgrad(&["edit", "--input", &input, "--output", edited.to_str().unwrap(), "--model", "ncsnpp", "--text", "old"]);
+    assert_eq!(no_checkpoint.status.code(), Some(2));
+    assert!(text(&no_checkpoint).contains("--checkpoint"), "{}", text(&no_checkpoint));
+}

@@ -18,11 +18,14 @@ pub struct CoordinatorSettings {
     pub lease_seconds: f64,
 }
 
-/// The coordinator's own section of the fleet configuration.
+/// The coordinator's own sections of the fleet configuration.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CoordinatorSection {
     /// `[coordinator]`.
     pub coordinator: CoordinatorSettings,
+    /// `[models]`: which optional models the workers serve (jobs are validated against it).
+    #[serde(default)]
+    pub models: flowgrad_engine::ModelCatalog,
 }
 
 /// TOML defaults of `[coordinator]`.

@@ -2,8 +2,11 @@
 //! guidance target, and step it on host data. Tensors never leave this crate and below.
 
 pub mod backend;
+pub mod catalog;
+pub mod guidance;
 pub mod registry;
 pub mod session;
 
-pub use registry::{EngineError, ImageShape, Model, ModelRegistry, BUNDLED_MODEL};
+pub use catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
+pub use registry::{BUNDLED_MODEL, EngineError, ImageShape, Model, ModelRegistry};
 pub use session::{EditSession, FinishedEdit};

@@ -1,8 +1,9 @@
-//! Models by name. Today: the bundled Fashion-MNIST rectified flow with its guidance classifier
-//! and independent judge, loaded once from `assets/` and shared by every session.
+//! Models by name: the bundled Fashion-MNIST rectified flow (with its guidance classifier and
+//! independent judge) and, when configured, an NCSN++ checkpoint; CLIP text guidance for any of
+//! them when a CLIP checkpoint is configured. Loaded once, frozen, shared by every session.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
@@ -10,9 +11,13 @@ use burn::tensor::Tensor;
 use flowgrad::EditParams;
 use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
+use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
+use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
 use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index};
 
 use crate::backend::{Backend, device};
+use crate::catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
+use crate::guidance::{AnyGuidance, TextGuidance};
 use crate::session::{EditSession, Session};
 
 /// Name of the bundled model.
@@ -90,22 +95,42 @@ impl ImageShape {
     }
 }
 
-/// A generative model with the classifiers that guide and judge its edits.
+/// A generative model and the scorers of its edits.
 pub trait Model: Send + Sync {
     /// Registry name.
     fn name(&self) -> &str;
     /// Image shape the model works at.
     fn image_shape(&self) -> ImageShape;
-    /// Class names the guidance understands.
+    /// Class names its guidance classifier understands (empty without one).
     fn classes(&self) -> &[&'static str];
     /// Opens an edit session towards `guidance` with `params` (checks both).
     fn session(&self, guidance: &GuidanceSpec, params: &EditParams) -> Result<Box<dyn EditSession>, EngineError>;
-    /// Per-image class probabilities `[batch][classes]` of the guidance classifier.
-    fn guidance_probabilities(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, EngineError>;
-    /// Per-image class probabilities of the independent judge (evaluation only).
-    fn judge_probabilities(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, EngineError>;
-    /// Index of a guidance target, or a clear error listing the valid ones.
-    fn target_index(&self, guidance: &GuidanceSpec) -> Result<usize, EngineError>;
+    /// Per-image score of the guidance target: the guidance classifier's probability of the
+    /// class, or CLIP's cosine to the prompt.
+    fn guidance_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError>;
+    /// Per-image probability of a class target under an independent judge (evaluation only);
+    /// `None` when the model has no judge for this guidance.
+    fn judge_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Option<Vec<f32>>, EngineError>;
+}
+
+/// A loaded CLIP model with its tokenizer.
+#[derive(Clone)]
+struct Clip {
+    model: ClipModel<Backend>,
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl Clip {
+    fn guidance(clip: Option<&Clip>, prompt: &str) -> Result<TextGuidance, EngineError> {
+        let clip = clip.ok_or_else(|| EngineError::Guidance("text guidance needs a CLIP checkpoint: configure [models.clip] checkpoint = \"…/clip.safetensors\" (flowgrad run/edit: --clip <file>)".into()))?;
+        TextGuidance::new(&clip.model, &clip.tokenizer, prompt)
+    }
+
+    fn scores(clip: Option<&Clip>, prompt: &str, shape: ImageShape, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
+        let guidance = Self::guidance(clip, prompt)?;
+        let x = shape.batch_tensor(images, batch, &device())?;
+        Ok(flowgrad::tensor_util::to_vec(guidance.cosine(x).inner()))
+    }
 }
 
 /// The bundled Fashion-MNIST models.
@@ -113,12 +138,26 @@ struct FashionModels {
     flow: UNet<Backend>,
     classifier: Classifier<Backend>,
     judge: Judge<Backend>,
+    clip: Option<Clip>,
 }
 
-fn probabilities<C: ImageClassifier<Backend>>(classifier: &C, shape: ImageShape, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+fn class_probabilities<C: ImageClassifier<Backend>>(classifier: &C, shape: ImageShape, images: &[f32], batch: usize, target: usize) -> Result<Vec<f32>, EngineError> {
     let x = shape.batch_tensor(images, batch, &device())?;
     let probs = flowgrad::tensor_util::to_vec(classifier.probabilities(x).inner());
-    Ok(probs.chunks(CLASS_NAMES.len()).map(<[f32]>::to_vec).collect())
+    Ok(probs.chunks(CLASS_NAMES.len()).map(|p| p[target]).collect())
+}
+
+fn class_target(class: &str) -> Result<usize, EngineError> {
+    class_index(class).map_err(|e| EngineError::Guidance(e.to_string()))
+}
+
+impl FashionModels {
+    fn guidance(&self, guidance: &GuidanceSpec) -> Result<AnyGuidance, EngineError> {
+        Ok(match guidance {
+            GuidanceSpec::Class(class) => AnyGuidance::Class(ClassGuidance::new::<Backend>(self.classifier.clone(), class_target(class)?)),
+            GuidanceSpec::Text(prompt) => AnyGuidance::Text(Clip::guidance(self.clip.as_ref(), prompt)?),
+        })
+    }
 }
 
 impl Model for FashionModels {
@@ -134,38 +173,89 @@ impl Model for FashionModels {
         &CLASS_NAMES
     }
 
-    fn target_index(&self, guidance: &GuidanceSpec) -> Result<usize, EngineError> {
-        let GuidanceSpec::Class(name) = guidance;
-        class_index(name).map_err(|e| EngineError::Guidance(e.to_string()))
-    }
-
-
     fn session(&self, guidance: &GuidanceSpec, params: &EditParams) -> Result<Box<dyn EditSession>, EngineError> {
-        let target = self.target_index(guidance)?;
-        let guidance = ClassGuidance::new::<Backend>(self.classifier.clone(), target);
-        let editor = flowgrad::Editor::new(self.flow.clone(), guidance, params.clone(), device())?;
+        let editor = flowgrad::Editor::new(self.flow.clone(), self.guidance(guidance)?, params.clone(), device())?;
         Ok(Box::new(Session { editor, shape: self.image_shape() }))
     }
 
-    fn guidance_probabilities(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
-        probabilities(&self.classifier, self.image_shape(), images, batch)
+    fn guidance_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
+        match guidance {
+            GuidanceSpec::Class(class) => class_probabilities(&self.classifier, self.image_shape(), images, batch, class_target(class)?),
+            GuidanceSpec::Text(prompt) => Clip::scores(self.clip.as_ref(), prompt, self.image_shape(), images, batch),
+        }
     }
 
-    fn judge_probabilities(&self, images: &[f32], batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
-        probabilities(&self.judge, self.image_shape(), images, batch)
+    fn judge_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Option<Vec<f32>>, EngineError> {
+        match guidance {
+            GuidanceSpec::Class(class) => class_probabilities(&self.judge, self.image_shape(), images, batch, class_target(class)?).map(Some),
+            GuidanceSpec::Text(_) => Ok(None),
+        }
     }
 }
 
-/// Loads models by name from an assets folder, once, and shares them.
+/// A configured NCSN++ rectified flow; text guidance only (it has no classifier).
+struct NcsnppModel {
+    flow: flowgrad_models::ncsnpp::Ncsnpp<Backend>,
+    shape: ImageShape,
+    clip: Option<Clip>,
+}
+
+impl Model for NcsnppModel {
+    fn name(&self) -> &str {
+        NCSNPP_MODEL
+    }
+
+    fn image_shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    fn classes(&self) -> &[&'static str] {
+        &[]
+    }
+
+    fn session(&self, guidance: &GuidanceSpec, params: &EditParams) -> Result<Box<dyn EditSession>, EngineError> {
+        let guidance = match guidance {
+            GuidanceSpec::Class(class) => return Err(no_classifier(class)),
+            GuidanceSpec::Text(prompt) => AnyGuidance::Text(Clip::guidance(self.clip.as_ref(), prompt)?),
+        };
+        let editor = flowgrad::Editor::new(self.flow.clone(), guidance, params.clone(), device())?;
+        Ok(Box::new(Session { editor, shape: self.shape }))
+    }
+
+    fn guidance_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
+        match guidance {
+            GuidanceSpec::Class(class) => Err(no_classifier(class)),
+            GuidanceSpec::Text(prompt) => Clip::scores(self.clip.as_ref(), prompt, self.shape, images, batch),
+        }
+    }
+
+    fn judge_scores(&self, _guidance: &GuidanceSpec, _images: &[f32], _batch: usize) -> Result<Option<Vec<f32>>, EngineError> {
+        Ok(None)
+    }
+}
+
+fn no_classifier(class: &str) -> EngineError {
+    EngineError::Guidance(format!("model `{NCSNPP_MODEL}` has no classifier for class `{class}`: use text guidance ({{ text = \"…\" }})"))
+}
+
+/// Loads models by name, once, and shares them.
 pub struct ModelRegistry {
     assets: PathBuf,
+    catalog: ModelCatalog,
     loaded: Mutex<HashMap<String, Arc<dyn Model>>>,
+    clip: Mutex<Option<Clip>>,
 }
 
 impl ModelRegistry {
-    /// A registry reading weights from `assets` (the repository's `assets/` folder by default).
+    /// A registry serving the bundled model from `assets` (the repository's `assets/` folder by
+    /// default) and nothing else.
     pub fn new(assets: impl Into<PathBuf>) -> Self {
-        Self { assets: assets.into(), loaded: Mutex::new(HashMap::new()) }
+        Self::with_catalog(assets, ModelCatalog::default())
+    }
+
+    /// A registry serving the bundled model from `assets` and the models of `catalog`.
+    pub fn with_catalog(assets: impl Into<PathBuf>, catalog: ModelCatalog) -> Self {
+        Self { assets: assets.into(), catalog, loaded: Mutex::new(HashMap::new()), clip: Mutex::new(None) }
     }
 
     /// The assets folder shipped with this source tree.
@@ -175,18 +265,24 @@ impl ModelRegistry {
 
     /// Names this registry can load.
     pub fn available(&self) -> Vec<&'static str> {
-        vec![BUNDLED_MODEL]
+        let mut names = vec![BUNDLED_MODEL];
+        if self.catalog.ncsnpp.is_some() {
+            names.push(NCSNPP_MODEL);
+        }
+        names
     }
 
-    /// Checks that `name` is a known model and `guidance` one of its targets, without loading
-    /// weights (the coordinator validates jobs with this).
+    /// Checks that `name` is a served model and `guidance` fits it, without loading weights (the
+    /// coordinator validates jobs with this).
     pub fn validate(&self, name: &str, guidance: &GuidanceSpec) -> Result<(), EngineError> {
-        match name {
-            BUNDLED_MODEL => {
-                let GuidanceSpec::Class(class) = guidance;
-                class_index(class).map(|_| ()).map_err(|e| EngineError::Guidance(e.to_string()))
-            }
-            _ => Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") }),
+        if !self.available().contains(&name) {
+            return Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") });
+        }
+        match guidance {
+            GuidanceSpec::Class(class) if name == BUNDLED_MODEL => class_target(class).map(|_| ()),
+            GuidanceSpec::Class(class) => Err(no_classifier(class)),
+            GuidanceSpec::Text(_) if self.catalog.clip.is_none() => Err(EngineError::Guidance("text guidance needs a CLIP checkpoint, and this fleet has none configured ([models.clip])".into())),
+            GuidanceSpec::Text(_) => Ok(()),
         }
     }
 
@@ -196,21 +292,28 @@ impl ModelRegistry {
         if let Some(model) = loaded.get(name) {
             return Ok(model.clone());
         }
-        let model: Arc<dyn Model> = match name {
-            BUNDLED_MODEL => Arc::new(self.load_fashion()?),
+        let model: Arc<dyn Model> = match (name, &self.catalog.ncsnpp) {
+            (BUNDLED_MODEL, _) => Arc::new(self.load_fashion()?),
+            (NCSNPP_MODEL, Some(source)) => Arc::new(self.load_ncsnpp(source)?),
             _ => return Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") }),
         };
-        tracing::info!(model = name, assets = %self.assets.display(), "model loaded");
+        tracing::info!(model = name, "model loaded");
         loaded.insert(name.into(), model.clone());
         Ok(model)
     }
 
+    /// The configured CLIP model, loaded (frozen) on first use.
+    fn clip(&self) -> Result<Option<Clip>, EngineError> {
+        let Some(source) = &self.catalog.clip else { return Ok(None) };
+        let mut slot = self.clip.lock().expect("clip lock");
+        if slot.is_none() {
+            *slot = Some(load_clip(source)?);
+        }
+        Ok(slot.clone())
+    }
+
     fn load_fashion(&self) -> Result<FashionModels, EngineError> {
-        let err = |e: flowgrad_models::WeightsError| EngineError::Load {
-            name: BUNDLED_MODEL.into(),
-            dir: self.assets.display().to_string(),
-            reason: e.to_string(),
-        };
+        let err = |e: flowgrad_models::WeightsError| load_error(BUNDLED_MODEL, &self.assets, e);
         let device = device();
         // Frozen: parameters are constants, so a VJP computes input gradients only, and
         // concurrent edits never share autodiff graph nodes (burn-autodiff 0.21 merges graphs
@@ -219,6 +322,41 @@ impl ModelRegistry {
             flow: flowgrad_models::load_flow(&self.assets, &device).map_err(err)?.no_grad(),
             classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?.no_grad(),
             judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?.no_grad(),
+            clip: self.clip()?,
         })
     }
+
+    fn load_ncsnpp(&self, source: &NcsnppSource) -> Result<NcsnppModel, EngineError> {
+        let err = |e: &dyn std::fmt::Display| load_error(NCSNPP_MODEL, &source.checkpoint, e);
+        let config = match &source.config {
+            Some(path) => NcsnppConfig::from_json_file(path).map_err(|e| err(&e))?,
+            None => NcsnppConfig::celeba_hq_256(),
+        };
+        let choice: WeightsChoice = source.weights.parse().map_err(|e: String| err(&e))?;
+        let flow = load_ncsnpp::<Backend>(&source.checkpoint, &config, choice, &device()).map_err(|e| err(&e))?; // NCSN++ weights are built as constants
+        let side = config.image_size;
+        Ok(NcsnppModel { flow, shape: ImageShape { channels: config.channels, height: side, width: side }, clip: self.clip()? })
+    }
+}
+
+fn load_error(name: &str, path: &Path, reason: impl std::fmt::Display) -> EngineError {
+    EngineError::Load { name: name.into(), dir: path.display().to_string(), reason: reason.to_string() }
+}
+
+fn load_clip(source: &ClipSource) -> Result<Clip, EngineError> {
+    let err = |e: &dyn std::fmt::Display| load_error("clip", &source.checkpoint, e);
+    let device = device();
+    let model = match &source.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| err(&e))?;
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&e))?;
+            // the constructor arguments, alone or as the `model` block of a fixture config
+            let arguments = value.get("model").filter(|m| m.is_object()).unwrap_or(&value);
+            let config = ClipConfig::from_json(arguments).map_err(|e| err(&e))?;
+            ClipModel::<Backend>::load(&source.checkpoint, &config, &device).map_err(|e| err(&e))?
+        }
+        None => ClipModel::<Backend>::load_inferred(&source.checkpoint, &device).map_err(|e| err(&e))?,
+    };
+    tracing::info!(checkpoint = %source.checkpoint.display(), "CLIP loaded");
+    Ok(Clip { model, tokenizer: Arc::new(Tokenizer::default()) })
 }

@@ -46,7 +46,13 @@ pub enum InputSpec {
 pub enum GuidanceSpec {
     /// Make the model's guidance classifier predict this class (by name, e.g. "coat").
     Class(String),
+    /// Move the image towards a text prompt with CLIP (e.g. "a smiling face"); the workers need
+    /// a CLIP checkpoint (`[models.clip]`).
+    Text(String),
 }
+
+/// The longest text prompt accepted, in bytes (CLIP's 77-token context is checked by the model).
+pub const MAX_PROMPT_BYTES: usize = 1000;
 
 /// An edit job: inputs, outputs, model, guidance and FlowGrad parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,8 +145,14 @@ impl JobSpec {
             }
         }
         validate_name("model", &self.model)?;
-        let GuidanceSpec::Class(class) = &self.guidance;
-        validate_name("guidance.class", class)?;
+        match &self.guidance {
+            GuidanceSpec::Class(class) => validate_name("guidance.class", class)?,
+            GuidanceSpec::Text(prompt) if prompt.trim().is_empty() => return Err(invalid("guidance.text", "must not be empty")),
+            GuidanceSpec::Text(prompt) if prompt.len() > MAX_PROMPT_BYTES => {
+                return Err(invalid("guidance.text", format!("is {} bytes long; at most {MAX_PROMPT_BYTES}", prompt.len())));
+            }
+            GuidanceSpec::Text(_) => {}
+        }
         for (field, value) in [("params.steps", self.params.steps), ("params.iterations", self.params.iterations)] {
             if value > MAX_STEPS {
                 return Err(invalid(field, format!("{value} is above the limit of {MAX_STEPS}")));

@@ -104,10 +104,11 @@ pub struct ImageResult {
     pub note: Option<String>,
     /// Objective of this image at iteration 0 (no controls).
     pub objective_before: f64,
-    /// Guidance classifier's probability of the target class before the edit.
-    pub target_prob_before: f64,
+    /// Score of the guidance target before the edit: the guidance classifier's probability of
+    /// the target class, or CLIP's cosine to the text prompt.
+    pub guidance_score_before: f64,
     /// After the edit.
-    pub target_prob_after: f64,
+    pub guidance_score_after: f64,
     /// Mean absolute difference between input and output (values in [-1, 1]).
     pub l1_to_input: f64,
 }

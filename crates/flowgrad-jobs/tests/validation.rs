@@ -62,3 +62,12 @@ fn a_lease_is_free_for_its_owner_or_once_expired() {
     assert!(!lease.available_to("b", 129.0, 30.0));
     assert!(lease.available_to("b", 131.0, 30.0));
 }
+
+#[test]
+fn text_guidance_is_a_non_empty_bounded_prompt() {
+    JobSpec { guidance: GuidanceSpec::Text("a smiling face".into()), ..job() }.validate().unwrap();
+    assert_eq!(field_of(&JobSpec { guidance: GuidanceSpec::Text("  ".into()), ..job() }), "guidance.text");
+    assert_eq!(field_of(&JobSpec { guidance: GuidanceSpec::Text("x".repeat(2000)), ..job() }), "guidance.text");
+    let parsed = JobSpec::from_json(br#"{"schema":1,"job_id":"6f1c1d4e-3b7a-4c1e-9d2a-0b5c6d7e8f90","input":{"prefix":"in/"},"output_prefix":"out/","model":"ncsnpp","guidance":{"text":"old"}}"#).unwrap();
+    assert_eq!(parsed.guidance, GuidanceSpec::Text("old".into()));
+}

@@ -24,11 +24,14 @@ pub struct WorkerSettings {
     pub max_image_bytes: usize,
 }
 
-/// The worker's own section of the fleet configuration.
+/// The worker's own sections of the fleet configuration.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSection {
     /// `[worker]`.
     pub worker: WorkerSettings,
+    /// `[models]`: optional NCSN++ and CLIP checkpoints (shared with the coordinators).
+    #[serde(default)]
+    pub models: flowgrad_engine::ModelCatalog,
 }
 
 /// TOML defaults of `[worker]`.

@@ -235,9 +235,8 @@ impl Worker {
             .map_err(permanent)?;
         progress.edit_seconds += clock.elapsed().as_secs_f64();
 
-        let before = model.guidance_probabilities(&pixels, batch).map_err(permanent)?;
-        let after = model.guidance_probabilities(&finished.images, batch).map_err(permanent)?;
-        let target = model.target_index(&task.guidance).map_err(permanent)?;
+        let before = model.guidance_scores(&task.guidance, &pixels, batch).map_err(permanent)?;
+        let after = model.guidance_scores(&task.guidance, &finished.images, batch).map_err(permanent)?;
         let per = model.image_shape().len();
         let mut images = Vec::with_capacity(batch);
         for (i, (input, original, note)) in inputs.iter().enumerate() {
@@ -250,8 +249,8 @@ impl Worker {
                 output_key: input.output_key.clone(),
                 note: note.clone(),
                 objective_before: state.history.first().map_or(0.0, |r| r.per_image[i]),
-                target_prob_before: before[i][target] as f64,
-                target_prob_after: after[i][target] as f64,
+                guidance_score_before: before[i] as f64,
+                guidance_score_after: after[i] as f64,
                 l1_to_input: edited.iter().zip(original).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / per as f64,
             });
         }

@@ -1,0 +1,91 @@
+//! The registry end to end on real weights: the bundled model, and an NCSN++ + CLIP pair from the
+//! parity fixtures (reduced configs with the original key layouts) behind `[models]`.
+
+use std::path::PathBuf;
+
+use flowgrad::EditParams;
+use flowgrad_engine::{BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
+use flowgrad_jobs::GuidanceSpec;
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+fn catalog() -> ModelCatalog {
+    let f = fixtures();
+    ModelCatalog {
+        ncsnpp: Some(NcsnppSource { checkpoint: f.join("ncsnpp/weights.safetensors"), config: Some(f.join("ncsnpp/config.json")), weights: "ema".into() }),
+        clip: Some(ClipSource { checkpoint: f.join("clip/weights.safetensors"), config: Some(f.join("clip/config.json")) }),
+    }
+}
+
+fn text(prompt: &str) -> GuidanceSpec {
+    GuidanceSpec::Text(prompt.into())
+}
+
+#[test]
+fn validation_names_what_is_missing() {
+    let bare = ModelRegistry::new(ModelRegistry::bundled_assets());
+    bare.validate(BUNDLED_MODEL, &GuidanceSpec::Class("coat".into())).unwrap();
+    assert!(matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(EngineError::UnknownModel { .. })), "ncsnpp is served only when configured");
+    let no_clip = bare.validate(BUNDLED_MODEL, &text("a coat")).unwrap_err().to_string();
+    assert!(no_clip.contains("[models.clip]"), "{no_clip}");
+    let full = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), catalog());
+    full.validate(NCSNPP_MODEL, &text("a smiling face")).unwrap();
+    full.validate(BUNDLED_MODEL, &text("a long coat")).unwrap();
+    let class_on_ncsnpp = full.validate(NCSNPP_MODEL, &GuidanceSpec::Class("coat".into())).unwrap_err().to_string();
+    assert!(class_on_ncsnpp.contains("no classifier"), "{class_on_ncsnpp}");
+    assert!(full.validate(BUNDLED_MODEL, &GuidanceSpec::Class("spaceship".into())).is_err());
+}
+
+#[test]
+fn ncsnpp_with_text_guidance_edits_rgb_images() {
+    let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), catalog());
+    let model = registry.get(NCSNPP_MODEL).unwrap();
+    let shape = model.image_shape();
+    assert_eq!((shape.channels, shape.height, shape.width), (3, 32, 32), "shape from the fixture's config");
+    let guidance = text("a photo of a smiling face");
+    let params = EditParams { steps: 5, iterations: 2, ..EditParams::default() };
+    let session = model.session(&guidance, &params).unwrap();
+    let images: Vec<f32> = (0..2 * shape.len()).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let mut state = session.start(&images, 2, 7, 1).unwrap();
+    while !session.is_finished(&state) {
+        let record = session.step(&mut state).unwrap();
+        assert!(record.objective.is_finite() && record.segments >= 1 && record.segments <= 5);
+    }
+    let finished = session.finish(&state).unwrap();
+    assert_eq!(finished.images.len(), images.len());
+    assert!(finished.images.iter().all(|v| (-1.0..=1.0).contains(v)));
+    let scores = model.guidance_scores(&guidance, &finished.images, 2).unwrap();
+    assert_eq!(scores.len(), 2);
+    assert!(scores.iter().all(|s| (-1.0..=1.0).contains(s)), "cosines: {scores:?}");
+    assert!(model.judge_scores(&guidance, &finished.images, 2).unwrap().is_none(), "NCSN++ has no judge");
+    assert!(model.session(&GuidanceSpec::Class("coat".into()), &params).is_err());
+}
+
+#[test]
+fn text_guidance_on_the_bundled_gray_model_uses_clip_on_replicated_channels() {
+    let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), catalog());
+    let model = registry.get(BUNDLED_MODEL).unwrap();
+    let gray: Vec<f32> = (0..model.image_shape().len()).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect();
+    let guidance = text("a coat");
+    let score = model.guidance_scores(&guidance, &gray, 1).unwrap();
+    assert_eq!(score.len(), 1);
+    let params = EditParams { steps: 4, iterations: 1, ..EditParams::default() };
+    let session = model.session(&guidance, &params).unwrap();
+    let mut state = session.start(&gray, 1, 0, 0).unwrap();
+    session.step(&mut state).unwrap();
+    assert!(model.judge_scores(&guidance, &gray, 1).unwrap().is_none(), "the judge scores classes, not prompts");
+    let class = GuidanceSpec::Class("coat".into());
+    let p = model.judge_scores(&class, &gray, 1).unwrap().unwrap();
+    assert!((0.0..=1.0).contains(&p[0]));
+}
+
+#[test]
+fn a_missing_checkpoint_is_a_load_error_naming_the_file() {
+    let mut broken = catalog();
+    broken.ncsnpp.as_mut().unwrap().checkpoint = PathBuf::from("/nonexistent/ncsnpp.pth");
+    let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), broken);
+    let err = registry.get(NCSNPP_MODEL).err().expect("load fails").to_string();
+    assert!(err.contains("/nonexistent/ncsnpp.pth"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! (`Autodiff<Flex>` on CPU, `Autodiff<Cuda>` on NVIDIA GPUs).
 
 pub mod analytic;
+pub mod baselines;
 pub mod backprop;
 pub mod direction;
 pub mod editor;

@@ -1,0 +1,103 @@
+//! `flowgrad eval` on a tiny setting: every method and metric is reported, the costs relate as
+//! the algorithms say, and the plots are PNG images.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const METHODS: [&str; 5] = ["input", "flowgrad", "decomposed_xi0", "noise_only", "guided_sampling"];
+const METRICS: [&str; 9] = ["images", "success_rate", "judge_target_prob", "l1", "ssim", "seconds_per_image", "vjps_per_image", "control_energy", "x0_shift"];
+const STEPS: f64 = 6.0;
+const ITERATIONS: f64 = 2.0;
+
+fn metric(m: &Value, name: &str) -> f64 {
+    m[name].as_f64().unwrap_or_else(|| panic!("metric {name} missing in {m}"))
+}
+
+/// Width and height of a PNG file, after checking its signature.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert!(bytes.len() > 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR", "not a PNG");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn tiny_eval_reports_every_method_sweep_and_plot() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["eval", "--images", "4", "--classes", "coat", "--steps", "6", "--iterations", "2", "--batch", "4", "--sweep-images", "3", "--sweep-steps", "4,6", "--output"];
+    let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out.path()).output().unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&result.stdout), String::from_utf8_lossy(&result.stderr));
+    assert!(result.status.success(), "{text}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.path().join("eval.json")).unwrap()).unwrap();
+
+    let methods = report["methods"].as_array().unwrap();
+    let by_key = |key: &str| &methods.iter().find(|m| m["method"] == key).unwrap_or_else(|| panic!("method {key} missing"))["overall"];
+    assert_eq!(methods.len(), METHODS.len());
+    let images = metric(by_key("input"), "images");
+    assert!((1.0..=4.0).contains(&images), "coats among the 4 images are skipped: {images}");
+    for key in METHODS {
+        let m = by_key(key);
+        for name in METRICS {
+            assert!(metric(m, name).is_finite() && metric(m, name) >= 0.0, "{key}.{name} = {}", m[name]);
+        }
+        assert_eq!(metric(m, "images"), images, "{key} edits the same images");
+        for name in ["success_rate", "judge_target_prob", "ssim"] {
+            assert!(metric(m, name) <= 1.0 + 1e-9, "{key}.{name} = {} must lie in [0, 1]", metric(m, name));
+        }
+        // The judge's top-1 is the target only where p(target) ≥ 1/10, so on average p ≥ success/10.
+        assert!(metric(m, "judge_target_prob") + 1e-9 >= metric(m, "success_rate") / 10.0, "{key}: {m}");
+    }
+    let input = by_key("input");
+    assert_eq!((metric(input, "l1"), metric(input, "vjps_per_image")), (0.0, 0.0));
+    assert!((metric(input, "ssim") - 1.0).abs() < 1e-9, "the input is its own perfect match");
+
+    let (fast, exact) = (by_key("flowgrad"), by_key("decomposed_xi0"));
+    assert_eq!(metric(exact, "vjps_per_image"), STEPS * ITERATIONS, "ξ = 0: one VJP per step and iteration");
+    assert!(metric(fast, "vjps_per_image") <= metric(exact, "vjps_per_image"), "FlowGrad never needs more VJPs than ξ = 0");
+    assert!(metric(fast, "control_energy") > 0.0 && metric(fast, "x0_shift") == 0.0, "FlowGrad moves the controls only");
+    let noise = by_key("noise_only");
+    assert!(metric(noise, "control_energy") == 0.0 && metric(noise, "x0_shift") > 0.0, "the baseline moves x_0 only");
+    assert!(metric(noise, "vjps_per_image") <= STEPS * ITERATIONS);
+    assert_eq!(metric(by_key("guided_sampling"), "vjps_per_image"), STEPS, "guided sampling: one VJP per step");
+    for key in ["flowgrad", "decomposed_xi0", "noise_only", "guided_sampling"] {
+        assert!(metric(by_key(key), "l1") > 0.0, "{key} changes the images");
+    }
+
+    let sweep = report["xi_sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 6);
+    let first_segments: Vec<u64> = sweep.iter().map(|r| r["segments"][0].as_u64().unwrap()).collect();
+    assert_eq!((first_segments[0], first_segments[5]), (6, 1), "ξ = 0 is every step, the last entry a single segment");
+    assert!(first_segments.windows(2).all(|w| w[0] >= w[1]), "larger ξ, fewer segments on the same trajectory: {first_segments:?}");
+    let starts: Vec<f64> = sweep.iter().map(|r| r["objective"][0].as_f64().unwrap()).collect();
+    assert!(starts.iter().all(|s| (s - starts[0]).abs() < 1e-9), "every ξ starts from u = 0: {starts:?}");
+    for r in sweep {
+        assert_eq!(r["objective"].as_array().unwrap().len(), 3);
+        assert_eq!(r["seconds"].as_array().unwrap().len(), 3);
+    }
+    let steps: Vec<u64> = report["steps_sweep"].as_array().unwrap().iter().map(|r| r["steps"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [4, 6]);
+    let curve = &report["straightness"];
+    assert_eq!(curve["mean_s"].as_array().unwrap().len(), 6);
+    assert_eq!(curve["trajectories"], 4);
+
+    let table = std::fs::read_to_string(out.path().join("table.md")).unwrap();
+    assert!(table.contains("| FlowGrad ξ = 5e-3 |") && table.contains("| optimise x_0 only |"), "{table}");
+    for plot in ["straightness.png", "xi_sweep.png", "steps_sweep.png"] {
+        assert_eq!(png_size(&std::fs::read(out.path().join(plot)).unwrap()), (800, 500), "{plot}");
+    }
+}
+
+#[test]
+fn bad_eval_arguments_are_clear_errors() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(["eval", "--output"]).arg(out.path()).args(extra).output().unwrap();
+        (result.status.code(), String::from_utf8_lossy(&result.stderr).into_owned())
+    };
+    let (code, err) = run(&["--classes", "spaceship"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("spaceship"), "{err}");
+    let (code, err) = run(&["--batch", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--batch"), "{err}");
+}

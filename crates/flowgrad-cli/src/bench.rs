@@ -39,6 +39,12 @@ pub enum Suite {
         /// Hidden channels of the conv net.
         #[arg(long, default_value_t = 32)]
         hidden: usize,
+        /// Straightness thresholds ξ of the FlowGrad rows (the summary line uses the first).
+        #[arg(long, value_delimiter = ',', default_value = "5e-3,1e-2")]
+        xi: Vec<f32>,
+        /// The `ncsnpp/` fixture set for `--model ncsnpp`.
+        #[arg(long, default_value_os_t = ncsnpp::default_fixture())]
+        fixture: std::path::PathBuf,
     },
     /// NCSN++ cost: forward and forward + VJP time of a random CelebA-HQ 256² model (or
     /// `--config`) at batch 1, and peak memory of decomposed vs full back-prop at each `--steps`
@@ -92,6 +98,8 @@ pub enum BenchModel {
     Bundled,
     /// A seeded conv net (`--size`, `--hidden`).
     Conv,
+    /// NCSN++ from an `ncsnpp/` fixture set's weights and config (`--fixture`; reduced config).
+    Ncsnpp,
 }
 
 /// Runs a suite.
@@ -100,17 +108,24 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::Ncsnpp { config, fixture, steps, repeats } => ncsnpp::run(config.as_deref(), fixture, steps, *repeats),
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
-        Suite::Table1 { quick, steps, model, assets, size, hidden } => {
+        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let device = backend::device();
             match model {
                 BenchModel::Bundled => {
                     let flow = flowgrad_models::load_flow::<Backend>(assets, &device)?.no_grad();
-                    table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], *quick, steps)
+                    table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], *quick, steps, xi)
                 }
                 BenchModel::Conv => {
                     let field = ConvFieldConfig::new(3).with_hidden(*hidden).with_seed(7).init::<Backend>(&device);
-                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], *quick, steps)
+                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], *quick, steps, xi)
+                }
+                BenchModel::Ncsnpp => {
+                    let config = flowgrad_models::NcsnppConfig::from_json_file(&fixture.join("config.json"))?;
+                    let field = flowgrad_models::load_ncsnpp::<Backend>(&fixture.join("weights.safetensors"), &config, flowgrad_models::WeightsChoice::Ema, &device)?;
+                    let side = config.image_size;
+                    let label = format!("NCSN++ nf={} ch_mult={:?} ({}x{side}x{side}) from {}", config.nf, config.ch_mult, config.channels, fixture.display());
+                    table1(&field, &label, [1, config.channels, side, side], *quick, steps, xi)
                 }
             }
         }
@@ -149,7 +164,8 @@ fn median_run(repeats: usize, name: &str, mut f: impl FnMut() -> Row) -> Row {
     row
 }
 
-fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], quick: bool, steps: usize) -> anyhow::Result<ExitCode> {
+fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], quick: bool, steps: usize, xis: &[f32]) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!xis.is_empty() && xis.iter().all(|x| x.is_finite() && *x > 0.0), "--xi needs positive thresholds");
     let device = backend::device();
     Backend::seed(&device, 7);
     let repeats = if quick { 1 } else { 3 };
@@ -171,8 +187,9 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
         let gradient = flat(full.per_step);
         Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: steps, gradient }
     })];
-    for (name, xi) in [("decomposed (xi=0)", 0.0f32), ("FlowGrad xi=5e-3", 5e-3), ("FlowGrad xi=1e-2", 1e-2)] {
-        rows.push(median_run(repeats, name, || {
+    let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32)).chain(xis.iter().map(|xi| (format!("FlowGrad xi={xi}"), *xi)));
+    for (name, xi) in methods {
+        rows.push(median_run(repeats, &name, || {
             let clock = Instant::now();
             let trajectory = simulate(field, x0.clone(), Some(&controls), &time, mode);
             let forward = clock.elapsed();

@@ -193,7 +193,12 @@ fn pth_checkpoint_loads_ema_weights_by_default() {
     }
     let loaded = flowgrad_models::load_ncsnpp::<Flex>(&pth, &config, WeightsChoice::Ema, &Default::default()).unwrap();
     let again = flowgrad_models::load_ncsnpp::<Flex>(&pth, &config, WeightsChoice::Ema, &Default::default()).unwrap();
+    let raw = flowgrad_models::load_ncsnpp::<Flex>(&pth, &config, WeightsChoice::Model, &Default::default()).unwrap();
     assert_eq!(loaded.fingerprint(), again.fingerprint());
+    assert_ne!(loaded.fingerprint(), raw.fingerprint(), "the fingerprint identifies the weights");
+    // the engine shares fields across worker threads
+    fn shareable<T: Send + Sync>(_: &T) {}
+    shareable(&loaded);
 }
 
 #[test]

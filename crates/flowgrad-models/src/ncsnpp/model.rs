@@ -82,7 +82,7 @@ impl<B: Backend> Ncsnpp<B> {
         let mut model = Self::build(config, &mut builder, device);
         model.parameters = builder.finish(origin)?;
         model.parameters.retain(|(name, _)| name != SIGMAS);
-        model.fingerprint = format!("ncsnpp:{}", state_dict_digest(weights));
+        model.fingerprint = format!("ncsnpp:{}:{}", config_digest(config), state_dict_digest(weights));
         Ok(model)
     }
 
@@ -93,7 +93,7 @@ impl<B: Backend> Ncsnpp<B> {
         let mut model = Self::build(config, &mut builder, device);
         model.parameters = builder.finish("random initialisation")?;
         model.parameters.retain(|(name, _)| name != SIGMAS);
-        model.fingerprint = format!("ncsnpp:random:{seed}");
+        model.fingerprint = format!("ncsnpp:{}:random:{seed}", config_digest(config));
         Ok(model)
     }
 
@@ -335,6 +335,12 @@ impl<B: Backend> VelocityField<B> for Ncsnpp<B> {
 
 /// The key of the original's `sigmas` buffer.
 pub(crate) const SIGMAS: &str = "sigmas";
+
+/// SHA-256 (hex, first 16) of every hyper-parameter of `config`.
+fn config_digest(config: &NcsnppConfig) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!("{config:?}").as_bytes()))[..16].to_string()
+}
 
 /// SHA-256 (hex, first 16) over keys, shapes and values of `weights`.
 fn state_dict_digest(weights: &StateDict) -> String {

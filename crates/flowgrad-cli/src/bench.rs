@@ -7,12 +7,13 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, decomposed_backprop, record_simulation, simulate, straightness};
+use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, record_simulation, simulate};
 use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_engine::backend::{self, Backend};
 
 mod clip;
+mod iteration;
 mod ncsnpp;
 
 /// Benchmark suites.
@@ -76,6 +77,9 @@ pub enum Suite {
         #[arg(long, default_value_t = 1)]
         repeats: usize,
     },
+    /// One FlowGrad edit iteration on an `ncsnpp/` fixture's network as the original's
+    /// `flowgrad_optimization` does it (MSE to a target), for bench/pytorch_side_by_side.py.
+    Iteration(iteration::IterationArgs),
     /// One memory case of `bench ncsnpp` (run in a child process).
     #[command(hide = true)]
     NcsnppMemory {
@@ -108,6 +112,7 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::Ncsnpp { config, fixture, steps, repeats } => ncsnpp::run(config.as_deref(), fixture, steps, *repeats),
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
+        Suite::Iteration(args) => iteration::run(args),
         Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let device = backend::device();
@@ -194,11 +199,7 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             let trajectory = simulate(field, x0.clone(), Some(&controls), &time, mode);
             let forward = clock.elapsed();
             let clock = Instant::now();
-            let x1 = trajectory.last().require_grad();
-            let grads = guidance.loss(x1.clone(), &ctx).sum().backward();
-            let grad_x1 = Tensor::from_inner(x1.grad(&grads).expect("loss depends on x1"));
-            let grid = if xi == 0.0 { Grid::uniform(steps) } else { Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode) };
-            let result = decomposed_backprop(field, &trajectory, Some(&controls), &grid, &time, grad_x1, mode);
+            let result = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode);
             let gradient = flat(result.per_step);
             Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: result.vjps, gradient }
         }));

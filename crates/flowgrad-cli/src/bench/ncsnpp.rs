@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, decomposed_backprop, full_backprop, simulate, velocity_vjp};
+use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, full_backprop, simulate, velocity_vjp};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
@@ -113,10 +113,7 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let vjps = match method {
         Method::Decomposed => {
             let trajectory = simulate(&model, x0, Some(&controls), &time, mode);
-            let x1 = trajectory.last().require_grad();
-            let grads = guidance.loss(x1.clone(), &ctx).sum().backward();
-            let grad_x1 = Tensor::from_inner(x1.grad(&grads).context("loss depends on x1")?);
-            let gradient = decomposed_backprop(&model, &trajectory, Some(&controls), &Grid::uniform(steps), &time, grad_x1, mode);
+            let gradient = super::iteration::flowgrad_gradient(&model, &trajectory, &controls, &time, &guidance, 0.0, mode);
             let _ = to_vec(gradient.per_step[0].clone());
             gradient.vjps
         }

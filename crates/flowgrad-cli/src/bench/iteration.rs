@@ -1,0 +1,171 @@
+//! `flowgrad bench iteration`: the time of one FlowGrad edit iteration on an `ncsnpp/` fixture's
+//! network, exactly as the original's `flowgrad_optimization` performs it (Reference mode, MSE to
+//! a target; FORMAT.md part B): the controlled simulation, straightness and segments, ∂L/∂x_N,
+//! one VJP per segment with re-assignment, and the SGD step. `bench/pytorch_side_by_side.py`
+//! times the original on the same weights and inputs and compares.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use burn::tensor::{Distribution, Tensor, backend::Backend as _};
+use flowgrad::tensor_util::{from_vec, to_vec};
+use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate, straightness};
+use flowgrad_engine::backend::{self, Backend};
+use flowgrad_parity::TensorFile;
+
+/// Arguments of `flowgrad bench iteration`.
+#[derive(clap::Args, Debug)]
+pub struct IterationArgs {
+    /// The `ncsnpp/` fixture set (config.json, weights.safetensors); its sibling `flowgrad/`
+    /// supplies z0, target, u_init, N, ξ and lr when present.
+    #[arg(long, default_value_os_t = super::ncsnpp::default_fixture())]
+    fixture: PathBuf,
+    /// Euler steps N (default: N of flowgrad/config.json).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Straightness threshold ξ (default: ξ of flowgrad/config.json).
+    #[arg(long)]
+    xi: Option<f32>,
+    /// Timed repetitions (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// CPU threads of the backend (sets RAYON_NUM_THREADS; default: rayon's choice).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// FlowGrad's gradient for every control (Reference or Paper mode): ∂L/∂x_N of `guidance` at
+/// the end of `trajectory`, the grid of `xi` (uniform at ξ = 0), one VJP per segment.
+pub(super) fn flowgrad_gradient<F: VelocityField<Backend>>(
+    field: &F,
+    trajectory: &Trajectory<Backend>,
+    controls: &[Tensor<Backend, 4>],
+    time: &TimeGrid,
+    guidance: &impl Guidance<Backend>,
+    xi: f32,
+    mode: Mode,
+) -> DecomposedGradient<Backend> {
+    let x1 = trajectory.last().require_grad();
+    let grads = guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }).sum().backward();
+    let grad_x1 = Tensor::from_inner(x1.grad(&grads).expect("the loss depends on x_N"));
+    let grid = if xi == 0.0 { Grid::uniform(time.steps) } else { Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode) };
+    decomposed_backprop(field, trajectory, Some(controls), &grid, time, grad_x1, mode)
+}
+
+/// The edit's inputs: from the fixture's `flowgrad/data.safetensors` where shapes match, else
+/// seeded random ones (z0, target ~ N(0, 1), u ~ N(0, 0.01²)).
+struct Inputs {
+    z0: Tensor<Backend, 4>,
+    target: Tensor<Backend, 4>,
+    controls: Vec<Tensor<Backend, 4>>,
+    source: &'static str,
+}
+
+fn inputs(data: Option<&TensorFile>, shape: [usize; 4], steps: usize) -> anyhow::Result<Inputs> {
+    let device = backend::device();
+    Backend::seed(&device, 7);
+    let random = |std: f64| Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, std), &device);
+    let read = |name: &str, want: &[usize]| -> anyhow::Result<Option<Vec<f32>>> {
+        match data {
+            Some(file) if file.contains(name) => {
+                let (got, values) = file.f32(name)?;
+                Ok((got == want).then_some(values))
+            }
+            _ => Ok(None),
+        }
+    };
+    let image = |name: &str, std| -> anyhow::Result<(Tensor<Backend, 4>, bool)> {
+        Ok(match read(name, &shape)? {
+            Some(values) => (from_vec(values, shape, &device), true),
+            None => (random(std), false),
+        })
+    };
+    let (z0, z0_fixture) = image("z0", 1.0)?;
+    let (target, target_fixture) = image("target", 1.0)?;
+    let per_step: Vec<usize> = std::iter::once(steps).chain(shape).collect();
+    let (controls, u_fixture) = match read("u_init", &per_step)? {
+        Some(values) => (values.chunks(values.len() / steps).map(|c| from_vec(c.to_vec(), shape, &device)).collect(), true),
+        None => ((0..steps).map(|_| random(0.01)).collect(), false),
+    };
+    let source = match (z0_fixture && target_fixture, u_fixture) {
+        (true, true) => "fixture z0, target, u_init",
+        (true, false) => "fixture z0, target; random u_init",
+        _ => "random z0, target, u_init",
+    };
+    Ok(Inputs { z0, target, controls, source })
+}
+
+/// Times of one iteration's phases.
+struct Timing {
+    forward: Duration,
+    gradient: Duration,
+    total: Duration,
+    segments: usize,
+}
+
+/// Loads the fixture, times `repeats` iterations after a warm-up and prints the median.
+pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
+    if let Some(threads) = args.threads {
+        // SAFETY: nothing has spawned a thread yet (the bench commands start no runtime), and
+        // rayon reads the variable when its global pool starts, at the first tensor operation.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    let device = backend::device();
+    let config = flowgrad_models::NcsnppConfig::from_json_file(&args.fixture.join("config.json"))?;
+    let model = flowgrad_models::load_ncsnpp::<Backend>(&args.fixture.join("weights.safetensors"), &config, flowgrad_models::WeightsChoice::Ema, &device)?;
+    let set = args.fixture.parent().map(|p| p.join("flowgrad")).unwrap_or_default();
+    let fixture_config = match set.join("config.json").is_file() {
+        true => Some(flowgrad_parity::fixture::read_json(&set.join("config.json"))?),
+        false => None,
+    };
+    let number = |key: &str| fixture_config.as_ref().and_then(|c| c[key].as_f64());
+    let steps = args.steps.or(number("N").map(|n| n as usize)).context("--steps is required without a flowgrad/config.json beside the fixture")?;
+    let xi = args.xi.or(number("xi").map(|x| x as f32)).context("--xi is required without a flowgrad/config.json beside the fixture")?;
+    let lr = number("lr").unwrap_or(10.0) as f32;
+    if steps == 0 || args.repeats == 0 {
+        bail!("--steps and --repeats must be at least 1");
+    }
+    let data = match set.join("data.safetensors").is_file() {
+        true => Some(TensorFile::open(&set.join("data.safetensors"))?),
+        false => None,
+    };
+    let side = config.image_size;
+    let inputs = inputs(data.as_ref(), [1, config.channels, side, side], steps)?;
+    let guidance = MseToTarget::new(inputs.target.clone());
+    let time = TimeGrid::new(steps, 1e-3);
+    let iteration = || {
+        let clock = Instant::now();
+        let trajectory = simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
+        let forward = clock.elapsed();
+        let gradient = flowgrad_gradient(&model, &trajectory, &inputs.controls, &time, &guidance, xi, Mode::Reference);
+        let updated: Vec<Tensor<Backend, 4>> = inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();
+        let _ = to_vec(Tensor::cat(updated, 0));
+        let total = clock.elapsed();
+        Timing { forward, gradient: total - forward, total, segments: gradient.vjps }
+    };
+    let _ = iteration();
+    let mut runs: Vec<Timing> = (0..args.repeats).map(|_| iteration()).collect();
+    runs.sort_by_key(|t| t.total);
+    let median = &runs[runs.len() / 2];
+    println!(
+        "one FlowGrad iteration, NCSN++ nf={} ch_mult={:?} ({}x{side}x{side}) from {}, {}, xi={xi}, backend {}, threads {}",
+        config.nf,
+        config.ch_mult,
+        config.channels,
+        args.fixture.display(),
+        inputs.source,
+        backend::name(),
+        args.threads.map_or_else(|| "default".to_string(), |t| t.to_string())
+    );
+    println!(
+        "median of {}: simulation {:.1} ms, straightness + gradient + SGD {:.1} ms (VJPs: {})",
+        args.repeats,
+        median.forward.as_secs_f64() * 1e3,
+        median.gradient.as_secs_f64() * 1e3,
+        median.segments
+    );
+    println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
+    Ok(ExitCode::SUCCESS)
+}

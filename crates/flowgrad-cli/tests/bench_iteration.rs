@@ -1,0 +1,47 @@
+//! `flowgrad bench iteration` end to end through the binary, and the `--help` of the PyTorch
+//! side-by-side script (which must not need torch for it).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("FLOWGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+#[test]
+fn bench_iteration_prints_a_parsable_summary() {
+    let fixture = fixtures().join("ncsnpp");
+    let out = Command::new(env!("CARGO_BIN_EXE_flowgrad"))
+        .args(["bench", "iteration", "--fixture", fixture.to_str().unwrap(), "--steps", "4", "--repeats", "1"])
+        .output()
+        .expect("flowgrad runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let line = stdout.lines().find_map(|l| l.strip_prefix("iteration: ")).unwrap_or_else(|| panic!("no summary line: {stdout}"));
+    let field = |key: &str| -> f64 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+    };
+    assert!(field("seconds") > 0.0, "{line}");
+    assert_eq!(field("steps"), 4.0, "{line}");
+    let segments = field("segments");
+    assert!((1.0..=4.0).contains(&segments) && segments.fract() == 0.0, "{line}");
+}
+
+#[test]
+fn side_by_side_script_help_works_without_torch() {
+    // a `torch` module that fails to import: --help must not reach it
+    let blocker = tempfile::tempdir().unwrap();
+    std::fs::write(blocker.path().join("torch.py"), "raise ImportError('torch must be imported lazily')\n").unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/pytorch_side_by_side.py");
+    let out = Command::new("python3").arg(&script).arg("--help").env("PYTHONPATH", blocker.path()).output().expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for option in ["--flowgrad ", "--rectified-flow", "--fixtures", "--flowgrad-bin", "--threads", "--repeats"] {
+        assert!(stdout.contains(option), "{option} missing from:\n{stdout}");
+    }
+}

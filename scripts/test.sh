@@ -13,9 +13,10 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export FLOWGRAD_FIXTURES=${FLOWGRAD_FIXTURES:-$ROOT/../shared/fixtures}
 
 log "system packages"
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+# Fashion-MNIST (bundled model's data, test images), a TrueType font for `flowgrad eval` plots
+if [ ! -d /usr/share/datasets/fashion-mnist ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist fonts-dejavu-core >/dev/null
 fi
 
 log "tools"

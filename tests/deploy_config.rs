@@ -149,6 +149,16 @@ fn rendered_configs_load_with_the_services_loaders() {
         assert!(settings.max_attempts < want.delivery_limit, "{name}: max_attempts must stay below the delivery limit");
         assert_eq!(coordinator.service.coordinator.id, "flowgrad-coordinator-5c6d7b8f9-abcde");
         assert!(coordinator.service.coordinator.job_prefetch >= 1);
+        assert_eq!(coordinator.service.coordinator.lease_seconds, 30.0, "{name}: job lease");
+        assert_eq!(worker.service.models, coordinator.service.models, "{name}: workers and coordinators see the same [models]");
+        let models = &worker.service.models;
+        if name == "gpu" {
+            let ncsnpp = models.ncsnpp.as_ref().unwrap_or_else(|| panic!("{name}: [models.ncsnpp] rendered"));
+            assert_eq!((ncsnpp.checkpoint.to_str(), ncsnpp.weights.as_str()), (Some("/models/celebahq_rf.pth"), "ema"), "{name}");
+            assert_eq!(models.clip.as_ref().map(|c| c.checkpoint.clone()), Some("/models/clip-vit-b32.safetensors".into()), "{name}");
+        } else {
+            assert_eq!(models, &flowgrad_engine::ModelCatalog::default(), "{name}: no optional models");
+        }
 
         // The rendered Deployments agree with the config.
         let facts = facts(&set);

@@ -200,8 +200,12 @@ impl Worker {
             self.checkpoint(&checkpoint_key, &state).await?;
         }
 
+        // Each iteration's checkpoint is written while the next iteration computes (one write in
+        // flight at most): a worker killed meanwhile resumes from the one before, bit-exactly.
+        let mut unsaved: Option<ControlState> = None;
         while !session.is_finished(&state) {
             if shutdown.is_cancelled() {
+                self.save(&checkpoint_key, unsaved.take()).await?;
                 return Ok(Attempt::Interrupted { completed: state.iteration });
             }
             if self.stopped_by_cancellation(task, redeliveries, started).await? {
@@ -209,12 +213,13 @@ impl Worker {
             }
             let clock = Instant::now();
             let worker_session = session.clone();
-            let (record, returned) = tokio::task::spawn_blocking(move || {
+            let stepping = tokio::task::spawn_blocking(move || {
                 let record = worker_session.step(&mut state);
                 (record, state)
-            })
-            .await
-            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?;
+            });
+            let (stepped, saved) = tokio::join!(stepping, self.save(&checkpoint_key, unsaved.take()));
+            let (record, returned) = stepped.map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?;
+            saved?;
             state = returned;
             let record = record.map_err(permanent)?;
             let seconds = clock.elapsed().as_secs_f64();
@@ -222,9 +227,10 @@ impl Worker {
             progress.edit_seconds += seconds;
             progress.iterations_run += 1;
             progress.vjps += record.segments;
-            self.checkpoint(&checkpoint_key, &state).await?;
+            unsaved = Some(state.clone());
             self.event(task, TaskEventKind::Iteration { completed: state.iteration, objective: record.objective }).await;
         }
+        self.save(&checkpoint_key, unsaved.take()).await?;
 
         let clock = Instant::now();
         let finish_session = session.clone();
@@ -312,6 +318,14 @@ impl Worker {
             .map_err(permanent)?;
         progress.edit_seconds += clock.elapsed().as_secs_f64();
         Ok(state)
+    }
+
+    /// Writes `state`'s checkpoint when there is one to write.
+    async fn save(&self, key: &str, state: Option<ControlState>) -> Result<(), TaskError> {
+        match state {
+            Some(state) => self.checkpoint(key, &state).await,
+            None => Ok(()),
+        }
     }
 
     async fn checkpoint(&self, key: &str, state: &ControlState) -> Result<(), TaskError> {

@@ -141,15 +141,15 @@ impl NcsnppConfig {
         if !model.is_object() {
             return Err(bad("model", "the config has no `model` block"));
         }
-        if let Some(name) = model.get("name") {
-            if name.as_str() != Some("ncsnpp") {
-                return Err(bad("model.name", format!("{name} is not ncsnpp")));
-            }
+        if let Some(name) = model.get("name")
+            && name.as_str() != Some("ncsnpp")
+        {
+            return Err(bad("model.name", format!("{name} is not ncsnpp")));
         }
-        if let Some(kind) = model.get("resblock_type") {
-            if kind.as_str().map(str::to_lowercase).as_deref() != Some("biggan") {
-                return Err(bad("model.resblock_type", format!("{kind} is not supported (only biggan)")));
-            }
+        if let Some(kind) = model.get("resblock_type")
+            && kind.as_str().map(str::to_lowercase).as_deref() != Some("biggan")
+        {
+            return Err(bad("model.resblock_type", format!("{kind} is not supported (only biggan)")));
         }
         read_usize(data, "image_size", &mut c.image_size)?;
         read_usize(data, "num_channels", &mut c.channels)?;
@@ -218,10 +218,10 @@ impl NcsnppConfig {
                 other => return Err(bad("model.nonlinearity", format!("unknown activation `{other}`"))),
             };
         }
-        if let Some(norm) = read_str(model, "normalization")? {
-            if norm != "groupnorm" {
-                return Err(bad("model.normalization", format!("`{norm}` is not supported (only GroupNorm)")));
-            }
+        if let Some(norm) = read_str(model, "normalization")?
+            && norm != "groupnorm"
+        {
+            return Err(bad("model.normalization", format!("`{norm}` is not supported (only GroupNorm)")));
         }
         c.validate()?;
         Ok(c)
@@ -233,7 +233,7 @@ impl NcsnppConfig {
         if self.nf == 0 || self.ch_mult.is_empty() || self.ch_mult.contains(&0) || self.channels == 0 {
             return Err(bad("model", "nf, ch_mult and num_channels must be positive"));
         }
-        if self.image_size == 0 || self.image_size % (1 << (self.ch_mult.len() - 1)) != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(1 << (self.ch_mult.len() - 1)) {
             return Err(bad("data.image_size", format!("{} is not divisible by 2^{}", self.image_size, self.ch_mult.len() - 1)));
         }
         if self.fir && self.fir_kernel.len() < 2 {

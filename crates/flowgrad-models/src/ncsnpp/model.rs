@@ -137,13 +137,13 @@ impl<B: Backend> Ncsnpp<B> {
         let mut in_ch = nf;
         let mut pyramid_ch = c.channels;
         let mut down = Vec::with_capacity(levels);
-        for level in 0..levels {
+        for (level, (&mult, &resolution)) in c.ch_mult.iter().zip(&resolutions).enumerate() {
             let mut blocks = vec![];
             for _ in 0..c.num_res_blocks {
-                let out_ch = nf * c.ch_mult[level];
+                let out_ch = nf * mult;
                 let block = res(b, names.next(), in_ch, out_ch, Resample::Keep);
                 in_ch = out_ch;
-                let a = c.attn_resolutions.contains(&resolutions[level]).then(|| attn(b, names.next(), in_ch));
+                let a = c.attn_resolutions.contains(&resolution).then(|| attn(b, names.next(), in_ch));
                 blocks.push((block, a));
                 hs_c.push(in_ch);
             }

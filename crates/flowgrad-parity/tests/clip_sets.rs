@@ -15,7 +15,7 @@ fn fixtures() -> PathBuf {
 
 fn shipped_sets() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../flowgrad-models/tests/data/clip-sets");
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     sets.sort();
     sets.insert(0, fixtures().join("clip"));
     sets

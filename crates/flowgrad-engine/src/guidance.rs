@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 use flowgrad::{Guidance, GuidanceContext};
 use flowgrad_models::{ClassGuidance, Classifier};
-use flowgrad_models::clip::{AugmentConfig, ClipGuidance, ClipModel, Tokenizer, clip_preprocess, normalize};
+use flowgrad_models::clip::{AugmentConfig, ClipGuidance, ClipModel, Tokenizer};
 
 use crate::backend::Backend;
 use crate::registry::EngineError;
@@ -13,17 +13,13 @@ use crate::registry::EngineError;
 #[derive(Debug, Clone)]
 pub struct TextGuidance {
     clip: ClipGuidance<Backend>,
-    model: ClipModel<Backend>,
-    prompt: Tensor<Backend, 2>,
 }
 
 impl TextGuidance {
     /// Encodes `prompt` with `model` (FlowGrad's augmented loss with the default augmentations).
     pub fn new(model: &ClipModel<Backend>, tokenizer: &Tokenizer, prompt: &str) -> Result<Self, EngineError> {
         let clip = ClipGuidance::new(model, tokenizer, prompt, AugmentConfig::default()).map_err(|e| EngineError::Guidance(e.to_string()))?;
-        let row = tokenizer.tokenize(prompt, model.config().context_length, false).map_err(|e| EngineError::Guidance(e.to_string()))?;
-        let prompt = normalize(model.encode_text(&[row])).detach();
-        Ok(Self { clip, model: model.clone(), prompt })
+        Ok(Self { clip })
     }
 
     fn rgb(images: Tensor<Backend, 4>) -> Tensor<Backend, 4> {
@@ -35,9 +31,7 @@ impl TextGuidance {
 
     /// Per-image cosine between the (un-augmented) images in [−1, 1] and the prompt.
     pub fn cosine(&self, images: Tensor<Backend, 4>) -> Tensor<Backend, 1> {
-        let [b, ..] = images.dims();
-        let pixels = clip_preprocess((Self::rgb(images) + 1.0) / 2.0, self.model.config().image_resolution);
-        normalize(self.model.encode_image(pixels)).matmul(self.prompt.clone().transpose()).reshape([b])
+        self.clip.cosine(Self::rgb(images))
     }
 }
 

@@ -64,9 +64,15 @@ impl<B: Backend> ClipGuidance<B> {
         let draw = self.augment.draw(k * b, h, w, seed);
         // cat, not repeat_dim: burn 0.21's autodiff gets repeat_dim's backward wrong
         let copies = self.augment.apply(Tensor::cat(vec![x; k], 0), &draw);
-        let images = clip_preprocess((copies + 1.0) / 2.0, self.model.config().image_resolution);
-        let cos = normalize(self.model.encode_image(images)).matmul(self.text.clone().transpose());
-        cos.reshape([k, b]).mean_dim(0).reshape([b])
+        self.cosine(copies).reshape([k, b]).mean_dim(0).reshape([b])
+    }
+
+    /// Per-image cosine to the prompt `[N]` of images `x` `[N, 3, H, W]` in [−1, 1] as they are
+    /// (no augmentation): mapped to [0, 1], resized, normalised, encoded.
+    pub fn cosine(&self, x: Tensor<B, 4>) -> Tensor<B, 1> {
+        let [n, ..] = x.dims();
+        let images = clip_preprocess((x + 1.0) / 2.0, self.model.config().image_resolution);
+        normalize(self.model.encode_image(images)).matmul(self.text.clone().transpose()).reshape([n])
     }
 }
 

@@ -31,6 +31,23 @@ eval "$(bash scripts/s3-server.sh start)"
 trap 'bash scripts/s3-server.sh stop >/dev/null 2>&1 || true' EXIT
 export FLOWGRAD_TEST_AMQP_URL=${FLOWGRAD_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 
+log "RabbitMQ: remove test queues an earlier, killed run left behind"
+# Every test deletes its queues; a run killed half-way cannot. Quorum queues hold file handles, and
+# a few hundred of them exhaust RabbitMQ's descriptors (connections then time out), so expire
+# leftovers now (a policy applies to queues that exist) and keep a 30-minute expiry as a safety net.
+if command -v rabbitmqctl >/dev/null && rabbitmqctl -q list_queues name >/dev/null 2>&1; then
+  stale() { rabbitmqctl -q list_queues name | grep -c '^test-' || true; }
+  if [ "$(stale)" -gt 0 ]; then
+    echo "$(stale) test queues left behind: expiring them"
+    rabbitmqctl -q set_policy --apply-to queues flowgrad-test-expiry '^test-' '{"expires":1000}'
+    for _ in $(seq 60); do [ "$(stale)" -eq 0 ] && break; sleep 2; done
+    echo "$(stale) left"
+  fi
+  rabbitmqctl -q set_policy --apply-to queues flowgrad-test-expiry '^test-' '{"expires":1800000}'
+else
+  echo "rabbitmqctl not usable here: skipped (tests delete their own queues)"
+fi
+
 log "deployment: helm lint/template over the value sets, kubernetes-validate, rendered configs"
 export FLOWGRAD_RENDERED_CONFIGS=${FLOWGRAD_RENDERED_CONFIGS:-/var/tmp/flowgrad-rendered}
 bash scripts/validate-deploy.sh "$FLOWGRAD_RENDERED_CONFIGS"

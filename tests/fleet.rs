@@ -1,6 +1,7 @@
 //! The fleet end to end on real components: worker and coordinator processes, RabbitMQ, the S3
 //! server. Bulk throughput, kill -9 chaos with byte-identical outputs, SIGTERM requeue,
-//! coordinator restart, a corpus of bad inputs and rejected jobs.
+//! coordinator restart, a corpus of bad inputs and rejected jobs, global directions learned and
+//! applied.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -164,6 +165,7 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
     for (key, bytes, _) in &bad_objects {
         fleet.store.put(key, flowgrad_storage::Bytes::from(bytes.clone())).await.unwrap();
     }
+    fleet.store.put("directions/a-png.safetensors", flowgrad_storage::Bytes::from(png.clone())).await.unwrap();
     fleet.process_env.push(("FLOWGRAD__WORKER__MAX_IMAGE_BYTES".into(), "200000".into()));
     fleet.start_coordinator();
     fleet.start_worker(0);
@@ -205,6 +207,10 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
         (variant(&base, |v| v["colour"] = json!("blue")), "colour"),
         (variant(&base, |v| { v.as_object_mut().unwrap().remove("output_prefix"); }), "output_prefix"),
         (variant(&base, |v| v["job_id"] = json!("00000000-0000-0000-0000-000000000000")), "nil"),
+        (variant(&base, |v| v["direction"] = json!({"apply": "directions/missing.safetensors"})), "does not exist"),
+        (variant(&base, |v| v["direction"] = json!({"apply": "directions/a-png.safetensors"})), "unusable direction"),
+        (variant(&base, |v| v["direction"] = json!({"learn": "in/direction.safetensors"})), "input prefix"),
+        (variant(&base, |v| v["direction"] = json!({"sideways": "d.safetensors"})), "malformed"),
         ((None, b"{ not json".to_vec()), ""),
         ((None, vec![]), ""),
         ((None, b"[1, 2, 3]".to_vec()), ""),
@@ -281,4 +287,73 @@ async fn text_guided_ncsnpp_jobs_run_on_a_fleet_configured_with_models() {
     let rejected = fleet.wait_status(class_job.job_id, MINUTES, |s| s.state.is_final()).await;
     assert_eq!(rejected.state, JobState::Rejected);
     assert!(rejected.rejection.unwrap_or_default().contains("no classifier"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
+    use flowgrad_engine::ModelRegistry;
+    use flowgrad_jobs::{DirectionSpec, GuidanceSpec};
+    use flowgrad_storage::image::{ImageLimits, decode_for_model, encode_png};
+
+    let mut fleet = Fleet::new().await;
+    fleet.upload_images("learn/", 4).await;
+    let fresh = fleet.upload_images("apply/", 3).await;
+    fleet.start_coordinator();
+    fleet.start_worker(0);
+    fleet.start_worker(1);
+    let key = "directions/coat.safetensors";
+
+    // learn: one task shares one control sequence across the 4 images
+    let mut learn = Fleet::job("learn/", "learned/", 8, 3);
+    learn.direction = Some(DirectionSpec::Learn(key.into()));
+    fleet.submit(&learn).await;
+    let report = fleet.wait_report(learn.job_id, 4 * MINUTES).await;
+    assert_eq!(report.status.state, JobState::Completed, "{:?}", report.status);
+    assert_eq!((report.status.total_tasks, report.status.total_images), (1, 4));
+    assert_eq!((report.results[0].images.len(), report.results[0].iterations_run), (4, 3));
+    assert_eq!(fleet.list("learned/").await.len(), 4, "the learning batch is written edited");
+    let stored = fleet.store.get(key).await.unwrap().expect("direction stored");
+    let (direction, labels) = flowgrad::GlobalDirection::from_bytes(&stored).unwrap();
+    assert_eq!(direction.controls().shape, vec![8, 1, 1, 32, 32]);
+    assert!(direction.controls().values.iter().any(|v| *v != 0.0), "the direction is not zero");
+    assert_eq!((labels["model"].as_str(), labels["learned_by"].clone(), labels["images"].as_str()), ("fashion-mnist", learn.job_id.to_string(), "4"));
+    assert_eq!(direction.params().sharing, flowgrad::ControlSharing::Shared);
+
+    // apply: every image alone, no optimisation, the direction's own trajectory (params ignored)
+    let mut apply = Fleet::job("apply/", "applied/", 50, 7);
+    apply.direction = Some(DirectionSpec::Apply(key.into()));
+    fleet.submit(&apply).await;
+    let applied = fleet.wait_report(apply.job_id, 4 * MINUTES).await;
+    assert_eq!(applied.status.state, JobState::Completed, "{:?}", applied.status);
+    assert_eq!(applied.status.total_tasks, 3);
+    assert!(applied.results.iter().all(|r| r.iterations_run == 0 && r.vjps == 0 && r.images.len() == 1), "{:?}", applied.results);
+
+    // each output is exactly the direction applied in this process, and differs from a plain
+    // reconstruction: the direction did the edit
+    let registry = ModelRegistry::new(ModelRegistry::bundled_assets());
+    let model = registry.get("fashion-mnist").unwrap();
+    let session = model.session(&GuidanceSpec::Class("coat".into()), direction.params()).unwrap();
+    let zero = flowgrad::GlobalDirection::from_controls(
+        flowgrad::HostTensor { shape: direction.controls().shape.clone(), values: vec![0.0; direction.controls().values.len()] },
+        direction.params().clone(),
+    )
+    .unwrap();
+    for input in &fresh {
+        let png = fleet.store.get(input).await.unwrap().unwrap();
+        let pixels = decode_for_model(&png, 1, 32, 32, &ImageLimits::default()).unwrap().values;
+        let expected = encode_png(&session.apply(&direction, &pixels, 1).unwrap(), 1, 32, 32).unwrap();
+        let plain = encode_png(&session.apply(&zero, &pixels, 1).unwrap(), 1, 32, 32).unwrap();
+        let output = fleet.store.get(&keys::output("applied/", Some("apply/"), input)).await.unwrap().expect("output written");
+        assert_eq!(output.as_ref(), expected.as_slice(), "{input}: the worker applied the stored direction");
+        assert_ne!(output.as_ref(), plain.as_slice(), "{input}: the direction changes the image");
+    }
+
+    // learning again into the same key is refused, and the stored direction is untouched
+    let mut again = Fleet::job("learn/", "learned-again/", 8, 1);
+    again.direction = Some(DirectionSpec::Learn(key.into()));
+    fleet.submit(&again).await;
+    let refused = fleet.wait_status(again.job_id, MINUTES, |s| s.state.is_final()).await;
+    assert_eq!(refused.state, JobState::Rejected);
+    assert!(refused.rejection.unwrap_or_default().contains("already exists"));
+    assert_eq!(fleet.store.get(key).await.unwrap().unwrap(), stored);
 }

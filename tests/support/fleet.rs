@@ -36,6 +36,8 @@ pub struct Fleet {
     /// Extra environment of every process started from now on (e.g. `FLOWGRAD__BROKER__URL`
     /// through a proxy).
     pub process_env: Vec<(String, String)>,
+    /// The fleet's queues, deleted when it is dropped.
+    rabbit: RabbitConfig,
     workers: Vec<Option<Child>>,
     coordinators: Vec<Option<Child>>,
     spawned: usize,
@@ -106,7 +108,7 @@ status_interval_ms = 300
         rabbit.topology.prefix = prefix;
         rabbit.topology.delivery_limit = 8;
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
-        Self { dir, config, store, broker, process_env: vec![], workers: vec![], coordinators: vec![], spawned: 0 }
+        Self { dir, config, store, broker, process_env: vec![], rabbit, workers: vec![], coordinators: vec![], spawned: 0 }
     }
 
     fn spawn(&mut self, binary_name: &str, id: &str) -> Child {
@@ -224,6 +226,7 @@ status_interval_ms = 300
             params: flowgrad::EditParams { steps, iterations, ..Default::default() },
             seed: 3,
             batch_size: 1,
+            direction: None,
         }
     }
 
@@ -295,10 +298,28 @@ status_interval_ms = 300
 }
 
 impl Drop for Fleet {
+    /// Kills the fleet's processes, then deletes its queues (quorum queues hold file handles in
+    /// RabbitMQ: left behind run after run, they exhaust its descriptors).
     fn drop(&mut self) {
         for child in self.workers.iter_mut().chain(self.coordinators.iter_mut()).flatten() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        let mut rabbit = self.rabbit.clone();
+        rabbit.reconnect.max_elapsed = Some(Duration::from_secs(10));
+        // Drop runs inside the test's runtime, which cannot block: tear down on a thread of its own.
+        let teardown = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let delete = async { RabbitBroker::connect(&rabbit).await?.delete_topology().await };
+                tokio::time::timeout(Duration::from_secs(30), delete).await
+            })
+        });
+        match teardown.join() {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("fleet teardown: deleting the queues failed: {e}"),
+            Ok(Err(_)) => eprintln!("fleet teardown: deleting the queues took over 30 s"),
+            Err(_) => eprintln!("fleet teardown panicked"),
         }
     }
 }

@@ -120,3 +120,23 @@ pub struct FleetArgs {
     #[arg(long, env = "FLOWGRAD_CONFIG")]
     pub config: Option<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example job under deploy/jobs/ is a valid job as `flowgrad submit` reads it.
+    #[test]
+    fn example_jobs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/jobs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                read_job(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "deploy/jobs holds the examples ({seen} found)");
+    }
+}

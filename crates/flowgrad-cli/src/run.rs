@@ -12,7 +12,7 @@ use flowgrad::EditParams;
 use flowgrad_coordinator::settings::CoordinatorSettings;
 use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
 use flowgrad_engine::{BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
-use flowgrad_jobs::{GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, TaskEventKind, keys};
+use flowgrad_jobs::{DirectionSpec, GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, TaskEventKind, keys};
 use flowgrad_queue::{InProcessBroker, Queue, RabbitConfig, SharedBroker};
 use flowgrad_storage::{Bytes, LocalStore, RetryPolicy, RetryingStore, SharedStore};
 use flowgrad_worker::{Worker, WorkerMetrics, WorkerSettings};
@@ -80,6 +80,14 @@ pub struct RunArgs {
     /// Folder with the bundled model weights.
     #[arg(long, default_value_os_t = ModelRegistry::bundled_assets())]
     pub assets: PathBuf,
+    /// Learn one global direction shared by all the inputs (at most 64) and save it to this
+    /// file (safetensors); the inputs are written edited with it.
+    #[arg(long, conflicts_with = "apply_direction")]
+    pub learn_direction: Option<PathBuf>,
+    /// Edit every input with a direction saved by `--learn-direction` (no optimisation; its own
+    /// steps and trajectory are used).
+    #[arg(long)]
+    pub apply_direction: Option<PathBuf>,
 }
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -109,8 +117,12 @@ fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// A job id derived from the inputs and settings: rerunning the same edit resumes it.
-fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams) -> uuid::Uuid {
+fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams, applied_direction: Option<&[u8]>) -> uuid::Uuid {
     let mut hasher = Sha256::new();
+    hasher.update(format!("learn:{}", args.learn_direction.is_some()).as_bytes());
+    if let Some(bytes) = applied_direction {
+        hasher.update(Sha256::digest(bytes));
+    }
     for (name, bytes) in files {
         hasher.update(name.as_bytes());
         hasher.update(Sha256::digest(bytes));
@@ -155,11 +167,24 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let name = format!("{i:04}-{}", sanitize(&file.file_name().unwrap_or_default().to_string_lossy()));
         named.push((name, bytes));
     }
-    let job_id = job_id(&named, args, &params);
+    let applied = match &args.apply_direction {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read the direction {}", path.display()))?),
+        None => None,
+    };
+    let job_id = job_id(&named, args, &params, applied.as_deref());
     let store: SharedStore = Arc::new(RetryingStore::new(LocalStore::new(args.output.join(".flowgrad"))?, RetryPolicy::default()));
     for (name, bytes) in &named {
         store.put(&format!("inputs/{name}"), Bytes::from(bytes.clone())).await?;
     }
+    let direction_key = format!("directions/{job_id}.safetensors");
+    let direction = match (&args.learn_direction, applied) {
+        (Some(_), _) => Some(DirectionSpec::Learn(direction_key.clone())),
+        (None, Some(bytes)) => {
+            store.put(&direction_key, Bytes::from(bytes)).await?;
+            Some(DirectionSpec::Apply(direction_key.clone()))
+        }
+        (None, None) => None,
+    };
     let broker: SharedBroker = Arc::new(InProcessBroker::new(RabbitConfig::default().topology));
     let shutdown = CancellationToken::new();
     let settings = CoordinatorSettings { id: "embedded-coordinator".into(), status_interval_ms: 200, job_prefetch: 1, lease_seconds: 30.0 };
@@ -194,6 +219,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         params: params.clone(),
         seed: args.seed,
         batch_size: 1,
+        direction,
     };
     broker.publish(Queue::Jobs, Bytes::from(flowgrad_jobs::to_json(&job)), &job_id.to_string()).await?;
     eprintln!("editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)", named.len(), args.model, params.steps, params.iterations, params.xi, args.workers);
@@ -260,6 +286,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
     for failure in &status.failures {
         eprintln!("failed: {}: {}", failure.task_id, failure.reason);
+    }
+    if let Some(path) = &args.learn_direction
+        && status.failures.is_empty()
+    {
+        let bytes = store.get(&direction_key).await?.context("the learned direction was not stored")?;
+        std::fs::write(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("learned direction saved to {}", path.display());
     }
     println!("wrote {} edited image(s), grid.png and reports to {}", status.succeeded, args.output.display());
     Ok(if status.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

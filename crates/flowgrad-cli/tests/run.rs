@@ -109,3 +109,42 @@ fn edit_with_an_ncsnpp_checkpoint_and_a_text_prompt_end_to_end() {
     assert_eq!(no_checkpoint.status.code(), Some(2));
     assert!(text(&no_checkpoint).contains("--checkpoint"), "{}", text(&no_checkpoint));
 }
+
+/// A direction learned on four examples is saved, then applied to four others without
+/// optimisation; a file that is not a direction is refused with a clear error.
+#[test]
+fn learn_a_direction_on_some_images_and_apply_it_to_others() {
+    let (learn_in, apply_in, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let examples: Vec<PathBuf> = {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(repo("examples")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "png")).collect();
+        all.sort();
+        all
+    };
+    for (i, path) in examples.iter().enumerate() {
+        let folder = if i < 4 { learn_in.path() } else { apply_in.path() };
+        std::fs::copy(path, folder.join(path.file_name().unwrap())).unwrap();
+    }
+    let direction = out.path().join("coat.safetensors");
+    let learned_dir = out.path().join("learned");
+    let learn = flowgrad(&["run", "--input", learn_in.path().to_str().unwrap(), "--output", learned_dir.to_str().unwrap(), "--target", "coat", "--steps", "8", "--iterations", "3", "--learn-direction", direction.to_str().unwrap()]);
+    assert!(learn.status.success(), "{}", text(&learn));
+    let bytes = std::fs::read(&direction).expect("direction saved");
+    let (saved, labels) = flowgrad::GlobalDirection::from_bytes(&bytes).unwrap();
+    assert_eq!((saved.controls().shape.clone(), labels["images"].as_str()), (vec![8, 1, 1, 32, 32], "4"));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(learned_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["results"].as_array().unwrap().len(), 1, "one shared task: {report}");
+
+    let applied_dir = out.path().join("applied");
+    let apply = flowgrad(&["run", "--input", apply_in.path().to_str().unwrap(), "--output", applied_dir.to_str().unwrap(), "--target", "coat", "--steps", "100", "--apply-direction", direction.to_str().unwrap()]);
+    assert!(apply.status.success(), "{}", text(&apply));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(applied_dir.join("report.json")).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(results.iter().all(|r| r["iterations_run"] == 0 && r["vjps"] == 0), "{report}");
+    let edited = std::fs::read_dir(&applied_dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png")).count();
+    assert_eq!(edited, 5, "four edited images and grid.png");
+
+    let not_a_direction = flowgrad(&["run", "--input", apply_in.path().to_str().unwrap(), "--output", out.path().join("refused").to_str().unwrap(), "--target", "coat", "--apply-direction", examples[0].to_str().unwrap()]);
+    assert!(!not_a_direction.status.success());
+    assert!(text(&not_a_direction).contains("unusable direction"), "{}", text(&not_a_direction));
+}

@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flowgrad_engine::ModelRegistry;
+use flowgrad::{ControlSharing, EditParams};
+use flowgrad_engine::{ModelRegistry, read_direction};
 use futures::{StreamExt, TryStreamExt};
-use flowgrad_jobs::{Cancellation, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
+use flowgrad_jobs::job::MAX_BATCH;
+use flowgrad_jobs::{Cancellation, DirectionSpec, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
 use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::{Bytes, SharedStore};
 use tokio::sync::{Mutex, broadcast};
@@ -176,6 +178,9 @@ impl Coordinator {
         if inputs.is_empty() {
             return self.reject(payload, format!("no input images found for {:?}", spec.input)).await;
         }
+        if let Some(reason) = self.direction_problem(&spec, inputs.len()).await? {
+            return self.reject(payload, reason).await;
+        }
         let created = self.store.put_if_absent(&keys::spec(spec.job_id), json(&spec)).await?;
         if !created {
             info!(job_id = %spec.job_id, "duplicate submission: no-op");
@@ -190,6 +195,26 @@ impl Coordinator {
             info!(job_id = %spec.job_id, "job tracked by another coordinator");
         }
         Ok(Intake::Accepted)
+    }
+
+    /// Why the job's direction cannot be learned or applied, checked before it is accepted.
+    async fn direction_problem(&self, spec: &JobSpec, images: usize) -> anyhow::Result<Option<String>> {
+        let Some(direction) = &spec.direction else { return Ok(None) };
+        let accepted = self.store.get(&keys::spec(spec.job_id)).await?.is_some();
+        Ok(match direction {
+            DirectionSpec::Learn(_) if images > MAX_BATCH => {
+                Some(format!("learning a direction takes at most {MAX_BATCH} images (one batch); the input holds {images}"))
+            }
+            // the job's own result may be there already (a resubmission after it ran)
+            DirectionSpec::Learn(key) if !accepted && self.store.get(key).await?.is_some() => {
+                Some(format!("direction `{key}` already exists: a learned direction never overwrites an object (choose another key or delete it)"))
+            }
+            DirectionSpec::Learn(_) => None,
+            DirectionSpec::Apply(key) => match self.store.get(key).await? {
+                None => Some(format!("direction `{key}` does not exist")),
+                Some(bytes) => read_direction(&bytes, &spec.model, None).err().map(|e| format!("direction `{key}`: {e}")),
+            },
+        })
     }
 
     async fn reject(&self, payload: &[u8], reason: String) -> anyhow::Result<Intake> {
@@ -217,8 +242,13 @@ impl Coordinator {
             InputSpec::Prefix(prefix) => Some(prefix.as_str()),
             InputSpec::Manifest(_) => None,
         };
+        // learning a direction shares one control sequence across all the inputs: one task
+        let (batch, params) = match &spec.direction {
+            Some(DirectionSpec::Learn(_)) => (inputs.len().max(1), EditParams { sharing: ControlSharing::Shared, ..spec.params.clone() }),
+            _ => (spec.batch_size, spec.params.clone()),
+        };
         inputs
-            .chunks(spec.batch_size)
+            .chunks(batch)
             .enumerate()
             .map(|(index, chunk)| TaskSpec {
                 schema: flowgrad_jobs::SCHEMA_VERSION,
@@ -227,9 +257,10 @@ impl Coordinator {
                 inputs: chunk.iter().map(|key| TaskInput { key: key.clone(), output_key: keys::output(&spec.output_prefix, root, key) }).collect(),
                 model: spec.model.clone(),
                 guidance: spec.guidance.clone(),
-                params: spec.params.clone(),
+                params: params.clone(),
                 seed: spec.seed,
                 published_at,
+                direction: spec.direction.clone(),
             })
             .collect()
     }

@@ -136,6 +136,7 @@ mod tests {
             params: flowgrad::EditParams::default(),
             seed: 0,
             batch_size: 1,
+            direction: None,
         };
         let tasks: Vec<TaskSpec> = (0..tasks)
             .map(|i| TaskSpec {
@@ -148,6 +149,7 @@ mod tests {
                 params: spec.params.clone(),
                 seed: 0,
                 published_at: 0.0,
+                direction: None,
             })
             .collect();
         JobTracker::new(spec, &tasks, 0.0)

@@ -3,10 +3,12 @@
 
 pub mod backend;
 pub mod catalog;
+pub mod direction;
 pub mod guidance;
 pub mod registry;
 pub mod session;
 
 pub use catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
+pub use direction::{direction_bytes, read_direction};
 pub use registry::{BUNDLED_MODEL, EngineError, ImageShape, Model, ModelRegistry};
 pub use session::{EditSession, FinishedEdit};

@@ -59,6 +59,9 @@ pub enum EngineError {
         /// Values given.
         actual: usize,
     },
+    /// A stored direction cannot be used (not a direction, another model, another shape).
+    #[error("unusable direction: {0}")]
+    Direction(String),
     /// The algorithm refused (bad parameters, fingerprint mismatch, non-finite loss...).
     #[error(transparent)]
     FlowGrad(#[from] flowgrad::FlowGradError),

@@ -1,6 +1,6 @@
 //! Type-erased FlowGrad edit sessions over host buffers.
 
-use flowgrad::{ControlState, Editor, Guidance, IterationRecord, VelocityField};
+use flowgrad::{ControlState, Editor, GlobalDirection, Guidance, HostTensor, IterationRecord, VelocityField};
 
 use crate::backend::{Backend, device};
 use crate::registry::{EngineError, ImageShape};
@@ -10,6 +10,8 @@ use crate::registry::{EngineError, ImageShape};
 pub struct FinishedEdit {
     /// Edited images, `[B, C, H, W]` row-major in [-1, 1] (clamped).
     pub images: Vec<f32>,
+    /// The selected controls, `[N, B or 1, C, H, W]`.
+    pub controls: HostTensor,
     /// Iteration whose controls were selected.
     pub selected_iteration: usize,
     /// Objective of the selected controls (batch sum).
@@ -26,6 +28,9 @@ pub trait EditSession: Send + Sync {
     fn is_finished(&self, state: &ControlState) -> bool;
     /// Decodes the selected controls.
     fn finish(&self, state: &ControlState) -> Result<FinishedEdit, EngineError>;
+    /// Edits `images` along `direction` (encode, decode with its controls; no optimisation) and
+    /// returns them clamped to [-1, 1]. The session must use the direction's trajectory.
+    fn apply(&self, direction: &GlobalDirection, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError>;
 }
 
 /// [`EditSession`] over a concrete editor.
@@ -56,8 +61,15 @@ where
         let outcome = self.editor.finish(state)?;
         Ok(FinishedEdit {
             images: flowgrad::tensor_util::to_vec(outcome.images.inner().clamp(-1.0, 1.0)),
+            controls: outcome.controls,
             selected_iteration: outcome.selected_iteration,
             objective: outcome.objective,
         })
+    }
+
+    fn apply(&self, direction: &GlobalDirection, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
+        let tensor = self.shape.batch_tensor(images, batch, &device())?;
+        let edited = direction.apply(&self.editor, tensor)?;
+        Ok(flowgrad::tensor_util::to_vec(edited.inner().clamp(-1.0, 1.0)))
     }
 }

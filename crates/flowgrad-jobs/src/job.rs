@@ -51,6 +51,29 @@ pub enum GuidanceSpec {
     Text(String),
 }
 
+/// A global semantic direction: one control sequence shared by a set of images (paper §4.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DirectionSpec {
+    /// Learn one control sequence shared by all the job's inputs (one task: at most
+    /// [`MAX_BATCH`] images, `batch_size` unused), write the inputs edited with it, and store it
+    /// at this key (safetensors, with the parameters it was learned with).
+    Learn(String),
+    /// Edit every input with the direction stored at this key: encode, then decode with its
+    /// controls and its own trajectory parameters (no optimisation; `params` unused). The job's
+    /// guidance is what the reported scores measure.
+    Apply(String),
+}
+
+impl DirectionSpec {
+    /// The direction's object key.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Learn(key) | Self::Apply(key) => key,
+        }
+    }
+}
+
 /// The longest text prompt accepted, in bytes (CLIP's 77-token context is checked by the model).
 pub const MAX_PROMPT_BYTES: usize = 1000;
 
@@ -79,6 +102,9 @@ pub struct JobSpec {
     /// Images per task (default 1).
     #[serde(default = "one")]
     pub batch_size: usize,
+    /// Learn or apply a global direction instead of editing each image on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
 }
 
 fn one() -> usize {
@@ -161,7 +187,28 @@ impl JobSpec {
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
             return Err(invalid("batch_size", format!("must be 1..={MAX_BATCH}, got {}", self.batch_size)));
         }
+        if let Some(direction) = &self.direction {
+            self.validate_direction(direction)?;
+        }
         self.params.validate().map_err(|e| invalid("params", e.to_string()))
+    }
+}
+
+impl JobSpec {
+    fn validate_direction(&self, direction: &DirectionSpec) -> Result<(), ValidationError> {
+        let key = direction.key();
+        validate_key("direction", key)?;
+        if let InputSpec::Prefix(prefix) = &self.input
+            && key.starts_with(prefix.as_str())
+        {
+            return Err(invalid("direction", format!("`{key}` lies under the input prefix `{prefix}`")));
+        }
+        if let (DirectionSpec::Learn(_), InputSpec::Manifest(keys)) = (direction, &self.input)
+            && keys.len() > MAX_BATCH
+        {
+            return Err(invalid("direction", format!("learning a direction takes at most {MAX_BATCH} images (one batch); the manifest lists {}", keys.len())));
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ pub mod keys;
 pub mod status;
 pub mod task;
 
-pub use job::{GuidanceSpec, InputSpec, JobSpec, ValidationError};
+pub use job::{DirectionSpec, GuidanceSpec, InputSpec, JobSpec, ValidationError};
 pub use status::{Cancellation, Failure, JobReport, JobState, JobStatus, Lease};
 pub use task::{ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec};
 

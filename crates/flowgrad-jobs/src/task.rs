@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::job::GuidanceSpec;
+use crate::job::{DirectionSpec, GuidanceSpec};
 
 /// One input image of a task and where its edit goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +37,9 @@ pub struct TaskSpec {
     pub seed: u64,
     /// Unix seconds when the coordinator published the task (for queue-lag metrics).
     pub published_at: f64,
+    /// The job's global direction, to learn (this task holds all its images) or to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<DirectionSpec>,
 }
 
 impl TaskSpec {
@@ -102,7 +105,8 @@ pub struct ImageResult {
     pub output_key: String,
     /// Conversion applied to the input (resize, gray), if any.
     pub note: Option<String>,
-    /// Objective of this image at iteration 0 (no controls).
+    /// Objective of this image at iteration 0 (no controls); 0 when a direction was applied
+    /// (nothing is optimised, so no objective is evaluated).
     pub objective_before: f64,
     /// Score of the guidance target before the edit: the guidance classifier's probability of
     /// the target class, or CLIP's cosine to the text prompt.
@@ -179,7 +183,8 @@ impl TaskResult {
         Self::ended(job_id, task_id, worker, redeliveries, TaskOutcome::Cancelled, total_seconds)
     }
 
-    fn ended(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, outcome: TaskOutcome, total_seconds: f64) -> Self {
+    /// A record with `outcome` and nothing run yet: no images, iterations or objectives.
+    pub fn ended(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, outcome: TaskOutcome, total_seconds: f64) -> Self {
         Self {
             schema: crate::SCHEMA_VERSION,
             job_id,

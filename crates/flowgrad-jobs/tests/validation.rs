@@ -13,6 +13,7 @@ fn job() -> JobSpec {
         params: flowgrad::EditParams::default(),
         seed: 0,
         batch_size: 1,
+        direction: None,
     }
 }
 
@@ -70,4 +71,36 @@ fn text_guidance_is_a_non_empty_bounded_prompt() {
     assert_eq!(field_of(&JobSpec { guidance: GuidanceSpec::Text("x".repeat(2000)), ..job() }), "guidance.text");
     let parsed = JobSpec::from_json(br#"{"schema":1,"job_id":"6f1c1d4e-3b7a-4c1e-9d2a-0b5c6d7e8f90","input":{"prefix":"in/"},"output_prefix":"out/","model":"ncsnpp","guidance":{"text":"old"}}"#).unwrap();
     assert_eq!(parsed.guidance, GuidanceSpec::Text("old".into()));
+}
+
+#[test]
+fn directions_are_written_as_toml_and_json_and_validated() {
+    use flowgrad_jobs::DirectionSpec;
+    let toml_job = r#"
+schema = 1
+job_id = "6f1c1c6e-1d7c-4c1e-9a51-2f0e3c1d9b10"
+input = { prefix = "in/" }
+output_prefix = "out/"
+model = "fashion-mnist"
+guidance = { class = "coat" }
+direction = { learn = "directions/coat.safetensors" }
+"#;
+    let parsed: JobSpec = toml::from_str(toml_job).unwrap();
+    assert_eq!(parsed.direction, Some(DirectionSpec::Learn("directions/coat.safetensors".into())));
+    parsed.validate().unwrap();
+    let json = flowgrad_jobs::to_json(&parsed);
+    assert!(String::from_utf8_lossy(&json).contains(r#""learn": "directions/coat.safetensors""#));
+    assert_eq!(JobSpec::from_json(&json).unwrap(), parsed);
+    // no direction: the field is absent from the JSON, as before it existed
+    assert!(!String::from_utf8_lossy(&flowgrad_jobs::to_json(&job())).contains("direction"));
+
+    let apply = |key: &str| JobSpec { direction: Some(DirectionSpec::Apply(key.into())), ..job() };
+    apply("directions/coat.safetensors").validate().unwrap();
+    for bad in ["", "/abs.safetensors", "a/../b", "jobs/x.safetensors", "in/inside-the-input.safetensors"] {
+        assert_eq!(field_of(&apply(bad)), "direction", "{bad:?}");
+    }
+    let many: Vec<String> = (0..=flowgrad_jobs::job::MAX_BATCH).map(|i| format!("in/{i}.png")).collect();
+    let learn_many = JobSpec { input: InputSpec::Manifest(many.clone()), direction: Some(DirectionSpec::Learn("d.safetensors".into())), ..job() };
+    assert_eq!(field_of(&learn_many), "direction");
+    JobSpec { direction: Some(DirectionSpec::Apply("d.safetensors".into())), ..learn_many }.validate().unwrap();
 }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPHardError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -119,6 +119,37 @@ impl RabbitBroker {
                 result => return result,
             }
         }
+    }
+
+    /// Deletes this topology's queues (with any messages in them) and exchanges: tears down a
+    /// prefix that is no longer used (a finished test, a decommissioned deployment). Consumers
+    /// still attached would re-declare it on their next reconnect, so stop them first.
+    pub async fn delete_topology(&self) -> Result<(), QueueError> {
+        let topology = self.shared.cfg.topology.clone();
+        self.retry("delete topology", |link| {
+            let topology = topology.clone();
+            async move {
+                for q in Queue::ALL {
+                    for name in [topology.queue_name(q), topology.dead_letter_name(q)] {
+                        link.channel
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await
+                            .map_err(classify)?;
+                    }
+                }
+                for name in [
+                    topology.exchange_name(),
+                    topology.dead_letter_exchange_name(),
+                ] {
+                    link.channel
+                        .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                        .await
+                        .map_err(classify)?;
+                }
+                Ok(())
+            }
+        })
+        .await
     }
 
     async fn ready_count(&self, queue: String) -> Result<u32, QueueError> {

@@ -17,7 +17,9 @@ impl common::Backend for InProcess {
         Arc::new(InProcessBroker::new(topology.clone()))
     }
 
-    async fn cleanup(_topology: &Topology) {}
+    async fn cleanup(_topology: &Topology) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 broker_suite!(InProcess);

@@ -18,7 +18,6 @@ use flowgrad_queue::{
     Broker, Bytes, Queue, QueueError, RabbitBroker, RabbitConfig, ReconnectPolicy, SharedBroker,
     Topology,
 };
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 fn test_url() -> String {
     std::env::var("FLOWGRAD_TEST_AMQP_URL")
@@ -50,30 +49,18 @@ impl common::Backend for Rabbit {
         )
     }
 
-    /// Deletes the test's queues and exchanges with a plain lapin connection.
-    async fn cleanup(topology: &Topology) {
-        let conn = lapin::Connection::connect(&test_url(), lapin::ConnectionProperties::default())
-            .await
-            .expect("cleanup connection");
-        let channel = conn.create_channel().await.expect("cleanup channel");
-        for q in Queue::ALL {
-            for name in [topology.queue_name(q), topology.dead_letter_name(q)] {
-                channel
-                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                    .await
-                    .expect("queue delete");
-            }
+    /// Deletes the test's queues and exchanges (bounded: a broker that stopped answering must
+    /// fail the test, not hang it).
+    async fn cleanup(topology: &Topology) -> Result<(), String> {
+        let mut cfg = config(test_url(), topology);
+        cfg.reconnect.max_elapsed = Some(Duration::from_secs(10));
+        let teardown = async {
+            RabbitBroker::connect(&cfg).await?.delete_topology().await
+        };
+        match tokio::time::timeout(Duration::from_secs(30), teardown).await {
+            Ok(result) => result.map_err(|e| format!("deleting the test topology: {e}")),
+            Err(_) => Err("deleting the test topology took over 30 s".into()),
         }
-        for name in [
-            topology.exchange_name(),
-            topology.dead_letter_exchange_name(),
-        ] {
-            channel
-                .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-                .await
-                .expect("exchange delete");
-        }
-        let _ = conn.close(200, "OK".into()).await;
     }
 }
 

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use flowgrad::ControlState;
-use flowgrad_engine::{EditSession, Model, ModelRegistry};
-use flowgrad_jobs::{Failure, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec, keys};
+use flowgrad::{ControlState, GlobalDirection};
+use flowgrad_engine::{EditSession, Model, ModelRegistry, direction_bytes, read_direction};
+use flowgrad_jobs::{DirectionSpec, Failure, GuidanceSpec, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec, keys};
 use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::image::{ImageLimits, decode_for_model, encode_png};
 use flowgrad_storage::{Bytes, SharedStore, StorageError};
@@ -53,6 +53,10 @@ pub struct Worker {
     settings: WorkerSettings,
     metrics: WorkerMetrics,
 }
+
+/// An input image decoded for the model: where it goes, its values in [-1, 1], and the
+/// conversion note (resize, gray) if any.
+type LoadedInput = (flowgrad_jobs::TaskInput, Vec<f32>, Option<String>);
 
 /// Per-task bookkeeping carried through an attempt.
 struct Progress {
@@ -168,14 +172,13 @@ impl Worker {
         if self.stopped_by_cancellation(task, redeliveries, started).await? {
             return Ok(Attempt::Done);
         }
+        if let Some(DirectionSpec::Apply(key)) = &task.direction {
+            return self.apply_direction(task, key, redeliveries, started).await;
+        }
         let model = self.models.get(&task.model).map_err(permanent)?;
         let session: Arc<dyn EditSession> = Arc::from(model.session(&task.guidance, &task.params).map_err(permanent)?);
         let checkpoint_key = keys::checkpoint(task.job_id, &task.task_id);
-        let (inputs, rejected) = self.load_inputs(task, model.as_ref()).await?;
-        if inputs.is_empty() {
-            let reasons: Vec<String> = rejected.iter().map(|f| f.reason.clone()).collect();
-            return Err(TaskError::Permanent(format!("no usable input: {}", reasons.join("; "))));
-        }
+        let (inputs, rejected) = self.usable_inputs(task, model.as_ref()).await?;
         let batch = inputs.len();
         let pixels: Vec<f32> = inputs.iter().flat_map(|(_, values, _)| values.iter().copied()).collect();
 
@@ -241,25 +244,11 @@ impl Worker {
             .map_err(permanent)?;
         progress.edit_seconds += clock.elapsed().as_secs_f64();
 
-        let before = model.guidance_scores(&task.guidance, &pixels, batch).map_err(permanent)?;
-        let after = model.guidance_scores(&task.guidance, &finished.images, batch).map_err(permanent)?;
-        let per = model.image_shape().len();
-        let mut images = Vec::with_capacity(batch);
-        for (i, (input, original, note)) in inputs.iter().enumerate() {
-            let edited = &finished.images[i * per..(i + 1) * per];
-            let shape = model.image_shape();
-            let png = encode_png(edited, shape.channels, shape.height, shape.width).map_err(permanent)?;
-            self.store.put(&input.output_key, Bytes::from(png)).await?;
-            images.push(ImageResult {
-                input_key: input.key.clone(),
-                output_key: input.output_key.clone(),
-                note: note.clone(),
-                objective_before: state.history.first().map_or(0.0, |r| r.per_image[i]),
-                guidance_score_before: before[i] as f64,
-                guidance_score_after: after[i] as f64,
-                l1_to_input: edited.iter().zip(original).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / per as f64,
-            });
+        if let Some(DirectionSpec::Learn(key)) = &task.direction {
+            self.store_direction(task, model.as_ref(), &finished.controls, key, batch).await?;
         }
+        let objectives_before: Vec<f64> = (0..batch).map(|i| state.history.first().map_or(0.0, |r| r.per_image[i])).collect();
+        let images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &finished.images, &objectives_before).await?;
         let result = TaskResult {
             schema: flowgrad_jobs::SCHEMA_VERSION,
             job_id: task.job_id,
@@ -279,15 +268,91 @@ impl Worker {
             edit_seconds: progress.edit_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
         };
-        let created = self.store.put_if_absent(&keys::result(task.job_id, &task.task_id), Bytes::from(flowgrad_jobs::to_json(&result))).await?;
-        if !created {
-            info!("another worker recorded this task first");
-        }
+        self.record_success(&result).await?;
         if let Err(err) = self.store.delete(&checkpoint_key).await {
             warn!(%err, "could not delete the checkpoint");
         }
-        self.metrics.tasks_done.inc();
         info!(iterations = progress.iterations_run, resumed_from = ?progress.resumed_from, seconds = result.total_seconds, "task done");
+        Ok(Attempt::Done)
+    }
+
+    /// Writes a finished task's result record (the first one wins) and counts it.
+    async fn record_success(&self, result: &TaskResult) -> Result<(), TaskError> {
+        let created = self.store.put_if_absent(&keys::result(result.job_id, &result.task_id), Bytes::from(flowgrad_jobs::to_json(result))).await?;
+        if !created {
+            info!("another worker recorded this task first");
+        }
+        self.metrics.tasks_done.inc();
+        Ok(())
+    }
+
+    /// Writes the edited images as PNGs and measures each edit (guidance scores, L1 to input).
+    async fn write_outputs(&self, model: &dyn Model, guidance: &GuidanceSpec, inputs: &[LoadedInput], pixels: &[f32], edited: &[f32], objectives_before: &[f64]) -> Result<Vec<ImageResult>, TaskError> {
+        let batch = inputs.len();
+        let before = model.guidance_scores(guidance, pixels, batch).map_err(permanent)?;
+        let after = model.guidance_scores(guidance, edited, batch).map_err(permanent)?;
+        let shape = model.image_shape();
+        let per = shape.len();
+        let mut images = Vec::with_capacity(batch);
+        for (i, (input, original, note)) in inputs.iter().enumerate() {
+            let output = &edited[i * per..(i + 1) * per];
+            let png = encode_png(output, shape.channels, shape.height, shape.width).map_err(permanent)?;
+            self.store.put(&input.output_key, Bytes::from(png)).await?;
+            images.push(ImageResult {
+                input_key: input.key.clone(),
+                output_key: input.output_key.clone(),
+                note: note.clone(),
+                objective_before: objectives_before[i],
+                guidance_score_before: before[i] as f64,
+                guidance_score_after: after[i] as f64,
+                l1_to_input: output.iter().zip(original).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / per as f64,
+            });
+        }
+        Ok(images)
+    }
+
+    /// Stores the direction a learning task found at `key`. Put-if-absent: a redelivered task
+    /// recomputes the same bytes (accepted); different bytes there are another direction, which
+    /// is never overwritten.
+    async fn store_direction(&self, task: &TaskSpec, model: &dyn Model, controls: &flowgrad::HostTensor, key: &str, images: usize) -> Result<(), TaskError> {
+        let direction = GlobalDirection::from_controls(controls.clone(), task.params.clone()).map_err(permanent)?;
+        let bytes = direction_bytes(&direction, model.name(), &task.guidance, &task.job_id.to_string(), images).map_err(permanent)?;
+        if self.store.put_if_absent(key, Bytes::from(bytes.clone())).await? {
+            info!(key, "direction stored");
+            return Ok(());
+        }
+        match self.store.get(key).await? {
+            Some(existing) if existing.as_ref() == bytes.as_slice() => Ok(()),
+            _ => Err(TaskError::Permanent(format!("`{key}` already holds another object: a learned direction never overwrites one (choose another key or delete it)"))),
+        }
+    }
+
+    /// Runs a task that applies a stored direction: no iterations, so no checkpoints.
+    async fn apply_direction(&self, task: &TaskSpec, key: &str, redeliveries: u32, started: Instant) -> Result<Attempt, TaskError> {
+        let model = self.models.get(&task.model).map_err(permanent)?;
+        let bytes = self.store.get(key).await?.ok_or_else(|| TaskError::Permanent(format!("direction `{key}` does not exist")))?;
+        let direction = read_direction(&bytes, model.name(), Some(model.image_shape())).map_err(|e| TaskError::Permanent(format!("direction `{key}`: {e}")))?;
+        let session: Arc<dyn EditSession> = Arc::from(model.session(&task.guidance, direction.params()).map_err(permanent)?);
+        let (inputs, rejected) = self.usable_inputs(task, model.as_ref()).await?;
+        let batch = inputs.len();
+        let pixels: Vec<f32> = inputs.iter().flat_map(|(_, values, _)| values.iter().copied()).collect();
+        let clock = Instant::now();
+        let edit_pixels = pixels.clone();
+        let edited = tokio::task::spawn_blocking(move || session.apply(&direction, &edit_pixels, batch))
+            .await
+            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
+            .map_err(permanent)?;
+        let edit_seconds = clock.elapsed().as_secs_f64();
+        let images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &edited, &vec![0.0; batch]).await?;
+        let result = TaskResult {
+            images,
+            rejected_inputs: rejected,
+            edit_seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+            ..TaskResult::ended(task.job_id, &task.task_id, &self.settings.id, redeliveries, TaskOutcome::Succeeded, 0.0)
+        };
+        self.record_success(&result).await?;
+        info!(key, seconds = result.total_seconds, "direction applied: task done");
         Ok(Attempt::Done)
     }
 
@@ -337,9 +402,18 @@ impl Worker {
         Ok(())
     }
 
+    /// [`Worker::load_inputs`], failing the task when no input is usable.
+    async fn usable_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
+        let (inputs, rejected) = self.load_inputs(task, model).await?;
+        if inputs.is_empty() {
+            let reasons: Vec<String> = rejected.iter().map(|f| f.reason.clone()).collect();
+            return Err(TaskError::Permanent(format!("no usable input: {}", reasons.join("; "))));
+        }
+        Ok((inputs, rejected))
+    }
+
     /// Downloads and decodes the task's images; unusable ones are reported, not fatal.
-    #[allow(clippy::type_complexity)]
-    async fn load_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<(flowgrad_jobs::TaskInput, Vec<f32>, Option<String>)>, Vec<Failure>), TaskError> {
+    async fn load_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
         let shape = model.image_shape();
         let limits = ImageLimits { max_bytes: self.settings.max_image_bytes, ..ImageLimits::default() };
         let mut inputs = vec![];

@@ -39,11 +39,11 @@ impl HostTensor {
         Ok(from_vec(self.values.clone(), shape, device))
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         self.values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
-    fn from_view(view: &TensorView<'_>) -> Result<Self> {
+    pub(crate) fn from_view(view: &TensorView<'_>) -> Result<Self> {
         if view.dtype() != Dtype::F32 {
             return Err(FlowGradError::CorruptState(format!("tensor dtype {:?}, expected F32", view.dtype())));
         }

@@ -79,7 +79,11 @@ pub(crate) fn euler_update<B: Backend>(
 /// Runs N controlled Euler steps from `x0`, keeping every state and velocity.
 ///
 /// `controls` holds one tensor per step, of the images' shape or with batch size 1 (shared);
-/// `None` simulates the uncontrolled ODE.
+/// `None` simulates the uncontrolled ODE. The kept intermediate states and velocities are
+/// detached (values only): on an autodiff backend their graph nodes would keep every step's
+/// recorded operations, and the memory they hold, alive until the trajectory is dropped. The
+/// final state keeps its graph, so a loss on it differentiates through tracked inputs (full
+/// back-propagation) as before.
 pub fn simulate<B: Backend, F: VelocityField<B>>(
     field: &F,
     x0: Tensor<B, 4>,
@@ -96,8 +100,8 @@ pub fn simulate<B: Backend, F: VelocityField<B>>(
         let u = controls.map(|c| &c[k]);
         let v = field.velocity(model_input(mode, x.clone(), u), grid.t_tensor(k, batch, &device));
         let next = euler_update(mode, x.clone(), v.clone(), u, grid.dt());
-        states.push(x);
-        velocities.push(v);
+        states.push(x.detach());
+        velocities.push(v.detach());
         x = next;
     }
     states.push(x);

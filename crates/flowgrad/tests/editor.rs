@@ -118,7 +118,8 @@ fn shared_direction_sums_the_batch_and_applies_to_new_images() {
     let per_image = editor(one_step.clone());
     let mut state = per_image.start(image(), 0, 0).unwrap();
     per_image.step(&mut state).unwrap();
-    let shared = editor(EditParams { sharing: ControlSharing::Shared, ..one_step });
+    let shared_params = EditParams { sharing: ControlSharing::Shared, ..one_step };
+    let shared = editor(shared_params.clone());
     let mut direction_state = shared.start(image(), 0, 0).unwrap();
     shared.step(&mut direction_state).unwrap();
     let [n, b, c, h, w]: [usize; 5] = state.controls.shape.clone().try_into().unwrap();
@@ -131,8 +132,8 @@ fn shared_direction_sums_the_batch_and_applies_to_new_images() {
             assert!((sum - got).abs() <= 1e-5 * sum.abs().max(1e-3), "step {k} element {i}: {sum} vs {got}");
         }
     }
-    assert!(GlobalDirection::from_controls(state.controls.clone()).is_err());
-    let direction = GlobalDirection::from_outcome(&shared.finish(&direction_state).unwrap()).unwrap();
+    assert!(GlobalDirection::from_controls(state.controls.clone(), shared_params.clone()).is_err());
+    let direction = GlobalDirection::from_outcome(&shared.finish(&direction_state).unwrap(), &shared_params).unwrap();
     assert_eq!(direction.controls(), &direction_state.controls, "one step improves: the final controls are selected");
     let new_images = tensor(noise(77, 3 * 12), [3, 3, 2, 2]);
     let edited = direction.apply(&shared, new_images.clone()).unwrap();

@@ -15,8 +15,8 @@ pub trait Backend {
     const QUIET: Duration;
     /// A fresh broker for `topology`.
     fn broker(topology: &Topology) -> impl Future<Output = SharedBroker>;
-    /// Removes everything the broker created for `topology`.
-    fn cleanup(topology: &Topology) -> impl Future<Output = ()>;
+    /// Removes everything the broker created for `topology`; the error says what was left.
+    fn cleanup(topology: &Topology) -> impl Future<Output = Result<(), String>>;
 }
 
 /// What a scenario gets.
@@ -63,9 +63,16 @@ pub fn init_tracing() {
 pub async fn guarded<B: Backend>(topology: &Topology, test: impl Future<Output = ()>) {
     init_tracing();
     let outcome = AssertUnwindSafe(test).catch_unwind().await;
-    B::cleanup(topology).await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
+    let cleaned = B::cleanup(topology).await;
+    match (outcome, cleaned) {
+        (Err(panic), cleaned) => {
+            if let Err(e) = cleaned {
+                eprintln!("cleanup after the failure also failed: {e}");
+            }
+            std::panic::resume_unwind(panic);
+        }
+        (Ok(()), Err(e)) => panic!("cleanup: {e}"),
+        (Ok(()), Ok(())) => {}
     }
 }
 

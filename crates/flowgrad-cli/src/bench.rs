@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, record_simulation, simulate};
+use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, record_simulation, simulate_untracked};
 use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_engine::backend::{self, Backend};
@@ -196,7 +196,7 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     for (name, xi) in methods {
         rows.push(median_run(repeats, &name, || {
             let clock = Instant::now();
-            let trajectory = simulate(field, x0.clone(), Some(&controls), &time, mode);
+            let trajectory = simulate_untracked(field, x0.clone(), Some(&controls), &time, mode);
             let forward = clock.elapsed();
             let clock = Instant::now();
             let result = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode);

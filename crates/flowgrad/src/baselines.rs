@@ -15,7 +15,7 @@ use crate::params::Selection;
 use crate::state::ControlState;
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::scalar;
-use crate::trajectory::{TimeGrid, simulate};
+use crate::trajectory::{TimeGrid, simulate_untracked};
 
 /// The result of [`optimise_noise`].
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ where
     let mut vjps = 0;
     for iteration in 0..=params.iterations {
         let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
-        let trajectory = simulate(editor.field(), x0.clone() + shift.clone(), None, &time, params.mode);
+        let trajectory = simulate_untracked(editor.field(), x0.clone() + shift.clone(), None, &time, params.mode);
         let x1 = trajectory.last().detach().require_grad();
         let weighted = editor.loss_parts(x1.clone(), original.clone(), &ctx).weighted;
         let energy = scalar(shift.clone().powi_scalar(2).sum());
@@ -200,7 +200,7 @@ mod tests {
         let err = max_rel_err(&to_vec(edit.shift.clone()), &expected);
         assert!(err < 1e-4, "x_0 gradient off by {err:e}");
         assert!(edit.objectives[1] < edit.objectives[0], "one step downhill lowers the loss: {:?}", edit.objectives);
-        let decoded = simulate(editor.field(), state.x0.to_tensor::<B, 4>(&Default::default()).unwrap() + edit.shift, None, &time, Default::default()).last();
+        let decoded = simulate_untracked(editor.field(), state.x0.to_tensor::<B, 4>(&Default::default()).unwrap() + edit.shift, None, &time, Default::default()).last();
         assert_eq!(to_vec(decoded), to_vec(edit.images), "the images are the uncontrolled decode of x_0 + δ");
     }
 

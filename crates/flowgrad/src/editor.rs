@@ -11,7 +11,7 @@ use crate::params::{ControlSharing, EditParams, Selection};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
-use crate::trajectory::{TimeGrid, encode, simulate};
+use crate::trajectory::{TimeGrid, encode, simulate_untracked};
 
 /// The result of a finished edit.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         let batch = x0.dims()[0];
         let controls = self.control_tensors(&state.controls, batch);
         let time = self.time_grid();
-        let trajectory = simulate(&self.field, x0, Some(&controls), &time, self.params.mode);
+        let trajectory = simulate_untracked(&self.field, x0, Some(&controls), &time, self.params.mode);
 
         let x1 = trajectory.last().detach().require_grad();
         let parts = self.loss_parts(x1.clone(), original, &ctx);
@@ -234,7 +234,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         }
         let x0 = self.encode(images);
         let controls = self.control_tensors(controls, b);
-        Ok(simulate(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last().detach())
+        Ok(simulate_untracked(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last().detach())
     }
 
     /// Decodes the state's x_0 with the given controls (uncontrolled when all are zero).
@@ -242,7 +242,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         let x0 = state.x0.to_tensor::<B, 4>(&self.device)?;
         let batch = x0.dims()[0];
         let controls = self.control_tensors(controls, batch);
-        Ok(simulate(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last())
+        Ok(simulate_untracked(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last())
     }
 
     fn control_batch(&self, batch: usize) -> usize {

@@ -25,4 +25,4 @@ pub use field::{Guidance, GuidanceContext, MseToTarget, VelocityField, mean_abs_
 pub use params::{ControlSharing, EditParams, Mode, Selection};
 pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
 pub use straightness::{Grid, Straightness, straightness, straightness_from_sums};
-pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate};
+pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate, simulate_untracked};

@@ -1,6 +1,6 @@
 //! Euler simulation with per-step controls, and encoding images into noise.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::{AutodiffBackend, Backend}};
 use serde::{Deserialize, Serialize};
 
 use crate::field::VelocityField;
@@ -91,6 +91,41 @@ pub fn simulate<B: Backend, F: VelocityField<B>>(
     grid: &TimeGrid,
     mode: Mode,
 ) -> Trajectory<B> {
+    simulate_with(field, x0, controls, grid, mode, || {})
+}
+
+/// [`simulate`] on an autodiff backend for values only (nothing in it is differentiated): after
+/// every step it releases the bookkeeping burn-autodiff keeps for untracked operations. burn
+/// 0.21 registers every operation in its graph, with the tensors a memory-bound operation may
+/// need again, and frees what is no longer referenced only after a backward pass — so without
+/// this, N steps of a network hold N forwards' activations until the next backward, and the
+/// memory of a FlowGrad iteration grows with N.
+pub fn simulate_untracked<B: AutodiffBackend, F: VelocityField<B>>(
+    field: &F,
+    x0: Tensor<B, 4>,
+    controls: Option<&[Tensor<B, 4>]>,
+    grid: &TimeGrid,
+    mode: Mode,
+) -> Trajectory<B> {
+    let device = x0.device();
+    simulate_with(field, x0.detach(), controls, grid, mode, || release_untracked::<B>(&device))
+}
+
+/// Runs a backward pass on a fresh one-element tensor: its only effect is burn-autodiff's
+/// clean-up of graph entries whose tensors were all dropped.
+fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
+    let _ = Tensor::<B, 1>::zeros([1], device).require_grad().sum().backward();
+}
+
+/// [`simulate`], calling `after_step` once after every Euler step.
+fn simulate_with<B: Backend, F: VelocityField<B>>(
+    field: &F,
+    x0: Tensor<B, 4>,
+    controls: Option<&[Tensor<B, 4>]>,
+    grid: &TimeGrid,
+    mode: Mode,
+    mut after_step: impl FnMut(),
+) -> Trajectory<B> {
     let [batch, ..] = x0.dims();
     let device = x0.device();
     let mut states = Vec::with_capacity(grid.steps + 1);
@@ -103,6 +138,7 @@ pub fn simulate<B: Backend, F: VelocityField<B>>(
         states.push(x.detach());
         velocities.push(v.detach());
         x = next;
+        after_step();
     }
     states.push(x);
     Trajectory { states, velocities }

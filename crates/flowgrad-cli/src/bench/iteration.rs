@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate, straightness};
+use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate_untracked, straightness};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_parity::TensorFile;
 
@@ -137,7 +137,7 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     let time = TimeGrid::new(steps, 1e-3);
     let iteration = || {
         let clock = Instant::now();
-        let trajectory = simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
+        let trajectory = simulate_untracked(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
         let forward = clock.elapsed();
         let gradient = flowgrad_gradient(&model, &trajectory, &inputs.controls, &time, &guidance, xi, Mode::Reference);
         let updated: Vec<Tensor<Backend, 4>> = inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();

@@ -4,11 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+mod common;
+use common::fixtures;
 
 #[test]
 fn bench_iteration_prints_a_parsable_summary() {

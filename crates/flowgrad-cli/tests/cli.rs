@@ -1,21 +1,7 @@
 //! The `flowgrad` binary end to end: parity exit codes, the demo, the benchmark smoke run.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn flowgrad(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
-}
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{fixtures, flowgrad, stdout};
 
 #[test]
 fn parity_flowgrad_passes_on_the_shipped_fixture() {

@@ -2,26 +2,18 @@
 //! with this build (tampered tokens, other head count), exits 2 on a missing set.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn flowgrad(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
-}
+mod common;
+use common::{flowgrad, stdout};
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-        .join("clip")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The shipped CLIP fixture set.
+fn clip_set() -> PathBuf {
+    common::fixtures().join("clip")
 }
 
 fn copy_set(to: &Path) {
     for file in ["tokenizer.json", "tokens.safetensors", "config.json", "weights.safetensors", "io.safetensors"] {
-        std::fs::copy(fixtures().join(file), to.join(file)).unwrap();
+        std::fs::copy(clip_set().join(file), to.join(file)).unwrap();
     }
 }
 
@@ -37,7 +29,7 @@ fn failed_rows(text: &str) -> Vec<&str> {
 
 #[test]
 fn parity_clip_passes_on_the_shipped_set() {
-    let out = flowgrad(&["parity", "clip", fixtures().to_str().unwrap()]);
+    let out = flowgrad(&["parity", "clip", clip_set().to_str().unwrap()]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(" 0 failed, 0 skipped"), "{text}");

@@ -2,24 +2,12 @@
 //! `bench ncsnpp` wiring, end to end through the binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn flowgrad(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
-}
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+mod common;
+use common::{fixtures, flowgrad, text};
 
 fn model_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../flowgrad-models/tests/data")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 fn path(p: &Path) -> &str {

@@ -1,19 +1,9 @@
 //! `flowgrad run` end to end with the shipped model on examples/, and its clear errors.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn flowgrad(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
-}
-
-fn repo(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path).to_string_lossy().into_owned()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
+mod common;
+use common::{fixtures, flowgrad, repo, text};
 
 /// Two embedded workers edit concurrently in one process: this once deadlocked inside
 /// burn-autodiff when the frozen models' parameters were tracked (graphs merged across threads).
@@ -72,7 +62,7 @@ fn bad_inputs_are_clear_errors_and_do_not_stop_other_images() {
 }
 
 fn fixture(path: &str) -> String {
-    std::env::var("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")).join(path).to_string_lossy().into_owned()
+    fixtures().join(path).to_string_lossy().into_owned()
 }
 
 #[test]

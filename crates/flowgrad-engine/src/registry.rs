@@ -116,17 +116,31 @@ pub trait Model: Send + Sync {
     fn judge_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Option<Vec<f32>>, EngineError>;
 }
 
-/// A loaded CLIP model with its tokenizer.
+/// Encoded prompts a CLIP model keeps (a fleet's jobs use few); the cache is emptied when full.
+const CACHED_PROMPTS: usize = 64;
+
+/// A loaded CLIP model with its tokenizer and the prompts it encoded (shared by its clones).
 #[derive(Clone)]
 struct Clip {
     model: ClipModel<Backend>,
     tokenizer: Arc<Tokenizer>,
+    prompts: Arc<Mutex<HashMap<String, TextGuidance>>>,
 }
 
 impl Clip {
+    /// The guidance towards `prompt`, encoded once per prompt (sessions and scores share it).
     fn guidance(clip: Option<&Clip>, prompt: &str) -> Result<TextGuidance, EngineError> {
         let clip = clip.ok_or_else(|| EngineError::Guidance("text guidance needs a CLIP checkpoint: configure [models.clip] checkpoint = \"…/clip.safetensors\" (flowgrad run/edit: --clip <file>)".into()))?;
-        TextGuidance::new(&clip.model, &clip.tokenizer, prompt)
+        let mut prompts = clip.prompts.lock().expect("prompt cache lock");
+        if let Some(guidance) = prompts.get(prompt) {
+            return Ok(guidance.clone());
+        }
+        let guidance = TextGuidance::new(&clip.model, &clip.tokenizer, prompt)?;
+        if prompts.len() >= CACHED_PROMPTS {
+            prompts.clear();
+        }
+        prompts.insert(prompt.to_string(), guidance.clone());
+        Ok(guidance)
     }
 
     fn scores(clip: Option<&Clip>, prompt: &str, shape: ImageShape, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
@@ -361,5 +375,5 @@ fn load_clip(source: &ClipSource) -> Result<Clip, EngineError> {
         None => ClipModel::<Backend>::load_inferred(&source.checkpoint, &device).map_err(|e| err(&e))?,
     };
     tracing::info!(checkpoint = %source.checkpoint.display(), "CLIP loaded");
-    Ok(Clip { model, tokenizer: Arc::new(Tokenizer::default()) })
+    Ok(Clip { model, tokenizer: Arc::new(Tokenizer::default()), prompts: Arc::default() })
 }

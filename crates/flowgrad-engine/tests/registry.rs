@@ -71,6 +71,9 @@ fn text_guidance_on_the_bundled_gray_model_uses_clip_on_replicated_channels() {
     let guidance = text("a coat");
     let score = model.guidance_scores(&guidance, &gray, 1).unwrap();
     assert_eq!(score.len(), 1);
+    // prompts are encoded once and cached per prompt: the same prompt scores the same, another differs
+    assert_eq!(model.guidance_scores(&guidance, &gray, 1).unwrap(), score);
+    assert_ne!(model.guidance_scores(&text("a sneaker on the beach"), &gray, 1).unwrap(), score);
     let params = EditParams { steps: 4, iterations: 1, ..EditParams::default() };
     let session = model.session(&guidance, &params).unwrap();
     let mut state = session.start(&gray, 1, 0, 0).unwrap();

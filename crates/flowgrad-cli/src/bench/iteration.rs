@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate_untracked, straightness};
+use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate, simulate_untracked, straightness};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_parity::TensorFile;
 
@@ -165,6 +165,29 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         median.forward.as_secs_f64() * 1e3,
         median.gradient.as_secs_f64() * 1e3,
         median.segments
+    );
+    // what the per-step release of burn-autodiff's bookkeeping (flat memory in N) costs
+    let simulation = |release: bool| {
+        let clock = Instant::now();
+        let trajectory = match release {
+            true => simulate_untracked(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference),
+            false => simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference),
+        };
+        let _ = to_vec(trajectory.last());
+        clock.elapsed()
+    };
+    let median_simulation = |release: bool| {
+        let mut times: Vec<Duration> = (0..args.repeats).map(|_| simulation(release)).collect();
+        times.sort();
+        times[times.len() / 2]
+    };
+    let (kept, released) = (median_simulation(false), median_simulation(true));
+    println!(
+        "simulation alone, median of {}: {:.1} ms releasing autodiff entries after every step (simulate_untracked), {:.1} ms keeping them (simulate): ratio {:.3}",
+        args.repeats,
+        released.as_secs_f64() * 1e3,
+        kept.as_secs_f64() * 1e3,
+        released.as_secs_f64() / kept.as_secs_f64()
     );
     println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
     Ok(ExitCode::SUCCESS)

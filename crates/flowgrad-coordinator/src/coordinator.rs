@@ -200,13 +200,13 @@ impl Coordinator {
     /// Why the job's direction cannot be learned or applied, checked before it is accepted.
     async fn direction_problem(&self, spec: &JobSpec, images: usize) -> anyhow::Result<Option<String>> {
         let Some(direction) = &spec.direction else { return Ok(None) };
-        let accepted = self.store.get(&keys::spec(spec.job_id)).await?.is_some();
         Ok(match direction {
             DirectionSpec::Learn(_) if images > MAX_BATCH => {
                 Some(format!("learning a direction takes at most {MAX_BATCH} images (one batch); the input holds {images}"))
             }
-            // the job's own result may be there already (a resubmission after it ran)
-            DirectionSpec::Learn(key) if !accepted && self.store.get(key).await?.is_some() => {
+            // an existing object is refused unless the job was accepted before: then it may be the
+            // job's own result (a resubmission after it ran)
+            DirectionSpec::Learn(key) if self.store.get(key).await?.is_some() && self.store.get(&keys::spec(spec.job_id)).await?.is_none() => {
                 Some(format!("direction `{key}` already exists: a learned direction never overwrites an object (choose another key or delete it)"))
             }
             DirectionSpec::Learn(_) => None,

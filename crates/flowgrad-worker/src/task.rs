@@ -316,13 +316,13 @@ impl Worker {
     /// is never overwritten.
     async fn store_direction(&self, task: &TaskSpec, model: &dyn Model, controls: &flowgrad::HostTensor, key: &str, images: usize) -> Result<(), TaskError> {
         let direction = GlobalDirection::from_controls(controls.clone(), task.params.clone()).map_err(permanent)?;
-        let bytes = direction_bytes(&direction, model.name(), &task.guidance, &task.job_id.to_string(), images).map_err(permanent)?;
-        if self.store.put_if_absent(key, Bytes::from(bytes.clone())).await? {
+        let bytes = Bytes::from(direction_bytes(&direction, model.name(), &task.guidance, &task.job_id.to_string(), images).map_err(permanent)?);
+        if self.store.put_if_absent(key, bytes.clone()).await? {
             info!(key, "direction stored");
             return Ok(());
         }
         match self.store.get(key).await? {
-            Some(existing) if existing.as_ref() == bytes.as_slice() => Ok(()),
+            Some(existing) if existing == bytes => Ok(()),
             _ => Err(TaskError::Permanent(format!("`{key}` already holds another object: a learned direction never overwrites one (choose another key or delete it)"))),
         }
     }

@@ -80,8 +80,8 @@ pub(crate) fn euler_update<B: Backend>(
 ///
 /// `controls` holds one tensor per step, of the images' shape or with batch size 1 (shared);
 /// `None` simulates the uncontrolled ODE. The kept intermediate states and velocities are
-/// detached (values only): on an autodiff backend their graph nodes would keep every step's
-/// recorded operations, and the memory they hold, alive until the trajectory is dropped. The
+/// detached (values only), so that on an autodiff backend nothing the trajectory holds
+/// references a step's graph entries and [`simulate_untracked`]'s clean-up can free them. The
 /// final state keeps its graph, so a loss on it differentiates through tracked inputs (full
 /// back-propagation) as before.
 pub fn simulate<B: Backend, F: VelocityField<B>>(

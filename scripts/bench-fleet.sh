@@ -39,7 +39,9 @@ edit = sum(r["edit_seconds"] for r in report["results"])
 total = sum(r["total_seconds"] for r in report["results"])
 sizes = [int(s) for s in open(f"{work}/ckpt-sizes").read().split()] if open(f"{work}/ckpt-sizes").read().strip() else [0]
 iters = sum(r["iterations_run"] for r in report["results"])
+checkpoint = sum(r["checkpoint_seconds"] for r in report["results"])
 print(f"tasks {len(report['results'])}, N={steps}, M={iterations}: editor {edit:.1f} s of {total:.1f} s task time")
 print(f"fleet: overhead_share={(total - edit) / total:.4f} checkpoint_bytes={max(sizes)} "
-      f"overhead_per_iteration_ms={1000 * (total - edit) / max(iters, 1):.1f} wall_1_worker_s={one:.1f} wall_2_workers_s={two:.1f} speedup_1_to_2={one / two:.2f}")
+      f"overhead_per_iteration_ms={1000 * (total - edit) / max(iters, 1):.1f} "
+      f"checkpoint_write_ms_per_iteration={1000 * checkpoint / max(iters, 1):.1f} wall_1_worker_s={one:.1f} wall_2_workers_s={two:.1f} speedup_1_to_2={one / two:.2f}")
 PY

@@ -46,6 +46,9 @@ pub enum Suite {
         /// The `ncsnpp/` fixture set for `--model ncsnpp`.
         #[arg(long, default_value_os_t = ncsnpp::default_fixture())]
         fixture: std::path::PathBuf,
+        /// The controls u_k on the measured trajectory.
+        #[arg(long, value_enum, default_value_t = BenchControls::Zero)]
+        controls: BenchControls,
     },
     /// NCSN++ cost: forward and forward + VJP time of a random CelebA-HQ 256² model (or
     /// `--config`) at batch 1, and peak memory of decomposed vs full back-prop at each `--steps`
@@ -100,10 +103,22 @@ pub enum Suite {
 pub enum BenchModel {
     /// The bundled rectified flow (UNet, 1×32×32).
     Bundled,
+    /// The bundled reflowed (2-rectified) flow: same UNet, straighter trajectories.
+    Reflow,
     /// A seeded conv net (`--size`, `--hidden`).
     Conv,
     /// NCSN++ from an `ncsnpp/` fixture set's weights and config (`--fixture`; reduced config).
     Ncsnpp,
+}
+
+/// Controls on the trajectory `bench table1` differentiates.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchControls {
+    /// u = 0: the trajectory of every edit's first iteration (FlowGrad starts from zero controls).
+    Zero,
+    /// Independent N(0, 0.01²) noise at every step: a stress case (no edit has such controls;
+    /// FlowGrad's are piecewise constant over segments), which makes every step look curved.
+    Noise,
 }
 
 /// Runs a suite.
@@ -113,24 +128,28 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Iteration(args) => iteration::run(args),
-        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture } => {
+        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let device = backend::device();
             match model {
                 BenchModel::Bundled => {
                     let flow = flowgrad_models::load_flow::<Backend>(assets, &device)?.no_grad();
-                    table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], *quick, steps, xi)
+                    table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], *quick, steps, xi, *controls)
+                }
+                BenchModel::Reflow => {
+                    let flow = flowgrad_models::load_reflow::<Backend>(assets, &device)?.no_grad();
+                    table1(&flow, "bundled reflowed UNet (1x32x32)", [1, 1, 32, 32], *quick, steps, xi, *controls)
                 }
                 BenchModel::Conv => {
                     let field = ConvFieldConfig::new(3).with_hidden(*hidden).with_seed(7).init::<Backend>(&device);
-                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], *quick, steps, xi)
+                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], *quick, steps, xi, *controls)
                 }
                 BenchModel::Ncsnpp => {
                     let config = flowgrad_models::NcsnppConfig::from_json_file(&fixture.join("config.json"))?;
                     let field = flowgrad_models::load_ncsnpp::<Backend>(&fixture.join("weights.safetensors"), &config, flowgrad_models::WeightsChoice::Ema, &device)?;
                     let side = config.image_size;
                     let label = format!("NCSN++ nf={} ch_mult={:?} ({}x{side}x{side}) from {}", config.nf, config.ch_mult, config.channels, fixture.display());
-                    table1(&field, &label, [1, config.channels, side, side], *quick, steps, xi)
+                    table1(&field, &label, [1, config.channels, side, side], *quick, steps, xi, *controls)
                 }
             }
         }
@@ -169,14 +188,17 @@ fn median_run(repeats: usize, name: &str, mut f: impl FnMut() -> Row) -> Row {
     row
 }
 
-fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], quick: bool, steps: usize, xis: &[f32]) -> anyhow::Result<ExitCode> {
+fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], quick: bool, steps: usize, xis: &[f32], kind: BenchControls) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!xis.is_empty() && xis.iter().all(|x| x.is_finite() && *x > 0.0), "--xi needs positive thresholds");
     let device = backend::device();
     Backend::seed(&device, 7);
     let repeats = if quick { 1 } else { 3 };
     let x0 = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let target = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    let controls: Vec<Tensor<Backend, 4>> = (0..steps).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect();
+    let controls: Vec<Tensor<Backend, 4>> = match kind {
+        BenchControls::Zero => (0..steps).map(|_| Tensor::zeros(shape, &device)).collect(),
+        BenchControls::Noise => (0..steps).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect(),
+    };
     let guidance = MseToTarget::new(target);
     let ctx = GuidanceContext { iteration: 0, seed: 0 };
     let time = TimeGrid::new(steps, 1e-3);
@@ -192,20 +214,24 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
         let gradient = flat(full.per_step);
         Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: steps, gradient }
     })];
-    let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32)).chain(xis.iter().map(|xi| (format!("FlowGrad xi={xi}"), *xi)));
-    for (name, xi) in methods {
+    // (name, ξ, costates interpolated inside segments); rows[2] is FlowGrad at the first ξ as
+    // the original assigns it, rows[3] the same grid with interpolated costates
+    let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, false))
+        .chain(xis.iter().flat_map(|xi| [(format!("FlowGrad xi={xi}"), *xi, false), (format!("  interpolated"), *xi, true)]));
+    for (name, xi, interpolate) in methods {
         rows.push(median_run(repeats, &name, || {
             let clock = Instant::now();
             let trajectory = simulate_untracked(field, x0.clone(), Some(&controls), &time, mode);
             let forward = clock.elapsed();
             let clock = Instant::now();
-            let result = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode);
-            let gradient = flat(result.per_step);
+            let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode);
+            let per_step = if interpolate { result.interpolated(&grid, &time, mode) } else { result.per_step };
+            let gradient = flat(per_step);
             Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: result.vjps, gradient }
         }));
     }
 
-    println!("Table 1 analog: gradient of all {steps} controls, {label}, backend {}, median of {repeats}", backend::name());
+    println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, backend {}, median of {repeats}", backend::name());
     println!("gradient = time after the forward simulation (the paper's convention); total = simulation + gradient");
     println!("{:<20} {:>9} {:>13} {:>6} {:>10} {:>10} {:>10} {:>12}", "method", "sim (ms)", "gradient (ms)", "VJPs", "VJPs/full", "grad/full", "total/full", "cos to exact");
     let exact = rows[1].gradient.clone();
@@ -223,13 +249,10 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             cosine(&row.gradient, &exact)
         );
     }
-    let fast = &rows[2];
+    let (fast, interpolated) = (&rows[2], &rows[3]);
     println!("with the simulation: total_time_ratio={:.2}", full.1 / fast.total().as_secs_f64());
-    println!(
-        "table1: vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}",
-        rows[0].vjps as f64 / fast.vjps as f64,
-        full.0 / fast.gradient_time.as_secs_f64(),
-        cosine(&fast.gradient, &exact)
-    );
+    let summary = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", rows[0].vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, &exact));
+    println!("interpolated costates: {}", summary(interpolated));
+    println!("table1: {}", summary(fast));
     Ok(ExitCode::SUCCESS)
 }

@@ -43,6 +43,8 @@ pub struct ImageReport {
     pub ssim: f64,
     /// Seconds in the editor.
     pub edit_seconds: f64,
+    /// Seconds writing checkpoints (mostly while the editor ran the next iteration).
+    pub checkpoint_seconds: f64,
     /// Seconds for the whole task.
     pub total_seconds: f64,
     /// Vector-Jacobian products evaluated.
@@ -126,6 +128,7 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                     .sum::<f64>()
                     / shape.channels as f64,
                 edit_seconds: result.edit_seconds,
+                checkpoint_seconds: result.checkpoint_seconds,
                 total_seconds: result.total_seconds,
                 vjps: result.vjps,
             };

@@ -37,7 +37,8 @@ pub struct RunArgs {
     /// Text prompt for CLIP guidance instead of a class (needs `--clip`).
     #[arg(long)]
     pub text: Option<String>,
-    /// Model: `fashion-mnist` (bundled) or `ncsnpp` (needs `--checkpoint`).
+    /// Model: `fashion-mnist` (bundled), `fashion-mnist-reflow` (bundled, reflowed: fewer VJPs)
+    /// or `ncsnpp` (needs `--checkpoint`).
     #[arg(long, default_value = BUNDLED_MODEL)]
     pub model: String,
     /// NCSN++ checkpoint: a RectifiedFlow `.pth` training checkpoint or a safetensors state dict.

@@ -1,4 +1,4 @@
-//! `flowgrad train flow|classifier|judge`: reproducible (seeded), resumable training of the
+//! `flowgrad train flow|reflow|classifier|judge`: reproducible (seeded), resumable training of the
 //! bundled models, writing weights, reports and the model card.
 
 use std::path::PathBuf;
@@ -6,13 +6,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use flowgrad_train::{ClassifierTrainConfig, FlowTrainConfig, JudgeTrainConfig, LoopConfig};
+use flowgrad_train::{ClassifierTrainConfig, FlowTrainConfig, JudgeTrainConfig, LoopConfig, ReflowTrainConfig};
 
 /// Which model to train.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Which {
     /// The rectified-flow UNet.
     Flow,
+    /// The reflowed (2-rectified) UNet, fine-tuned from the flow on its own samples.
+    Reflow,
     /// The guidance classifier.
     Classifier,
     /// The independent judge (evaluation only).
@@ -36,6 +38,15 @@ pub struct TrainArgs {
     /// Seed (default: the recipe's).
     #[arg(long)]
     seed: Option<u64>,
+    /// Reflow: folder of the teacher flow (default: `--out`).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Reflow: (noise, sample) pairs drawn from the teacher (default: the recipe's).
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Reflow: the teacher's Euler steps per pair (default: the recipe's).
+    #[arg(long)]
+    pair_steps: Option<usize>,
 }
 
 fn apply(run: &mut LoopConfig, args: &TrainArgs) {
@@ -57,6 +68,18 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             let mut cfg = FlowTrainConfig::default();
             apply(&mut cfg.run, args);
             flowgrad_train::train_flow(&cfg, &args.out)?;
+        }
+        Which::Reflow => {
+            let mut cfg = ReflowTrainConfig::default();
+            apply(&mut cfg.run, args);
+            cfg.teacher_dir = args.teacher.clone().unwrap_or_else(|| args.out.clone());
+            cfg.pairs = args.pairs.unwrap_or(cfg.pairs);
+            cfg.pair_steps = args.pair_steps.unwrap_or(cfg.pair_steps);
+            flowgrad_train::train_reflow(&cfg, &args.out)?;
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let card = flowgrad_train::update_model_card(&args.out, &command, started.elapsed().as_secs_f64())?;
+            println!("model card: {}", card.display());
+            return Ok(ExitCode::SUCCESS);
         }
         Which::Classifier => {
             let mut cfg = ClassifierTrainConfig::default();

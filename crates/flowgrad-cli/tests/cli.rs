@@ -57,10 +57,13 @@ fn demo_rejects_bad_parameters() {
 
 #[test]
 fn table1_benchmark_runs_and_prints_its_summary() {
-    let out = flowgrad(&["bench", "table1", "--quick", "--steps", "8", "--size", "8", "--hidden", "4"]);
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}");
-    let summary = text.lines().find(|l| l.starts_with("table1: vjp_ratio=")).unwrap_or_else(|| panic!("{text}"));
-    let cosine: f64 = summary.rsplit("cosine=").next().unwrap().parse().unwrap();
-    assert!(cosine > 0.9, "{summary}");
+    for (model, controls, label) in [("bundled", "zero", "bundled UNet"), ("reflow", "noise", "bundled reflowed UNet")] {
+        let out = flowgrad(&["bench", "table1", "--quick", "--steps", "8", "--model", model, "--controls", controls]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains(label) && text.to_lowercase().contains(&format!("controls {controls}")), "{text}");
+        let summary = text.lines().find(|l| l.starts_with("table1: vjp_ratio=")).unwrap_or_else(|| panic!("{text}"));
+        let cosine: f64 = summary.rsplit("cosine=").next().unwrap().parse().unwrap();
+        assert!(cosine > 0.9, "{summary}");
+    }
 }

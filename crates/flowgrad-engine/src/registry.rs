@@ -22,6 +22,9 @@ use crate::session::{EditSession, Session};
 
 /// Name of the bundled model.
 pub const BUNDLED_MODEL: &str = "fashion-mnist";
+/// Name of the bundled reflowed (2-rectified) Fashion-MNIST flow: straighter trajectories, so
+/// FlowGrad merges more steps (fewer VJPs per iteration); same classifier and judge.
+pub const REFLOW_MODEL: &str = "fashion-mnist-reflow";
 
 /// Errors of model loading and editing.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,8 @@ impl Clip {
 
 /// The bundled Fashion-MNIST models.
 struct FashionModels {
+    /// [`BUNDLED_MODEL`] or [`REFLOW_MODEL`].
+    name: &'static str,
     flow: UNet<Backend>,
     classifier: Classifier<Backend>,
     judge: Judge<Backend>,
@@ -179,7 +184,7 @@ impl FashionModels {
 
 impl Model for FashionModels {
     fn name(&self) -> &str {
-        BUNDLED_MODEL
+        self.name
     }
 
     fn image_shape(&self) -> ImageShape {
@@ -283,6 +288,9 @@ impl ModelRegistry {
     /// Names this registry can load.
     pub fn available(&self) -> Vec<&'static str> {
         let mut names = vec![BUNDLED_MODEL];
+        if self.assets.join("flow-reflow.safetensors").exists() {
+            names.push(REFLOW_MODEL);
+        }
         if self.catalog.ncsnpp.is_some() {
             names.push(NCSNPP_MODEL);
         }
@@ -296,7 +304,7 @@ impl ModelRegistry {
             return Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") });
         }
         match guidance {
-            GuidanceSpec::Class(class) if name == BUNDLED_MODEL => class_target(class).map(|_| ()),
+            GuidanceSpec::Class(class) if name != NCSNPP_MODEL => class_target(class).map(|_| ()),
             GuidanceSpec::Class(class) => Err(no_classifier(class)),
             GuidanceSpec::Text(_) if self.catalog.clip.is_none() => Err(EngineError::Guidance("text guidance needs a CLIP checkpoint, and this fleet has none configured ([models.clip])".into())),
             GuidanceSpec::Text(_) => Ok(()),
@@ -310,7 +318,8 @@ impl ModelRegistry {
             return Ok(model.clone());
         }
         let model: Arc<dyn Model> = match (name, &self.catalog.ncsnpp) {
-            (BUNDLED_MODEL, _) => Arc::new(self.load_fashion()?),
+            (BUNDLED_MODEL, _) => Arc::new(self.load_fashion(BUNDLED_MODEL)?),
+            (REFLOW_MODEL, _) if self.available().contains(&REFLOW_MODEL) => Arc::new(self.load_fashion(REFLOW_MODEL)?),
             (NCSNPP_MODEL, Some(source)) => Arc::new(self.load_ncsnpp(source)?),
             _ => return Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") }),
         };
@@ -329,14 +338,18 @@ impl ModelRegistry {
         Ok(slot.clone())
     }
 
-    fn load_fashion(&self) -> Result<FashionModels, EngineError> {
-        let err = |e: flowgrad_models::WeightsError| load_error(BUNDLED_MODEL, &self.assets, e);
+    /// The bundled classifier and judge with the 1-rectified (`BUNDLED_MODEL`) or reflowed
+    /// (`REFLOW_MODEL`) flow.
+    fn load_fashion(&self, name: &'static str) -> Result<FashionModels, EngineError> {
+        let err = |e: flowgrad_models::WeightsError| load_error(name, &self.assets, e);
         let device = device();
+        let flow = if name == REFLOW_MODEL { flowgrad_models::load_reflow(&self.assets, &device) } else { flowgrad_models::load_flow(&self.assets, &device) };
         // Frozen: parameters are constants, so a VJP computes input gradients only, and
         // concurrent edits never share autodiff graph nodes (burn-autodiff 0.21 merges graphs
         // that share tracked parents across threads, and can deadlock doing so).
         Ok(FashionModels {
-            flow: flowgrad_models::load_flow(&self.assets, &device).map_err(err)?.no_grad(),
+            name,
+            flow: flow.map_err(err)?.no_grad(),
             classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?.no_grad(),
             judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?.no_grad(),
             clip: self.clip()?,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use flowgrad::EditParams;
-use flowgrad_engine::{BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
+use flowgrad_engine::{BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
 use flowgrad_jobs::GuidanceSpec;
 
 fn fixtures() -> PathBuf {
@@ -91,4 +91,27 @@ fn a_missing_checkpoint_is_a_load_error_naming_the_file() {
     let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), broken);
     let err = registry.get(NCSNPP_MODEL).err().expect("load fails").to_string();
     assert!(err.contains("/nonexistent/ncsnpp.pth"), "{err}");
+}
+
+/// The reflowed flow is served beside the 1-rectified one (same classifier) and, on the same test
+/// image, FlowGrad's first iteration at N = 100 keeps fewer segments (VJPs) with it.
+#[test]
+fn reflowed_model_edits_with_fewer_vjps_than_the_bundled_flow() {
+    use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
+    let registry = ModelRegistry::new(ModelRegistry::bundled_assets());
+    assert!(registry.available().contains(&REFLOW_MODEL), "{:?}", registry.available());
+    let coat = GuidanceSpec::Class("coat".into());
+    registry.validate(REFLOW_MODEL, &coat).unwrap();
+    let test = FashionMnist::load(std::path::Path::new(DEFAULT_DIR), Split::Test).unwrap();
+    let image = flowgrad::tensor_util::to_vec(test.images::<burn::backend::Flex>(&[1], &Default::default()));
+    let params = EditParams { steps: 100, iterations: 1, xi: 5e-3, ..EditParams::default() };
+    let segments = |name: &str| {
+        let model = registry.get(name).unwrap();
+        assert_eq!(model.name(), name);
+        let session = model.session(&coat, &params).unwrap();
+        let mut state = session.start(&image, 1, 3, 0).unwrap();
+        session.step(&mut state).unwrap().segments
+    };
+    let (bundled, reflowed) = (segments(BUNDLED_MODEL), segments(REFLOW_MODEL));
+    assert!(reflowed * 2 <= bundled, "segments: bundled {bundled}, reflowed {reflowed}");
 }

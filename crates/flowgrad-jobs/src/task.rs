@@ -168,6 +168,10 @@ pub struct TaskResult {
     pub objective_history: Vec<f64>,
     /// Seconds spent in the editor.
     pub edit_seconds: f64,
+    /// Seconds spent serialising and writing checkpoints (all but the first and the last are
+    /// written while the editor computes the next iteration).
+    #[serde(default)]
+    pub checkpoint_seconds: f64,
     /// Seconds from delivery to result, including storage and checkpoints.
     pub total_seconds: f64,
 }
@@ -202,6 +206,7 @@ impl TaskResult {
             rejected_inputs: vec![],
             objective_history: vec![],
             edit_seconds: 0.0,
+            checkpoint_seconds: 0.0,
             total_seconds,
         }
     }

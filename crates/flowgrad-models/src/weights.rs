@@ -130,6 +130,11 @@ pub fn load_flow<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet<B>, 
     load_bundled(dir, "flow", |c: &UNetConfig| c.init(device))
 }
 
+/// The reflowed (2-rectified) velocity field `flow-reflow.safetensors` in `dir`.
+pub fn load_reflow<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet<B>, WeightsError> {
+    load_bundled(dir, "flow-reflow", |c: &UNetConfig| c.init(device))
+}
+
 /// The trained guidance classifier `classifier.safetensors` in `dir`.
 pub fn load_classifier<B: Backend>(dir: &Path, device: &B::Device) -> Result<Classifier<B>, WeightsError> {
     load_bundled(dir, "classifier", |c: &ClassifierConfig| c.init(device))

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::classify::ClassifierReport;
 use crate::flow::FlowReport;
+use crate::reflow::{COMPARISON_XI, REFLOW_NAME, ReflowReport};
 use crate::write_json;
 
 /// Everything the card states, as written to `metrics.json`.
@@ -17,6 +18,7 @@ struct Metrics {
     command: String,
     total_wall_s: Option<f64>,
     flow: Option<FlowReport>,
+    reflow: Option<ReflowReport>,
     classifier: Option<ClassifierReport>,
     judge: Option<ClassifierReport>,
 }
@@ -37,6 +39,7 @@ pub fn write_model_card(out_dir: &Path, command: &str, total_wall_s: Option<f64>
         command: command.to_string(),
         total_wall_s,
         flow: read_report(out_dir, "flow")?,
+        reflow: read_report(out_dir, REFLOW_NAME)?,
         classifier: read_report(out_dir, "classifier")?,
         judge: read_report(out_dir, "judge")?,
     };
@@ -44,6 +47,22 @@ pub fn write_model_card(out_dir: &Path, command: &str, total_wall_s: Option<f64>
     let path = out_dir.join("MODEL_CARD.md");
     std::fs::write(&path, render(&metrics)).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// Renders the card again after one model was trained into `out_dir` on its own (the reflowed
+/// flow): keeps the command and wall time the card states for the set when `metrics.json` has
+/// them, else states `command` and `wall_s`.
+pub fn update_model_card(out_dir: &Path, command: &str, wall_s: f64) -> anyhow::Result<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Previous {
+        command: String,
+        total_wall_s: Option<f64>,
+    }
+    let previous = std::fs::read_to_string(out_dir.join("metrics.json")).ok().and_then(|text| serde_json::from_str::<Previous>(&text).ok());
+    match previous {
+        Some(previous) => write_model_card(out_dir, &previous.command, previous.total_wall_s),
+        None => write_model_card(out_dir, command, Some(wall_s)),
+    }
 }
 
 fn render(m: &Metrics) -> String {
@@ -67,6 +86,19 @@ fn render(m: &Metrics) -> String {
         let _ = writeln!(w, "- Final training loss: {:.4}", f.loss_curve.last().map_or(f64::NAN, |l| l.1));
         let _ = writeln!(w, "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}", f.config.eval_images, f.reconstruction_mse);
         let _ = writeln!(w, "- Samples: `samples.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps\n", f.config.sample_seed);
+    }
+    if let Some(r) = &m.reflow {
+        let _ = writeln!(w, "## {REFLOW_NAME}.safetensors — reflowed (2-rectified) flow\n");
+        let _ = writeln!(w, "- Command: `flowgrad train reflow --pairs {} --pair-steps {} --steps {} --seed {}` (after the set above)", r.config.pairs, r.config.pair_steps, r.config.run.steps, r.config.run.seed);
+        let _ = writeln!(w, "- Architecture: that of `flow.safetensors` ({} parameters), initialised from its weights", r.parameters);
+        let _ = writeln!(w, "- Pairs: {} noise draws x₀ (seed {}) and the teacher's Euler sample x₁ from each (N = {}), {:.1} min", r.config.pairs, r.config.pair_seed, r.config.pair_steps, r.pairs_wall_s / 60.0);
+        let _ = writeln!(w, "- Objective: the flow's, on the pairs: MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀");
+        let _ = writeln!(w, "{}", run_line(&r.config.run, r.wall_s, r.step_s));
+        let _ = writeln!(w, "- Final training loss: {:.4}", r.loss_curve.last().map_or(f64::NAN, |l| l.1));
+        let _ = writeln!(w, "- Reconstruction MSE (as above, first {} test images): {:.2e}", r.config.eval_images, r.reconstruction_mse);
+        let (t, s) = (r.teacher_straightness, r.straightness);
+        let _ = writeln!(w, "- Straightness ({} generation trajectories, N = 100): FlowGrad segments at ξ = {COMPARISON_XI} {:.1} (teacher {:.1}); mean Σ S_k {:.4} (teacher {:.4})", r.config.straightness_draws, s.mean_segments, t.mean_segments, s.mean_total_s, t.mean_total_s);
+        let _ = writeln!(w, "- Samples: `samples-reflow.png` (same noise as `samples.png`)\n");
     }
     for (title, r) in [("guidance classifier", &m.classifier), ("evaluation judge (independent architecture and seed)", &m.judge)] {
         if let Some(r) = r {

@@ -6,7 +6,8 @@ use anyhow::Context;
 use burn::config::Config;
 use burn::module::{AutodiffModule, Module};
 use flowgrad_models::fashion::{FashionMnist, SIDE, Split};
-use flowgrad_models::{UNetConfig, save};
+use burn::tensor::{Device, Tensor};
+use flowgrad_models::{UNet, UNetConfig, save};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,24 @@ pub struct FlowReport {
     pub samples: PathBuf,
 }
 
+/// The rectified-flow loss of one batch: t ~ U(0, 1) per image (drawn from `rng`), the mean
+/// squared error of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀.
+pub fn flow_matching_loss(
+    model: &UNet<TrainBackend>,
+    x0: Tensor<TrainBackend, 4>,
+    x1: Tensor<TrainBackend, 4>,
+    rng: &mut impl Rng,
+    device: &Device<TrainBackend>,
+) -> Tensor<TrainBackend, 1> {
+    let [b, ..] = x0.dims();
+    let times: Vec<f32> = (0..b).map(|_| rng.random()).collect();
+    let t = tensor::<TrainBackend, 1>(times, [b], device);
+    let tb = t.clone().reshape([b, 1, 1, 1]);
+    let xt = x1.clone() * tb.clone() + x0.clone() * (tb.neg() + 1.0);
+    let v = model.forward(xt, t);
+    (v - (x1 - x0)).powi_scalar(2).mean()
+}
+
 /// Trains the UNet with the rectified-flow objective and writes `flow.safetensors`,
 /// `flow.config.json`, `samples.png` and `flow.report.json` into `out_dir`.
 ///
@@ -77,12 +96,7 @@ pub fn train_flow(cfg: &FlowTrainConfig, out_dir: &Path) -> anyhow::Result<FlowR
         let b = cfg.run.batch;
         let x1 = image_batch::<TrainBackend>(&data, &sample_indices(&mut rng, data.len(), b), false, &mut rng, &device);
         let x0 = tensor(normal(&mut rng, b * SIDE * SIDE), [b, 1, SIDE, SIDE], &device);
-        let times: Vec<f32> = (0..b).map(|_| rng.random()).collect();
-        let t = tensor::<TrainBackend, 1>(times, [b], &device);
-        let tb = t.clone().reshape([b, 1, 1, 1]);
-        let xt = x1.clone() * tb.clone() + x0.clone() * (tb.neg() + 1.0);
-        let v = model.forward(xt, t);
-        (v - (x1 - x0)).powi_scalar(2).mean()
+        flow_matching_loss(model, x0, x1, &mut rng, &device)
     })?;
     let model = outcome.model.valid();
     std::fs::create_dir_all(out_dir)?;

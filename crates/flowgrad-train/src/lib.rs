@@ -8,6 +8,8 @@
 //!     // flow.safetensors, flow.config.json, samples.png, flow.report.json
 //! pub fn train_classifier(cfg: &ClassifierTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport>
 //!     // classifier.safetensors, classifier.config.json, classifier.report.json
+//! pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<ReflowReport>
+//!     // flow-reflow.safetensors, flow-reflow.config.json, samples-reflow.png, flow-reflow.report.json
 //! pub fn train_judge(cfg: &JudgeTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport>
 //!     // judge.safetensors, judge.config.json, judge.report.json
 //! pub fn write_model_card(out_dir: &Path, command: &str, total_wall_s: Option<f64>) -> anyhow::Result<PathBuf>
@@ -17,7 +19,7 @@
 //! Every config is serde with defaults (`FlowTrainConfig::default()` etc.); the shared loop
 //! settings live in `cfg.run` ([`LoopConfig`]: `steps`, `batch`, `lr`, `warmup`, `seed`,
 //! `checkpoint_every`, `resume`, `data_dir`). With `cfg.run.resume = true` a run continues from
-//! `out_dir/checkpoints/{flow,classifier,judge}/` (model, Adam state, step, seed); batches, noise
+//! `out_dir/checkpoints/{flow,reflow,classifier,judge}/` (model, Adam state, step, seed); batches, noise
 //! and times of step k depend only on (seed, k), so a resumed run matches an uninterrupted one.
 //! Training runs on `Autodiff<Flex>` (CPU).
 
@@ -26,6 +28,7 @@ pub mod classify;
 pub mod data;
 pub mod eval;
 pub mod flow;
+pub mod reflow;
 pub mod trainer;
 
 use std::path::Path;
@@ -33,9 +36,10 @@ use std::path::Path;
 use anyhow::Context;
 use burn::backend::{Autodiff, Flex};
 
-pub use card::write_model_card;
+pub use card::{update_model_card, write_model_card};
 pub use classify::{ClassifierReport, ClassifierTrainConfig, JudgeTrainConfig, SupervisedConfig, train_classifier, train_judge};
 pub use flow::{FlowReport, FlowTrainConfig, train_flow};
+pub use reflow::{ReflowReport, ReflowTrainConfig, train_reflow};
 pub use trainer::LoopConfig;
 
 /// The backend models are trained on.

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use flowgrad::VelocityField;
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
-use flowgrad_models::{ImageClassifier, load_classifier, load_flow, load_judge, weights_digest};
+use flowgrad_models::{ImageClassifier, load_classifier, load_flow, load_judge, load_reflow, weights_digest};
+use flowgrad_train::ReflowReport;
+use flowgrad_train::reflow::{comparison_noise, straightness_stats};
 use flowgrad_train::classify::SUBSET;
 use flowgrad_train::data::{normal, step_rng, tensor};
 use flowgrad_train::eval::accuracy;
@@ -59,4 +61,20 @@ fn shipped_flow_predicts_velocities() {
     let mse: f32 = (v - target.clone()).powi_scalar(2).mean().into_scalar();
     let zero: f32 = target.powi_scalar(2).mean().into_scalar();
     assert!(mse < 0.5 * zero, "flow MSE {mse} vs zero-prediction {zero}");
+}
+
+/// The reflowed flow keeps far fewer FlowGrad segments than its teacher on the report's own
+/// noise draws, and both figures are the documented ones.
+#[test]
+fn shipped_reflow_is_straighter_than_its_teacher_as_documented() {
+    let device = Default::default();
+    let text = std::fs::read_to_string(assets().join("flow-reflow.report.json")).expect("assets/flow-reflow.report.json");
+    let report: ReflowReport = serde_json::from_str(&text).unwrap();
+    let teacher = straightness_stats(&load_flow::<Flex>(&assets(), &device).unwrap(), comparison_noise(&report.config, &device));
+    let reflow = straightness_stats(&load_reflow::<Flex>(&assets(), &device).unwrap(), comparison_noise(&report.config, &device));
+    for (name, measured, documented) in [("teacher", teacher, report.teacher_straightness), ("reflow", reflow, report.straightness)] {
+        assert!((measured.mean_segments - documented.mean_segments).abs() <= 0.25, "{name}: {measured:?} vs documented {documented:?}");
+        assert!((measured.mean_total_s - documented.mean_total_s).abs() <= 0.02 * documented.mean_total_s, "{name}: {measured:?} vs documented {documented:?}");
+    }
+    assert!(reflow.mean_segments <= 0.6 * teacher.mean_segments, "reflow {reflow:?}, teacher {teacher:?}");
 }

@@ -64,6 +64,7 @@ struct Progress {
     iterations_run: usize,
     vjps: usize,
     edit_seconds: f64,
+    checkpoint_seconds: f64,
 }
 
 impl Worker {
@@ -182,7 +183,7 @@ impl Worker {
         let batch = inputs.len();
         let pixels: Vec<f32> = inputs.iter().flat_map(|(_, values, _)| values.iter().copied()).collect();
 
-        let mut progress = Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0 };
+        let mut progress = Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0, checkpoint_seconds: 0.0 };
         let mut state = match self.store.get(&checkpoint_key).await? {
             Some(bytes) => match ControlState::from_bytes(&bytes) {
                 Ok(state) => {
@@ -200,7 +201,7 @@ impl Worker {
         };
         self.event(task, TaskEventKind::Started { resumed_from: progress.resumed_from }).await;
         if progress.resumed_from.is_none() {
-            self.checkpoint(&checkpoint_key, &state).await?;
+            progress.checkpoint_seconds += self.checkpoint(&checkpoint_key, &state).await?;
         }
 
         // Each iteration's checkpoint is written while the next iteration computes (one write in
@@ -222,7 +223,7 @@ impl Worker {
             });
             let (stepped, saved) = tokio::join!(stepping, self.save(&checkpoint_key, unsaved.take()));
             let (record, returned) = stepped.map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?;
-            saved?;
+            progress.checkpoint_seconds += saved?;
             state = returned;
             let record = record.map_err(permanent)?;
             let seconds = clock.elapsed().as_secs_f64();
@@ -233,7 +234,7 @@ impl Worker {
             unsaved = Some(state.clone());
             self.event(task, TaskEventKind::Iteration { completed: state.iteration, objective: record.objective }).await;
         }
-        self.save(&checkpoint_key, unsaved.take()).await?;
+        progress.checkpoint_seconds += self.save(&checkpoint_key, unsaved.take()).await?;
 
         let clock = Instant::now();
         let finish_session = session.clone();
@@ -266,6 +267,7 @@ impl Worker {
             rejected_inputs: rejected,
             objective_history: state.history.iter().map(|r| r.objective).collect(),
             edit_seconds: progress.edit_seconds,
+            checkpoint_seconds: progress.checkpoint_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
         };
         self.record_success(&result).await?;
@@ -385,21 +387,23 @@ impl Worker {
         Ok(state)
     }
 
-    /// Writes `state`'s checkpoint when there is one to write.
-    async fn save(&self, key: &str, state: Option<ControlState>) -> Result<(), TaskError> {
+    /// Writes `state`'s checkpoint when there is one to write; returns the seconds it took.
+    async fn save(&self, key: &str, state: Option<ControlState>) -> Result<f64, TaskError> {
         match state {
             Some(state) => self.checkpoint(key, &state).await,
-            None => Ok(()),
+            None => Ok(0.0),
         }
     }
 
-    async fn checkpoint(&self, key: &str, state: &ControlState) -> Result<(), TaskError> {
+    /// Writes `state`'s checkpoint; returns the seconds it took.
+    async fn checkpoint(&self, key: &str, state: &ControlState) -> Result<f64, TaskError> {
         let clock = Instant::now();
         let bytes = state.to_bytes().map_err(permanent)?;
         self.metrics.checkpoint_bytes.set(bytes.len() as i64);
         self.store.put(key, Bytes::from(bytes)).await?;
-        self.metrics.checkpoint_seconds.observe(clock.elapsed().as_secs_f64());
-        Ok(())
+        let seconds = clock.elapsed().as_secs_f64();
+        self.metrics.checkpoint_seconds.observe(seconds);
+        Ok(seconds)
     }
 
     /// [`Worker::load_inputs`], failing the task when no input is usable.

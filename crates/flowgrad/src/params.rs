@@ -32,6 +32,24 @@ pub enum ControlSharing {
     Shared,
 }
 
+/// How a segment's gradient is assigned to the Euler steps it merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentGradient {
+    /// One value for all its steps (the paper's re-assignment, what the original code does).
+    #[default]
+    Copy,
+    /// The costate interpolated linearly between the segment's two ends: the same VJPs, closer
+    /// to the exact gradient where a long segment's costate changes along it.
+    Interpolate,
+}
+
+impl SegmentGradient {
+    fn is_copy(&self) -> bool {
+        *self == SegmentGradient::Copy
+    }
+}
+
 /// Which controls an edit returns at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +89,10 @@ pub struct EditParams {
     pub encode_solver: Solver,
     /// Steps of the encoder; `None` uses N (needed for `inverse_euler` to invert the decoder exactly).
     pub encode_steps: Option<usize>,
+    /// Gradient of the steps inside a segment (left out of the serialised form when `Copy`, so
+    /// fingerprints of existing checkpoints stay valid).
+    #[serde(skip_serializing_if = "SegmentGradient::is_copy")]
+    pub segment_gradient: SegmentGradient,
 }
 
 impl Default for EditParams {
@@ -88,6 +110,7 @@ impl Default for EditParams {
             time_eps: 1e-3,
             encode_solver: Solver::InverseEuler { iterations: 4 },
             encode_steps: None,
+            segment_gradient: SegmentGradient::Copy,
         }
     }
 }

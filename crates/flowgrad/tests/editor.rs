@@ -5,7 +5,7 @@ mod common;
 
 use common::{Affine, B, noise, tensor};
 use flowgrad::{
-    ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, Selection,
+    ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, SegmentGradient, Selection,
     Solver, TimeGrid, round_trip,
 };
 
@@ -167,4 +167,23 @@ fn bad_inputs_are_rejected() {
     state.controls.shape[0] = 3;
     state.controls.values.truncate(3 * 24);
     assert!(matches!(editor.step(&mut state), Err(FlowGradError::ShapeMismatch { what: "controls", .. })));
+}
+
+/// Interpolated segment gradients: the objective still decreases, the first update differs from
+/// the copied one where the grid merges steps, and the choice is part of the fingerprint only
+/// when it is not the default (older checkpoints keep theirs).
+#[test]
+fn interpolated_segment_gradients_edit_and_are_fingerprinted() {
+    let interpolating = EditParams { segment_gradient: SegmentGradient::Interpolate, ..params() };
+    assert!(!serde_json::to_string(&params()).unwrap().contains("segment_gradient"));
+    assert!(serde_json::to_string(&interpolating).unwrap().contains("\"segment_gradient\":\"interpolate\""));
+    let (copying, interpolating) = (editor(params()), editor(interpolating));
+    let (mut copied, mut interpolated) = (copying.start(image(), 1, 2).unwrap(), interpolating.start(image(), 1, 2).unwrap());
+    assert_ne!(copied.fingerprint, interpolated.fingerprint);
+    let record = copying.step(&mut copied).unwrap();
+    interpolating.step(&mut interpolated).unwrap();
+    assert!(record.segments < 12, "the grid must merge steps: {} segments", record.segments);
+    assert_ne!(bits(&copied.controls.values), bits(&interpolated.controls.values));
+    let outcome = interpolating.run(&mut interpolated, |_, _| {}).unwrap();
+    assert!(outcome.objective < 0.9 * interpolated.history[0].objective, "{:?}", interpolated.history);
 }

@@ -113,7 +113,7 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let vjps = match method {
         Method::Decomposed => {
             let trajectory = simulate_untracked(&model, x0, Some(&controls), &time, mode);
-            let gradient = super::iteration::flowgrad_gradient(&model, &trajectory, &controls, &time, &guidance, 0.0, mode);
+            let (gradient, _) = super::iteration::flowgrad_gradient(&model, &trajectory, &controls, &time, &guidance, 0.0, mode);
             let _ = to_vec(gradient.per_step[0].clone());
             gradient.vjps
         }

@@ -288,7 +288,7 @@ impl ModelRegistry {
     /// Names this registry can load.
     pub fn available(&self) -> Vec<&'static str> {
         let mut names = vec![BUNDLED_MODEL];
-        if self.assets.join("flow-reflow.safetensors").exists() {
+        if self.assets.join(format!("{}.safetensors", flowgrad_models::REFLOW_STEM)).exists() {
             names.push(REFLOW_MODEL);
         }
         if self.catalog.ncsnpp.is_some() {

@@ -17,4 +17,4 @@ pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
 pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};
 pub use unet::{UNet, UNetConfig};
-pub use weights::{WeightsError, load, load_classifier, load_flow, load_judge, load_reflow, save, weights_digest};
+pub use weights::{REFLOW_STEM, WeightsError, load, load_classifier, load_flow, load_judge, load_reflow, save, weights_digest};

@@ -130,9 +130,12 @@ pub fn load_flow<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet<B>, 
     load_bundled(dir, "flow", |c: &UNetConfig| c.init(device))
 }
 
+/// File stem of the reflowed (2-rectified) flow: `flow-reflow.safetensors`, `.config.json`.
+pub const REFLOW_STEM: &str = "flow-reflow";
+
 /// The reflowed (2-rectified) velocity field `flow-reflow.safetensors` in `dir`.
 pub fn load_reflow<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet<B>, WeightsError> {
-    load_bundled(dir, "flow-reflow", |c: &UNetConfig| c.init(device))
+    load_bundled(dir, REFLOW_STEM, |c: &UNetConfig| c.init(device))
 }
 
 /// The trained guidance classifier `classifier.safetensors` in `dir`.

@@ -24,7 +24,7 @@ use crate::trainer::{LoopConfig, run};
 use crate::{EvalBackend, TrainBackend, write_json};
 
 /// Base name of the reflowed model's files (`flow-reflow.safetensors`, `.config.json`, …).
-pub const REFLOW_NAME: &str = "flow-reflow";
+pub const REFLOW_NAME: &str = flowgrad_models::REFLOW_STEM;
 
 /// Configuration of [`train_reflow`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,7 +245,7 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
     let weights = out_dir.join(format!("{REFLOW_NAME}.safetensors"));
     save(&model, &weights)?;
     let teacher_config = UNetConfig::load(cfg.teacher_dir.join("flow.config.json")).context("reading the teacher's flow.config.json")?;
-    teacher_config.save(out_dir.join(format!("{REFLOW_NAME}.config.json"))).context("writing flow-reflow.config.json")?;
+    teacher_config.save(out_dir.join(format!("{REFLOW_NAME}.config.json"))).with_context(|| format!("writing {REFLOW_NAME}.config.json"))?;
 
     let test = FashionMnist::load(&cfg.run.data_dir, Split::Test)?;
     let first: Vec<usize> = (0..cfg.eval_images.min(test.len())).collect();

@@ -20,7 +20,7 @@ use flowgrad::{ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mo
 use flowgrad_engine::ModelRegistry;
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
-use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge};
+use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge, load_reflow};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
@@ -77,6 +77,9 @@ pub struct EvalArgs {
     /// Folder with the bundled model weights.
     #[arg(long, default_value_os_t = ModelRegistry::bundled_assets())]
     pub assets: PathBuf,
+    /// Evaluate the reflowed flow (`flow-reflow.safetensors`) instead of the 1-rectified one.
+    #[arg(long)]
+    pub reflow: bool,
     /// TrueType font for the plots' text (default: the first common system font found).
     #[arg(long)]
     pub font: Option<PathBuf>,
@@ -178,6 +181,8 @@ struct Settings {
     sweep_images: usize,
     sweep_class: String,
     seed: u64,
+    /// The flow evaluated: `flow` (1-rectified) or `flow-reflow`.
+    flow: &'static str,
     backend: &'static str,
 }
 
@@ -218,7 +223,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let device = backend::device();
     // Frozen weights: VJPs then skip the (useless, costly) parameter gradients.
     let models = Models {
-        flow: load_flow(&args.assets, &device)?.no_grad(),
+        flow: if args.reflow { load_reflow(&args.assets, &device)? } else { load_flow(&args.assets, &device)? }.no_grad(),
         classifier: load_classifier(&args.assets, &device)?.no_grad(),
         judge: load_judge(&args.assets, &device)?.no_grad(),
     };
@@ -253,6 +258,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             sweep_images: sweep_set.len(),
             sweep_class: CLASS_NAMES[sweep_class].to_string(),
             seed: args.seed,
+            flow: if args.reflow { flowgrad_models::REFLOW_STEM } else { "flow" },
             backend: backend::name(),
         },
         methods,

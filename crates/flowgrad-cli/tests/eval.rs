@@ -76,6 +76,7 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     }
     let steps: Vec<u64> = report["steps_sweep"].as_array().unwrap().iter().map(|r| r["steps"].as_u64().unwrap()).collect();
     assert_eq!(steps, [4, 6]);
+    assert_eq!(report["settings"]["flow"], "flow");
     let curve = &report["straightness"];
     assert_eq!(curve["mean_s"].as_array().unwrap().len(), 6);
     assert_eq!(curve["trajectories"], 4);
@@ -85,6 +86,23 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     for plot in ["straightness.png", "xi_sweep.png", "steps_sweep.png"] {
         assert_eq!(png_size(&std::fs::read(out.path().join(plot)).unwrap()), (800, 500), "{plot}");
     }
+}
+
+/// `--reflow` evaluates the reflowed flow: it is named in the settings and its trajectories'
+/// straightness differs from the 1-rectified flow's on the same images.
+#[test]
+fn reflow_eval_uses_the_reflowed_flow() {
+    let curve = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let args = ["eval", "--images", "2", "--classes", "coat", "--steps", "4", "--iterations", "1", "--batch", "2", "--sweep-images", "1", "--sweep-steps", "4", "--output"];
+        let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out.path()).args(extra).output().unwrap();
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let report: Value = serde_json::from_slice(&std::fs::read(out.path().join("eval.json")).unwrap()).unwrap();
+        (report["settings"]["flow"].as_str().unwrap().to_string(), report["straightness"]["mean_s"].clone())
+    };
+    let (bundled, reflowed) = (curve(&[]), curve(&["--reflow"]));
+    assert_eq!((bundled.0.as_str(), reflowed.0.as_str()), ("flow", "flow-reflow"));
+    assert_ne!(bundled.1, reflowed.1, "same straightness: the same model was evaluated");
 }
 
 #[test]

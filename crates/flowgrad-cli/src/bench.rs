@@ -178,6 +178,20 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// Median of `repeats` timed runs of `f` after one warm-up, in seconds.
+fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 /// Runs `f` (which returns its forward and gradient times) `repeats` times; keeps the run with
 /// the median total time.
 fn median_run(repeats: usize, name: &str, mut f: impl FnMut() -> Row) -> Row {

@@ -222,8 +222,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
     let device = backend::device();
     // Frozen weights: VJPs then skip the (useless, costly) parameter gradients.
+    let (flow, flow_name) = match args.reflow {
+        true => (load_reflow(&args.assets, &device)?, flowgrad_models::REFLOW_STEM),
+        false => (load_flow(&args.assets, &device)?, "flow"),
+    };
     let models = Models {
-        flow: if args.reflow { load_reflow(&args.assets, &device)? } else { load_flow(&args.assets, &device)? }.no_grad(),
+        flow: flow.no_grad(),
         classifier: load_classifier(&args.assets, &device)?.no_grad(),
         judge: load_judge(&args.assets, &device)?.no_grad(),
     };
@@ -258,7 +262,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             sweep_images: sweep_set.len(),
             sweep_class: CLASS_NAMES[sweep_class].to_string(),
             seed: args.seed,
-            flow: if args.reflow { flowgrad_models::REFLOW_STEM } else { "flow" },
+            flow: flow_name,
             backend: backend::name(),
         },
         methods,

@@ -3,7 +3,6 @@
 //! cost does not depend on them), relative to one forward of a random NCSN++ CelebA-HQ 256².
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
@@ -11,20 +10,6 @@ use flowgrad::{Guidance, GuidanceContext, VelocityField};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::clip::{AugmentConfig, ClipConfig, ClipGuidance, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
-
-/// Median of `repeats` timed runs of `f` after one warm-up, in seconds.
-fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
 
 /// Times the CLIP loss with `copies` augmentations of one `size`² image and one NCSN++ forward.
 pub fn run(copies: usize, size: usize, repeats: usize) -> anyhow::Result<ExitCode> {
@@ -34,7 +19,7 @@ pub fn run(copies: usize, size: usize, repeats: usize) -> anyhow::Result<ExitCod
     Backend::seed(&device, 0);
     let x = Tensor::<Backend, 4>::random([1, 3, size, size], Distribution::Uniform(-1.0, 1.0), &device);
     let mut iteration = 0;
-    let clip = median_seconds(repeats, || {
+    let clip = super::median_seconds(repeats, || {
         let leaf = x.clone().require_grad();
         let ctx = GuidanceContext { iteration, seed: iteration as u64 };
         iteration += 1;
@@ -46,7 +31,7 @@ pub fn run(copies: usize, size: usize, repeats: usize) -> anyhow::Result<ExitCod
     let ncsnpp = Ncsnpp::<Backend>::random(&config, 0, &device)?;
     let z = Tensor::<Backend, 4>::random([1, config.channels, config.image_size, config.image_size], Distribution::Normal(0.0, 1.0), &device);
     let t = Tensor::<Backend, 1>::full([1], 0.5, &device);
-    let forward = median_seconds(repeats, || {
+    let forward = super::median_seconds(repeats, || {
         let _ = to_vec(ncsnpp.velocity(z.clone(), t.clone()));
     });
 

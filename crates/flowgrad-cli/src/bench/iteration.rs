@@ -168,26 +168,20 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     );
     // what the per-step release of burn-autodiff's bookkeeping (flat memory in N) costs
     let simulation = |release: bool| {
-        let clock = Instant::now();
         let trajectory = match release {
             true => simulate_untracked(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference),
             false => simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference),
         };
         let _ = to_vec(trajectory.last());
-        clock.elapsed()
     };
-    let median_simulation = |release: bool| {
-        let mut times: Vec<Duration> = (0..args.repeats).map(|_| simulation(release)).collect();
-        times.sort();
-        times[times.len() / 2]
-    };
-    let (kept, released) = (median_simulation(false), median_simulation(true));
+    let kept = super::median_seconds(args.repeats, || simulation(false));
+    let released = super::median_seconds(args.repeats, || simulation(true));
     println!(
         "simulation alone, median of {}: {:.1} ms releasing autodiff entries after every step (simulate_untracked), {:.1} ms keeping them (simulate): ratio {:.3}",
         args.repeats,
-        released.as_secs_f64() * 1e3,
-        kept.as_secs_f64() * 1e3,
-        released.as_secs_f64() / kept.as_secs_f64()
+        released * 1e3,
+        kept * 1e3,
+        released / kept
     );
     println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
     Ok(ExitCode::SUCCESS)

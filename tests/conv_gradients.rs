@@ -3,7 +3,7 @@
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, decomposed_backprop, full_backprop, simulate};
+use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, full_backprop, simulate};
 use flowgrad_models::{ConvField, ConvFieldConfig};
 use flowgrad_tests::{B, relative_l2};
 
@@ -22,7 +22,7 @@ fn decomposed(field: &ConvField<B>, x0: Tensor<B, 4>, controls: &[Tensor<B, 4>],
     let x1 = trajectory.last().require_grad();
     let grads = guidance.loss(x1.clone(), &CTX).sum().backward();
     let grad_x1 = Tensor::from_inner(x1.grad(&grads).unwrap());
-    let g = decomposed_backprop(field, &trajectory, Some(controls), &Grid::uniform(time.steps), time, grad_x1, mode);
+    let g = decomposed_backprop(field, &trajectory, Some(controls), &Grid::uniform(time.steps), time, grad_x1, mode, SegmentAnchor::Start);
     g.per_step.into_iter().flat_map(|t| to_vec(t)).collect()
 }
 

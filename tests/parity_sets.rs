@@ -6,7 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, decomposed_backprop, simulate, straightness};
+use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, simulate, straightness};
 use flowgrad_models::ConvFieldConfig;
 use flowgrad_parity::{Outcome, check_flowgrad};
 use flowgrad_tests::{B, fixtures_dir};
@@ -76,7 +76,7 @@ fn write_synthetic_set(dir: &Path, n: usize, xi: f32) {
     let loss = guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }).sum();
     let loss_value = to_vec(loss.clone());
     let lam_n = Tensor::from_inner(x1.grad(&loss.backward()).unwrap());
-    let gradient = decomposed_backprop(&field, &trajectory, Some(&controls), &grid, &time, lam_n.clone(), Mode::Reference);
+    let gradient = decomposed_backprop(&field, &trajectory, Some(&controls), &grid, &time, lam_n.clone(), Mode::Reference, SegmentAnchor::Start);
     let flat = |ts: &[Tensor<B, 4>]| -> Vec<f32> { ts.iter().flat_map(|t| to_vec(t.clone())).collect() };
     let grad_u = flat(&gradient.per_step);
     let u_init = flat(&controls);

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, record_simulation, simulate_untracked};
+use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_untracked};
 use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_engine::backend::{self, Backend};
@@ -49,6 +49,19 @@ pub enum Suite {
         /// The controls u_k on the measured trajectory.
         #[arg(long, value_enum, default_value_t = BenchControls::Zero)]
         controls: BenchControls,
+        /// Simulation and grid convention: `reference` (the original code's) or `paper`.
+        #[arg(long, value_parser = crate::serde_enum::<Mode>, default_value = "reference")]
+        mode: Mode,
+        /// The FlowGrad variant of the summary line: how a segment's gradient reaches its
+        /// steps (`copy` or `interpolate`, as `params.segment_gradient`)…
+        #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>, default_value = "copy")]
+        segment_gradient: SegmentGradient,
+        /// …and where its VJP is evaluated (`start` or `middle`, as `params.segment_anchor`).
+        #[arg(long, value_parser = crate::serde_enum::<SegmentAnchor>, default_value = "start")]
+        segment_anchor: SegmentAnchor,
+        /// Timed runs per row; the median is kept (default 3; 1 with --quick).
+        #[arg(long)]
+        repeats: Option<usize>,
     },
     /// NCSN++ cost: forward and forward + VJP time of a random CelebA-HQ 256² model (or
     /// `--config`) at batch 1, and peak memory of decomposed vs full back-prop at each `--steps`
@@ -121,6 +134,17 @@ pub enum BenchControls {
     Noise,
 }
 
+/// Settings of one `bench table1` run besides the velocity field.
+struct Table1Settings<'a> {
+    repeats: usize,
+    steps: usize,
+    xis: &'a [f32],
+    controls: BenchControls,
+    mode: Mode,
+    /// The variant the `table1:` summary line reports.
+    summary: (SegmentGradient, SegmentAnchor),
+}
+
 /// Runs a suite.
 pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
     match suite {
@@ -128,28 +152,36 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Iteration(args) => iteration::run(args),
-        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls } => {
+        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls, mode, segment_gradient, segment_anchor, repeats } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
+            let settings = Table1Settings {
+                repeats: repeats.unwrap_or(if *quick { 1 } else { 3 }),
+                steps,
+                xis: xi,
+                controls: *controls,
+                mode: *mode,
+                summary: (*segment_gradient, *segment_anchor),
+            };
             let device = backend::device();
             match model {
                 BenchModel::Bundled => {
                     let flow = flowgrad_models::load_flow::<Backend>(assets, &device)?.no_grad();
-                    table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], *quick, steps, xi, *controls)
+                    table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], &settings)
                 }
                 BenchModel::Reflow => {
                     let flow = flowgrad_models::load_reflow::<Backend>(assets, &device)?.no_grad();
-                    table1(&flow, "bundled reflowed UNet (1x32x32)", [1, 1, 32, 32], *quick, steps, xi, *controls)
+                    table1(&flow, "bundled reflowed UNet (1x32x32)", [1, 1, 32, 32], &settings)
                 }
                 BenchModel::Conv => {
                     let field = ConvFieldConfig::new(3).with_hidden(*hidden).with_seed(7).init::<Backend>(&device);
-                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], *quick, steps, xi, *controls)
+                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], &settings)
                 }
                 BenchModel::Ncsnpp => {
                     let config = flowgrad_models::NcsnppConfig::from_json_file(&fixture.join("config.json"))?;
                     let field = flowgrad_models::load_ncsnpp::<Backend>(&fixture.join("weights.safetensors"), &config, flowgrad_models::WeightsChoice::Ema, &device)?;
                     let side = config.image_size;
                     let label = format!("NCSN++ nf={} ch_mult={:?} ({}x{side}x{side}) from {}", config.nf, config.ch_mult, config.channels, fixture.display());
-                    table1(&field, &label, [1, config.channels, side, side], *quick, steps, xi, *controls)
+                    table1(&field, &label, [1, config.channels, side, side], &settings)
                 }
             }
         }
@@ -202,11 +234,24 @@ fn median_run(repeats: usize, name: &str, mut f: impl FnMut() -> Row) -> Row {
     row
 }
 
-fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], quick: bool, steps: usize, xis: &[f32], kind: BenchControls) -> anyhow::Result<ExitCode> {
+/// The FlowGrad variants every ξ gets a row for: row label, how a segment's gradient reaches its
+/// steps, where its VJP is evaluated. The first is the paper's (and the edit default).
+const VARIANTS: [(&str, SegmentGradient, SegmentAnchor); 4] = [
+    ("copied", SegmentGradient::Copy, SegmentAnchor::Start),
+    ("interpolated", SegmentGradient::Interpolate, SegmentAnchor::Start),
+    ("middle anchor", SegmentGradient::Copy, SegmentAnchor::Middle),
+    ("middle + interp.", SegmentGradient::Interpolate, SegmentAnchor::Middle),
+];
+
+/// Timed gradients per simulated trajectory in the merged-grid rows (their median is kept).
+const FAST_GRADIENT_SAMPLES: usize = 5;
+
+fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], settings: &Table1Settings) -> anyhow::Result<ExitCode> {
+    let Table1Settings { repeats, steps, xis, controls: kind, mode, summary } = *settings;
     anyhow::ensure!(!xis.is_empty() && xis.iter().all(|x| x.is_finite() && *x > 0.0), "--xi needs positive thresholds");
+    anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
     let device = backend::device();
     Backend::seed(&device, 7);
-    let repeats = if quick { 1 } else { 3 };
     let x0 = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let target = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let controls: Vec<Tensor<Backend, 4>> = match kind {
@@ -216,7 +261,6 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     let guidance = MseToTarget::new(target);
     let ctx = GuidanceContext { iteration: 0, seed: 0 };
     let time = TimeGrid::new(steps, 1e-3);
-    let mode = Mode::Reference;
     let flat = |g: Vec<Tensor<Backend, 4>>| -> Vec<f32> { g.into_iter().flat_map(|t| to_vec(t)).collect() };
 
     let mut rows = vec![median_run(repeats, "full back-prop", || {
@@ -228,25 +272,43 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
         let gradient = flat(full.per_step);
         Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: steps, gradient }
     })];
-    // (name, ξ, costates interpolated inside segments); rows[2] is FlowGrad at the first ξ as
-    // the original assigns it, rows[3] the same grid with interpolated costates
-    let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, false))
-        .chain(xis.iter().flat_map(|xi| [(format!("FlowGrad xi={xi}"), *xi, false), (format!("  interpolated"), *xi, true)]));
-    for (name, xi, interpolate) in methods {
+    // (row name, ξ, variant); ξ = 0 is the uniform grid, where every variant is exact
+    let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, VARIANTS[0]))
+        .chain(xis.iter().flat_map(|xi| VARIANTS.iter().enumerate().map(move |(i, variant)| (if i == 0 { format!("FlowGrad xi={xi}") } else { format!("  {}", variant.0) }, *xi, *variant))));
+    let mut variants_at_first_xi = Vec::new();
+    for (name, xi, (variant_name, assignment, anchor)) in methods {
         rows.push(median_run(repeats, &name, || {
             let clock = Instant::now();
             let trajectory = simulate_untracked(field, x0.clone(), Some(&controls), &time, mode);
             let forward = clock.elapsed();
-            let clock = Instant::now();
-            let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode);
-            let per_step = if interpolate { result.interpolated(&grid, &time, mode) } else { result.per_step };
-            let gradient = flat(per_step);
-            Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: result.vjps, gradient }
+            // a merged grid's gradient takes a fraction of the simulation: time it several times
+            // on this trajectory so that its median is as steady as the longer rows'
+            let samples = if xi > 0.0 { FAST_GRADIENT_SAMPLES } else { 1 };
+            let mut times = Vec::with_capacity(samples);
+            let mut measured = None;
+            for _ in 0..samples {
+                let clock = Instant::now();
+                let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode, anchor);
+                let per_step = match assignment {
+                    SegmentGradient::Copy => result.per_step,
+                    SegmentGradient::Interpolate => result.interpolated(&grid, &time, mode),
+                };
+                let gradient = flat(per_step);
+                times.push(clock.elapsed());
+                measured = Some((gradient, result.vjps));
+            }
+            times.sort();
+            let (gradient, vjps) = measured.expect("at least one sample");
+            Row { name: String::new(), forward, gradient_time: times[times.len() / 2], vjps, gradient }
         }));
+        if xi == xis[0] {
+            variants_at_first_xi.push((variant_name, (assignment, anchor), rows.len() - 1));
+        }
     }
 
-    println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, backend {}, median of {repeats}", backend::name());
+    println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)", backend::name());
     println!("gradient = time after the forward simulation (the paper's convention); total = simulation + gradient");
+    println!("rows under each xi: the same grid and VJPs; costates copied (the paper's) or interpolated inside segments, VJP at the segment's start (the paper's) or middle step");
     println!("{:<20} {:>9} {:>13} {:>6} {:>10} {:>10} {:>10} {:>12}", "method", "sim (ms)", "gradient (ms)", "VJPs", "VJPs/full", "grad/full", "total/full", "cos to exact");
     let exact = rows[1].gradient.clone();
     let full = (rows[0].gradient_time.as_secs_f64(), rows[0].total().as_secs_f64());
@@ -263,10 +325,12 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             cosine(&row.gradient, &exact)
         );
     }
-    let (fast, interpolated) = (&rows[2], &rows[3]);
-    println!("with the simulation: total_time_ratio={:.2}", full.1 / fast.total().as_secs_f64());
-    let summary = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", rows[0].vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, &exact));
-    println!("interpolated costates: {}", summary(interpolated));
-    println!("table1: {}", summary(fast));
+    let ratios = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", rows[0].vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, &exact));
+    for (variant_name, _, index) in &variants_at_first_xi {
+        println!("xi={} {variant_name}: {}", xis[0], ratios(&rows[*index]));
+    }
+    let (_, _, fast) = variants_at_first_xi.iter().find(|(_, variant, _)| *variant == summary).expect("every variant has a row");
+    println!("with the simulation: total_time_ratio={:.2}", full.1 / rows[*fast].total().as_secs_f64());
+    println!("table1: {}", ratios(&rows[*fast]));
     Ok(ExitCode::SUCCESS)
 }

@@ -109,6 +109,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses a value by its serialised (job parameter) name, e.g. `paper` or `interpolate`.
+fn serde_enum<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|e| e.to_string())
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use flowgrad::EditParams;
+use flowgrad::{EditParams, SegmentAnchor, SegmentGradient};
 use flowgrad_coordinator::settings::CoordinatorSettings;
 use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
 use flowgrad_engine::{BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
@@ -72,6 +72,14 @@ pub struct RunArgs {
     /// Guidance weight η (1 − η weighs faithfulness).
     #[arg(long, default_value_t = 0.7)]
     pub eta: f32,
+    /// How a merged segment's gradient reaches its steps: `copy` (the paper's) or `interpolate`
+    /// (`params.segment_gradient`).
+    #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>, default_value = "copy")]
+    pub segment_gradient: SegmentGradient,
+    /// The step a merged segment's VJP is evaluated at: `start` (the paper's) or `middle`
+    /// (`params.segment_anchor`).
+    #[arg(long, value_parser = crate::serde_enum::<SegmentAnchor>, default_value = "start")]
+    pub segment_anchor: SegmentAnchor,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -153,7 +161,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--model {NCSNPP_MODEL} needs --checkpoint <RectifiedFlow .pth or safetensors>");
     }
     registry.validate(&args.model, &guidance)?;
-    let params = EditParams { steps: args.steps, iterations: args.iterations, step_size: args.step_size, xi: args.xi, eta: args.eta, ..EditParams::default() };
+    let params = EditParams {
+        steps: args.steps,
+        iterations: args.iterations,
+        step_size: args.step_size,
+        xi: args.xi,
+        eta: args.eta,
+        segment_gradient: args.segment_gradient,
+        segment_anchor: args.segment_anchor,
+        ..EditParams::default()
+    };
     params.validate()?;
     if args.workers == 0 {
         bail!("--workers must be at least 1");

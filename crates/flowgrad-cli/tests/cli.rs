@@ -67,3 +67,21 @@ fn table1_benchmark_runs_and_prints_its_summary() {
         assert!(cosine > 0.9, "{summary}");
     }
 }
+
+/// The summary line reports the variant the flags choose, in the mode they choose; every variant
+/// has its own line, and an unknown name is refused.
+#[test]
+fn table1_summarises_the_chosen_variant() {
+    let out = flowgrad(&["bench", "table1", "--quick", "--steps", "8", "--model", "reflow", "--mode", "paper", "--segment-anchor", "middle", "--segment-gradient", "interpolate", "--xi", "1e-3"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("mode Paper"), "{text}");
+    let line = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line in {text}")).split_once(": ").unwrap().1.to_string();
+    for variant in ["copied", "interpolated", "middle anchor"] {
+        line(&format!("xi=0.001 {variant}: vjp_ratio="));
+    }
+    assert_eq!(line("table1: "), line("xi=0.001 middle + interp.: "), "{text}");
+    let refused = flowgrad(&["bench", "table1", "--quick", "--segment-anchor", "end"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("expected `start` or `middle`"));
+}

@@ -9,7 +9,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
-    EditParams, Editor, Grid, Guidance, GuidanceContext, HostTensor, Mode, MseToTarget, Selection, TimeGrid, decomposed_backprop, full_backprop, simulate,
+    EditParams, Editor, Grid, Guidance, GuidanceContext, HostTensor, Mode, MseToTarget, SegmentAnchor, Selection, TimeGrid, decomposed_backprop, full_backprop, simulate,
     straightness,
 };
 use flowgrad_models::ncsnpp::Ncsnpp;
@@ -66,7 +66,7 @@ pub(crate) fn check_with_model(report: &mut ParityReport, model: &Ncsnpp<B>, r: 
             report.measure("straightness (model)", "relative", relative_error(&s.s, &data.f32("straightness")?.1), 1e-3);
         }
         report.exact(format!("iteration {it} segments (model)"), grid == *expected_grid, format!("ours {grid:?}, original {expected_grid:?}"));
-        let gradient = decomposed_backprop(model, &trajectory, Some(&controls), &grid, &r.time, grad_x1, mode);
+        let gradient = decomposed_backprop(model, &trajectory, Some(&controls), &grid, &r.time, grad_x1, mode, SegmentAnchor::Start);
         let name = if it == 0 { "lam_seg".to_string() } else { format!("iter{it}_lam_seg") };
         if data.contains(&name) && grid == *expected_grid {
             let error = chunked_scaled_error(&flat(&gradient.segment_costates), &data.f32(&name)?.1, per);

@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
 use crate::field::VelocityField;
-use crate::params::Mode;
+use crate::params::{Mode, SegmentAnchor};
 use crate::straightness::Grid;
 use crate::trajectory::{TimeGrid, Trajectory, model_input, simulate};
 
@@ -64,6 +64,7 @@ pub fn velocity_vjp<B: AutodiffBackend, F: VelocityField<B>>(
 
 /// Decomposed back-propagation (Eq. 13): walks the segments of `grid` backwards with one VJP each,
 /// starting from `grad_x1` = ∂L/∂x_N, and re-assigns each segment's gradient to all its steps.
+/// Each VJP is evaluated at the state (and time) of the segment's `anchor` step.
 ///
 /// Exact (up to float rounding) when `grid` is uniform. `Paper` mode returns h·λ at the segment's
 /// end for each of its steps (∂x_{k+1}/∂u_k = h); `Reference` mode returns λ at the segment start
@@ -76,6 +77,7 @@ pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     time: &TimeGrid,
     grad_x1: Tensor<B, 4>,
     mode: Mode,
+    anchor: SegmentAnchor,
 ) -> DecomposedGradient<B> {
     let [batch, ..] = grad_x1.dims();
     let device = grad_x1.device();
@@ -85,9 +87,10 @@ pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     let end_costate = grad_x1.detach();
     let mut lambda = end_costate.clone();
     for (&start, &len) in grid.starts.iter().zip(&grid.lengths).rev() {
-        let u = controls.map(|c| &c[start]);
-        let z = model_input(mode, trajectory.states[start].clone(), u);
-        let jt_lambda = velocity_vjp(field, z, time.t_tensor(start, batch, &device), lambda.clone());
+        let at = anchor.step(start, len);
+        let u = controls.map(|c| &c[at]);
+        let z = model_input(mode, trajectory.states[at].clone(), u);
+        let jt_lambda = velocity_vjp(field, z, time.t_tensor(at, batch, &device), lambda.clone());
         let lambda_start = lambda.clone() + jt_lambda * (h * len as f32);
         let step_gradient = match mode {
             Mode::Paper => lambda * h,

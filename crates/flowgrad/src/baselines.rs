@@ -73,7 +73,7 @@ where
         let grads = weighted.sum().backward();
         let grad_x1 = Tensor::from_inner(x1.grad(&grads).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?);
         let grid = Grid::build(&straightness(&trajectory.velocities, params.mode).s, params.xi, params.mode);
-        let gradient = decomposed_backprop(editor.field(), &trajectory, None, &grid, &time, grad_x1, params.mode);
+        let gradient = decomposed_backprop(editor.field(), &trajectory, None, &grid, &time, grad_x1, params.mode, params.segment_anchor);
         vjps += gradient.vjps;
         let grad_x0 = gradient.segment_costates[0].clone();
         shift = (shift.clone() - (grad_x0 + shift * (2.0 * params.lambda)) * params.step_size).detach();

@@ -158,7 +158,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         } else {
             Grid::build(&s.s, self.params.xi, self.params.mode)
         };
-        let gradient = decomposed_backprop(&self.field, &trajectory, Some(&controls), &grid, &time, grad_x1, self.params.mode);
+        let gradient = decomposed_backprop(&self.field, &trajectory, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
 
         let record = self.record(iteration, &parts, &state.controls, grid.len())?;
         let previous = state.controls.clone();

@@ -22,7 +22,7 @@ pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
 pub use field::{Guidance, GuidanceContext, MseToTarget, VelocityField, mean_abs_diff};
-pub use params::{ControlSharing, EditParams, Mode, SegmentGradient, Selection};
+pub use params::{ControlSharing, EditParams, Mode, SegmentAnchor, SegmentGradient, Selection};
 pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
 pub use straightness::{Grid, Straightness, straightness, straightness_from_sums};
 pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate, simulate_untracked};

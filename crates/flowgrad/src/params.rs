@@ -50,6 +50,33 @@ impl SegmentGradient {
     }
 }
 
+/// The Euler step whose state a merged segment's one vector-Jacobian product is evaluated at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentAnchor {
+    /// Its first step: φ'_j of Eq. 13, as the paper and the original code do.
+    #[default]
+    Start,
+    /// Its middle step (the earlier of two): where ∂v/∂x drifts along the segment, the Jacobian
+    /// there is the steps' average to first order (exact when it changes linearly in t), while
+    /// the start's is off by half the drift: the same VJPs, a closer costate.
+    Middle,
+}
+
+impl SegmentAnchor {
+    fn is_start(&self) -> bool {
+        *self == SegmentAnchor::Start
+    }
+
+    /// The anchored step of the segment of `len` steps from `start`.
+    pub fn step(self, start: usize, len: usize) -> usize {
+        match self {
+            SegmentAnchor::Start => start,
+            SegmentAnchor::Middle => start + len.saturating_sub(1) / 2,
+        }
+    }
+}
+
 /// Which controls an edit returns at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -93,6 +120,10 @@ pub struct EditParams {
     /// fingerprints of existing checkpoints stay valid).
     #[serde(skip_serializing_if = "SegmentGradient::is_copy")]
     pub segment_gradient: SegmentGradient,
+    /// Step whose state each merged segment's VJP is evaluated at (left out of the serialised
+    /// form when `Start`, for the same reason).
+    #[serde(skip_serializing_if = "SegmentAnchor::is_start")]
+    pub segment_anchor: SegmentAnchor,
 }
 
 impl Default for EditParams {
@@ -111,6 +142,7 @@ impl Default for EditParams {
             encode_solver: Solver::InverseEuler { iterations: 4 },
             encode_steps: None,
             segment_gradient: SegmentGradient::Copy,
+            segment_anchor: SegmentAnchor::Start,
         }
     }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Affine, noise, rel_err, tensor};
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, decomposed_backprop, simulate, straightness};
+use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, simulate, straightness};
 
 const BATCH: usize = 2;
 const SHAPE: [usize; 4] = [BATCH, 3, 2, 2];
@@ -74,13 +74,13 @@ impl Problem {
 
     /// Decomposed gradient on the grid chosen by `xi` (None = uniform).
     fn decomposed(&self, mode: Mode, xi: Option<f32>) -> (Vec<f64>, usize) {
-        let (copied, _, vjps) = self.decomposed_both(mode, xi);
+        let (copied, _, vjps) = self.decomposed_both(mode, xi, SegmentAnchor::Start);
         (copied, vjps)
     }
 
     /// The decomposed gradient as the original assigns it (copied inside segments), with
-    /// interpolated costates, and the VJPs.
-    fn decomposed_both(&self, mode: Mode, xi: Option<f32>) -> (Vec<f64>, Vec<f64>, usize) {
+    /// interpolated costates, and the VJPs; each segment's VJP at its `anchor` step.
+    fn decomposed_both(&self, mode: Mode, xi: Option<f32>, anchor: SegmentAnchor) -> (Vec<f64>, Vec<f64>, usize) {
         let field = self.affine.field();
         let controls: Vec<_> = self.controls.iter().map(|u| tensor(u.clone(), SHAPE)).collect();
         let traj = simulate(&field, tensor(self.x0.clone(), SHAPE), Some(&controls), &self.time, mode);
@@ -92,7 +92,7 @@ impl Problem {
             None => Grid::uniform(N),
             Some(xi) => Grid::build(&straightness(&traj.velocities, mode).s, xi, mode),
         };
-        let g = decomposed_backprop(&field, &traj, Some(&controls), &grid, &self.time, grad_x1, mode);
+        let g = decomposed_backprop(&field, &traj, Some(&controls), &grid, &self.time, grad_x1, mode, anchor);
         assert_eq!(g.vjps, grid.len());
         let flat = |steps: Vec<burn::tensor::Tensor<common::B, 4>>| -> Vec<f64> { steps.into_iter().flat_map(|t| flowgrad::tensor_util::to_vec(t.inner())).map(f64::from).collect() };
         let interpolated = flat(g.interpolated(&grid, &self.time, mode));
@@ -146,13 +146,40 @@ fn interpolated_costates_are_closer_to_the_exact_gradient() {
     let problem = Problem::new();
     for mode in [Mode::Paper, Mode::Reference] {
         let exact = problem.exact_gradient(mode);
-        let (copied, interpolated, _) = problem.decomposed_both(mode, None);
+        let (copied, interpolated, _) = problem.decomposed_both(mode, None, SegmentAnchor::Start);
         assert_eq!(copied, interpolated, "{mode:?}: uniform grid");
         for xi in [10.0, 0.5, 0.1] {
-            let (copied, interpolated, vjps) = problem.decomposed_both(mode, Some(xi));
+            let (copied, interpolated, vjps) = problem.decomposed_both(mode, Some(xi), SegmentAnchor::Start);
             let (copy_err, interp_err) = (rel_err(&copied, &exact), rel_err(&interpolated, &exact));
             assert!(vjps < N, "{mode:?} ξ = {xi}: the grid must merge steps");
             assert!(interp_err < copy_err, "{mode:?} ξ = {xi} ({vjps} VJPs): interpolated {interp_err:e}, copied {copy_err:e}");
+        }
+    }
+}
+
+/// This field's Jacobian A₀ + t·A₁ drifts linearly along every segment, so a VJP at the middle
+/// step stands for the segment's Jacobians better than one at its start: closer to the exact
+/// gradient on every coarse grid, copied or interpolated, and identical on the uniform grid.
+#[test]
+fn middle_anchored_vjps_are_closer_to_the_exact_gradient() {
+    let problem = Problem::new();
+    assert_eq!(SegmentAnchor::Middle.step(10, 1), 10);
+    assert_eq!(SegmentAnchor::Middle.step(10, 4), 11);
+    assert_eq!(SegmentAnchor::Middle.step(10, 5), 12);
+    // thresholds that merge the 24 steps into 3–10 segments in each mode (Paper mode needs
+    // smaller ones: its grid leaves S_j of the segment start out of the running sum)
+    for (mode, xis) in [(Mode::Paper, [0.05, 0.02, 0.01]), (Mode::Reference, [0.5, 0.2, 0.1])] {
+        let exact = problem.exact_gradient(mode);
+        assert_eq!(problem.decomposed_both(mode, None, SegmentAnchor::Middle), problem.decomposed_both(mode, None, SegmentAnchor::Start), "{mode:?}: uniform grid");
+        for xi in xis {
+            let (start_copied, start_interpolated, vjps) = problem.decomposed_both(mode, Some(xi), SegmentAnchor::Start);
+            let (middle_copied, middle_interpolated, middle_vjps) = problem.decomposed_both(mode, Some(xi), SegmentAnchor::Middle);
+            assert_eq!(vjps, middle_vjps, "{mode:?} ξ = {xi}: the anchor must not change the grid");
+            assert!(vjps > 1 && vjps < N, "{mode:?} ξ = {xi}: the grid must merge steps into several segments ({vjps})");
+            for (what, start, middle) in [("copied", &start_copied, &middle_copied), ("interpolated", &start_interpolated, &middle_interpolated)] {
+                let (start_err, middle_err) = (rel_err(start, &exact), rel_err(middle, &exact));
+                assert!(middle_err < start_err, "{mode:?} ξ = {xi} ({vjps} VJPs), {what}: middle {middle_err:e}, start {start_err:e}");
+            }
         }
     }
 }

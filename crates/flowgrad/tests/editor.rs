@@ -5,7 +5,7 @@ mod common;
 
 use common::{Affine, B, noise, tensor};
 use flowgrad::{
-    ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, SegmentGradient, Selection,
+    ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, SegmentAnchor, SegmentGradient, Selection,
     Solver, TimeGrid, round_trip,
 };
 
@@ -169,21 +169,29 @@ fn bad_inputs_are_rejected() {
     assert!(matches!(editor.step(&mut state), Err(FlowGradError::ShapeMismatch { what: "controls", .. })));
 }
 
-/// Interpolated segment gradients: the objective still decreases, the first update differs from
-/// the copied one where the grid merges steps, and the choice is part of the fingerprint only
-/// when it is not the default (older checkpoints keep theirs).
+/// The segment options (interpolated costates, middle-anchored VJPs): the objective still
+/// decreases, the first update differs from the paper's where the grid merges steps, and each is
+/// part of the fingerprint only when it is not the default (older checkpoints keep theirs).
 #[test]
-fn interpolated_segment_gradients_edit_and_are_fingerprinted() {
-    let interpolating = EditParams { segment_gradient: SegmentGradient::Interpolate, ..params() };
-    assert!(!serde_json::to_string(&params()).unwrap().contains("segment_gradient"));
-    assert!(serde_json::to_string(&interpolating).unwrap().contains("\"segment_gradient\":\"interpolate\""));
-    let (copying, interpolating) = (editor(params()), editor(interpolating));
-    let (mut copied, mut interpolated) = (copying.start(image(), 1, 2).unwrap(), interpolating.start(image(), 1, 2).unwrap());
-    assert_ne!(copied.fingerprint, interpolated.fingerprint);
-    let record = copying.step(&mut copied).unwrap();
-    interpolating.step(&mut interpolated).unwrap();
+fn segment_options_edit_and_are_fingerprinted() {
+    let options = [
+        ("\"segment_gradient\":\"interpolate\"", EditParams { segment_gradient: SegmentGradient::Interpolate, ..params() }),
+        ("\"segment_anchor\":\"middle\"", EditParams { segment_anchor: SegmentAnchor::Middle, ..params() }),
+    ];
+    let default_json = serde_json::to_string(&params()).unwrap();
+    assert!(!default_json.contains("segment_gradient") && !default_json.contains("segment_anchor"), "{default_json}");
+    let paper = editor(params());
+    let mut reference = paper.start(image(), 1, 2).unwrap();
+    let record = paper.step(&mut reference).unwrap();
     assert!(record.segments < 12, "the grid must merge steps: {} segments", record.segments);
-    assert_ne!(bits(&copied.controls.values), bits(&interpolated.controls.values));
-    let outcome = interpolating.run(&mut interpolated, |_, _| {}).unwrap();
-    assert!(outcome.objective < 0.9 * interpolated.history[0].objective, "{:?}", interpolated.history);
+    for (serialised, option) in options {
+        assert!(serde_json::to_string(&option).unwrap().contains(serialised), "{option:?}");
+        let varied = editor(option);
+        let mut state = varied.start(image(), 1, 2).unwrap();
+        assert_ne!(state.fingerprint, reference.fingerprint, "{serialised}");
+        varied.step(&mut state).unwrap();
+        assert_ne!(bits(&reference.controls.values), bits(&state.controls.values), "{serialised}");
+        let outcome = varied.run(&mut state, |_, _| {}).unwrap();
+        assert!(outcome.objective < 0.9 * state.history[0].objective, "{serialised}: {:?}", state.history);
+    }
 }

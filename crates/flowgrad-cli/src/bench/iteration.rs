@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate, simulate_untracked, straightness};
+use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate, simulate_untracked, straightness};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_parity::TensorFile;
 
@@ -37,7 +37,8 @@ pub struct IterationArgs {
 }
 
 /// FlowGrad's gradient for every control (Reference or Paper mode): ∂L/∂x_N of `guidance` at
-/// the end of `trajectory`, the grid of `xi` (uniform at ξ = 0), one VJP per segment; and the grid.
+/// the end of `trajectory`, the grid of `xi` (uniform at ξ = 0), one VJP per segment at its
+/// `anchor` step; and the grid.
 pub(super) fn flowgrad_gradient<F: VelocityField<Backend>>(
     field: &F,
     trajectory: &Trajectory<Backend>,
@@ -46,12 +47,13 @@ pub(super) fn flowgrad_gradient<F: VelocityField<Backend>>(
     guidance: &impl Guidance<Backend>,
     xi: f32,
     mode: Mode,
+    anchor: SegmentAnchor,
 ) -> (DecomposedGradient<Backend>, Grid) {
     let x1 = trajectory.last().require_grad();
     let grads = guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }).sum().backward();
     let grad_x1 = Tensor::from_inner(x1.grad(&grads).expect("the loss depends on x_N"));
     let grid = if xi == 0.0 { Grid::uniform(time.steps) } else { Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode) };
-    (decomposed_backprop(field, trajectory, Some(controls), &grid, time, grad_x1, mode), grid)
+    (decomposed_backprop(field, trajectory, Some(controls), &grid, time, grad_x1, mode, anchor), grid)
 }
 
 /// The edit's inputs: from the fixture's `flowgrad/data.safetensors` where shapes match, else
@@ -139,7 +141,7 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         let clock = Instant::now();
         let trajectory = simulate_untracked(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
         let forward = clock.elapsed();
-        let (gradient, _) = flowgrad_gradient(&model, &trajectory, &inputs.controls, &time, &guidance, xi, Mode::Reference);
+        let (gradient, _) = flowgrad_gradient(&model, &trajectory, &inputs.controls, &time, &guidance, xi, Mode::Reference, SegmentAnchor::Start);
         let updated: Vec<Tensor<Backend, 4>> = inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();
         let _ = to_vec(Tensor::cat(updated, 0));
         let total = clock.elapsed();

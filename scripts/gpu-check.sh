@@ -7,8 +7,8 @@
 #
 # 1. the exactness check of the gradient on CUDA: decomposed back-prop with ξ = 0 must equal full
 #    back-prop (cosine ≥ 0.9999, from `flowgrad bench table1`), and FlowGrad's ξ = 5e-3 gradient
-#    must stay close (cosine ≥ 0.98; 0.9907 on the CPU for this variant: the reflowed model,
-#    Paper mode, VJPs at the segments' middle steps, interpolated costates);
+#    must stay close (cosine ≥ 0.99, the issue's target; 0.9907 on the CPU for this variant: the
+#    reflowed model, Paper mode, VJPs at the segments' middle steps, interpolated costates);
 # 2. the Table-1 benchmark on CUDA (ratios printed by `flowgrad bench table1`);
 # 3. one end-to-end embedded edit of a bundled example on CUDA (`flowgrad edit`).
 set -euo pipefail
@@ -30,7 +30,7 @@ python3 - "$EXACT" "$FAST" <<'PY'
 import sys
 exact, fast = map(float, sys.argv[1:3])
 assert exact >= 0.9999, f"decomposed (xi=0) vs full back-prop cosine {exact} < 0.9999 on CUDA"
-assert fast >= 0.98, f"FlowGrad xi=5e-3 cosine {fast} < 0.98 on CUDA"
+assert fast >= 0.99, f"FlowGrad xi=5e-3 cosine {fast} < 0.99 on CUDA"
 PY
 
 echo "== one embedded edit on CUDA"

@@ -213,6 +213,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// Median of `repeats` timed runs of `f` after one warm-up, in seconds.
 fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
     f();
+    timed_median(repeats, f)
+}
+
+/// Median of `repeats` (at least one) timed runs of `f`, in seconds.
+fn timed_median(repeats: usize, mut f: impl FnMut()) -> f64 {
     let mut times: Vec<f64> = (0..repeats.max(1))
         .map(|_| {
             let start = Instant::now();
@@ -275,8 +280,7 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     // (row name, ξ, variant); ξ = 0 is the uniform grid, where every variant is exact
     let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, VARIANTS[0]))
         .chain(xis.iter().flat_map(|xi| VARIANTS.iter().enumerate().map(move |(i, variant)| (if i == 0 { format!("FlowGrad xi={xi}") } else { format!("  {}", variant.0) }, *xi, *variant))));
-    let mut variants_at_first_xi = Vec::new();
-    for (name, xi, (variant_name, assignment, anchor)) in methods {
+    for (name, xi, (_, assignment, anchor)) in methods {
         rows.push(median_run(repeats, &name, || {
             let clock = Instant::now();
             let trajectory = simulate_untracked(field, x0.clone(), Some(&controls), &time, mode);
@@ -284,26 +288,15 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             // a merged grid's gradient takes a fraction of the simulation: time it several times
             // on this trajectory so that its median is as steady as the longer rows'
             let samples = if xi > 0.0 { FAST_GRADIENT_SAMPLES } else { 1 };
-            let mut times = Vec::with_capacity(samples);
             let mut measured = None;
-            for _ in 0..samples {
-                let clock = Instant::now();
+            let seconds = timed_median(samples, || {
                 let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode, anchor);
-                let per_step = match assignment {
-                    SegmentGradient::Copy => result.per_step,
-                    SegmentGradient::Interpolate => result.interpolated(&grid, &time, mode),
-                };
-                let gradient = flat(per_step);
-                times.push(clock.elapsed());
-                measured = Some((gradient, result.vjps));
-            }
-            times.sort();
-            let (gradient, vjps) = measured.expect("at least one sample");
-            Row { name: String::new(), forward, gradient_time: times[times.len() / 2], vjps, gradient }
+                let vjps = result.vjps;
+                measured = Some((flat(result.assigned(assignment, &grid, &time, mode)), vjps));
+            });
+            let (gradient, vjps) = measured.expect("timed at least once");
+            Row { name: String::new(), forward, gradient_time: Duration::from_secs_f64(seconds), vjps, gradient }
         }));
-        if xi == xis[0] {
-            variants_at_first_xi.push((variant_name, (assignment, anchor), rows.len() - 1));
-        }
     }
 
     println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)", backend::name());
@@ -326,11 +319,13 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
         );
     }
     let ratios = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", rows[0].vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, &exact));
-    for (variant_name, _, index) in &variants_at_first_xi {
-        println!("xi={} {variant_name}: {}", xis[0], ratios(&rows[*index]));
+    // rows: full back-prop, decomposed (ξ = 0), then VARIANTS in order for each ξ
+    let at_first_xi = &rows[2..2 + VARIANTS.len()];
+    for ((variant_name, ..), row) in VARIANTS.iter().zip(at_first_xi) {
+        println!("xi={} {variant_name}: {}", xis[0], ratios(row));
     }
-    let (_, _, fast) = variants_at_first_xi.iter().find(|(_, variant, _)| *variant == summary).expect("every variant has a row");
-    println!("with the simulation: total_time_ratio={:.2}", full.1 / rows[*fast].total().as_secs_f64());
-    println!("table1: {}", ratios(&rows[*fast]));
+    let fast = &at_first_xi[VARIANTS.iter().position(|(_, assignment, anchor)| (*assignment, *anchor) == summary).expect("every variant has a row")];
+    println!("with the simulation: total_time_ratio={:.2}", full.1 / fast.total().as_secs_f64());
+    println!("table1: {}", ratios(fast));
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
 use crate::field::VelocityField;
-use crate::params::{Mode, SegmentAnchor};
+use crate::params::{Mode, SegmentAnchor, SegmentGradient};
 use crate::straightness::Grid;
 use crate::trajectory::{TimeGrid, Trajectory, model_input, simulate};
 
@@ -43,6 +43,15 @@ impl<B: AutodiffBackend> DecomposedGradient<B> {
             }
         }
         per_step
+    }
+
+    /// The per-step gradients as `assignment` gives them to the steps of each segment: `per_step`
+    /// (copied) or [`interpolated`](Self::interpolated).
+    pub fn assigned(self, assignment: SegmentGradient, grid: &Grid, time: &TimeGrid, mode: Mode) -> Vec<Tensor<B, 4>> {
+        match assignment {
+            SegmentGradient::Copy => self.per_step,
+            SegmentGradient::Interpolate => self.interpolated(grid, time, mode),
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, backend::AutodiffBackend};
 use crate::backprop::decomposed_backprop;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff};
-use crate::params::{ControlSharing, EditParams, SegmentGradient, Selection};
+use crate::params::{ControlSharing, EditParams, Selection};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
@@ -162,10 +162,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
         let record = self.record(iteration, &parts, &state.controls, grid.len())?;
         let previous = state.controls.clone();
-        let per_step = match self.params.segment_gradient {
-            SegmentGradient::Copy => gradient.per_step,
-            SegmentGradient::Interpolate => gradient.interpolated(&grid, &time, self.params.mode),
-        };
+        let per_step = gradient.assigned(self.params.segment_gradient, &grid, &time, self.params.mode);
         let updated = self.update_controls(&state.controls, &per_step);
         if updated.values.iter().any(|v| !v.is_finite()) {
             return Err(FlowGradError::NonFinite { what: "controls", iteration });

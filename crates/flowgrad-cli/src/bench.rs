@@ -190,7 +190,6 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
 
 /// One method's measurements: forward simulation and gradient (given the trajectory) times.
 struct Row {
-    name: String,
     forward: Duration,
     gradient_time: Duration,
     vjps: usize,
@@ -229,14 +228,10 @@ fn timed_median(repeats: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-/// Runs `f` (which returns its forward and gradient times) `repeats` times; keeps the run with
-/// the median total time.
-fn median_run(repeats: usize, name: &str, mut f: impl FnMut() -> Row) -> Row {
-    let mut runs: Vec<Row> = (0..repeats).map(|_| f()).collect();
+/// The run with the median total time.
+fn median_row(mut runs: Vec<Row>) -> Row {
     runs.sort_by_key(Row::total);
-    let mut row = runs.swap_remove(runs.len() / 2);
-    row.name = name.to_string();
-    row
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// The FlowGrad variants every ξ gets a row for: row label, how a segment's gradient reaches its
@@ -268,63 +263,80 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     let time = TimeGrid::new(steps, 1e-3);
     let flat = |g: Vec<Tensor<Backend, 4>>| -> Vec<f32> { g.into_iter().flat_map(|t| to_vec(t)).collect() };
 
-    let mut rows = vec![median_run(repeats, "full back-prop", || {
-        let clock = Instant::now();
-        let recorded = record_simulation(field, x0.clone(), &controls, &time, mode);
-        let forward = clock.elapsed();
-        let clock = Instant::now();
-        let full = recorded.backward(|x1| guidance.loss(x1, &ctx).sum());
-        let gradient = flat(full.per_step);
-        Row { name: String::new(), forward, gradient_time: clock.elapsed(), vjps: steps, gradient }
-    })];
-    // (row name, ξ, variant); ξ = 0 is the uniform grid, where every variant is exact
-    let methods = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, VARIANTS[0]))
-        .chain(xis.iter().flat_map(|xi| VARIANTS.iter().enumerate().map(move |(i, variant)| (if i == 0 { format!("FlowGrad xi={xi}") } else { format!("  {}", variant.0) }, *xi, *variant))));
-    for (name, xi, (_, assignment, anchor)) in methods {
-        rows.push(median_run(repeats, &name, || {
+    let (x0, controls, time, guidance, ctx) = (&x0, &controls, &time, &guidance, &ctx);
+    // (row name, one timed run of it)
+    let mut methods: Vec<(String, Box<dyn FnMut() -> Row + '_>)> = vec![(
+        "full back-prop".to_string(),
+        Box::new(move || {
             let clock = Instant::now();
-            let trajectory = simulate_untracked(field, x0.clone(), Some(&controls), &time, mode);
+            let recorded = record_simulation(field, x0.clone(), controls, time, mode);
             let forward = clock.elapsed();
-            // a merged grid's gradient takes a fraction of the simulation: time it several times
-            // on this trajectory so that its median is as steady as the longer rows'
-            let samples = if xi > 0.0 { FAST_GRADIENT_SAMPLES } else { 1 };
-            let mut measured = None;
-            let seconds = timed_median(samples, || {
-                let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &controls, &time, &guidance, xi, mode, anchor);
-                let vjps = result.vjps;
-                measured = Some((flat(result.assigned(assignment, &grid, &time, mode)), vjps));
-            });
-            let (gradient, vjps) = measured.expect("timed at least once");
-            Row { name: String::new(), forward, gradient_time: Duration::from_secs_f64(seconds), vjps, gradient }
-        }));
+            let clock = Instant::now();
+            let full = recorded.backward(|x1| guidance.loss(x1, ctx).sum());
+            let gradient = flat(full.per_step);
+            Row { forward, gradient_time: clock.elapsed(), vjps: steps, gradient }
+        }),
+    )];
+    // ξ = 0 is the uniform grid, where every variant is exact
+    let variants = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, VARIANTS[0]))
+        .chain(xis.iter().flat_map(|xi| VARIANTS.iter().enumerate().map(move |(i, variant)| (if i == 0 { format!("FlowGrad xi={xi}") } else { format!("  {}", variant.0) }, *xi, *variant))));
+    for (name, xi, (_, assignment, anchor)) in variants {
+        methods.push((
+            name,
+            Box::new(move || {
+                let clock = Instant::now();
+                let trajectory = simulate_untracked(field, x0.clone(), Some(controls), time, mode);
+                let forward = clock.elapsed();
+                // a merged grid's gradient takes a fraction of the simulation: time it several
+                // times on this trajectory so that its median is as steady as the longer rows'
+                let samples = if xi > 0.0 { FAST_GRADIENT_SAMPLES } else { 1 };
+                let mut measured = None;
+                let seconds = timed_median(samples, || {
+                    let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, controls, time, guidance, xi, mode, anchor);
+                    let vjps = result.vjps;
+                    measured = Some((flat(result.assigned(assignment, &grid, time, mode)), vjps));
+                });
+                let (gradient, vjps) = measured.expect("timed at least once");
+                Row { forward, gradient_time: Duration::from_secs_f64(seconds), vjps, gradient }
+            }),
+        ));
     }
+    // interleaved: every repetition runs each method once in turn, so that the machine's speed
+    // drifting during the run (by tens of percent here) reaches every row alike
+    let mut runs: Vec<Vec<Row>> = methods.iter().map(|_| Vec::with_capacity(repeats)).collect();
+    for _ in 0..repeats {
+        for ((_, run), times) in methods.iter_mut().zip(&mut runs) {
+            times.push(run());
+        }
+    }
+    let rows: Vec<(String, Row)> = methods.into_iter().map(|(name, _)| name).zip(runs.into_iter().map(median_row)).collect();
 
-    println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)", backend::name());
+    println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} interleaved runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)", backend::name());
     println!("gradient = time after the forward simulation (the paper's convention); total = simulation + gradient");
     println!("rows under each xi: the same grid and VJPs; costates copied (the paper's) or interpolated inside segments, VJP at the segment's start (the paper's) or middle step");
     println!("{:<20} {:>9} {:>13} {:>6} {:>10} {:>10} {:>10} {:>12}", "method", "sim (ms)", "gradient (ms)", "VJPs", "VJPs/full", "grad/full", "total/full", "cos to exact");
-    let exact = rows[1].gradient.clone();
-    let full = (rows[0].gradient_time.as_secs_f64(), rows[0].total().as_secs_f64());
-    for row in &rows {
+    let (full_row, exact) = (&rows[0].1, &rows[1].1.gradient);
+    let full = (full_row.gradient_time.as_secs_f64(), full_row.total().as_secs_f64());
+    for (name, row) in &rows {
         println!(
             "{:<20} {:>9.1} {:>13.1} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>12.6}",
-            row.name,
+            name,
             row.forward.as_secs_f64() * 1e3,
             row.gradient_time.as_secs_f64() * 1e3,
             row.vjps,
-            row.vjps as f64 / rows[0].vjps as f64,
+            row.vjps as f64 / full_row.vjps as f64,
             row.gradient_time.as_secs_f64() / full.0,
             row.total().as_secs_f64() / full.1,
-            cosine(&row.gradient, &exact)
+            cosine(&row.gradient, exact)
         );
     }
-    let ratios = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", rows[0].vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, &exact));
+    let ratios = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", full_row.vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, exact));
     // rows: full back-prop, decomposed (ξ = 0), then VARIANTS in order for each ξ
     let at_first_xi = &rows[2..2 + VARIANTS.len()];
-    for ((variant_name, ..), row) in VARIANTS.iter().zip(at_first_xi) {
+    for ((variant_name, ..), (_, row)) in VARIANTS.iter().zip(at_first_xi) {
         println!("xi={} {variant_name}: {}", xis[0], ratios(row));
     }
-    let fast = &at_first_xi[VARIANTS.iter().position(|(_, assignment, anchor)| (*assignment, *anchor) == summary).expect("every variant has a row")];
+    let (_, fast) = &at_first_xi[VARIANTS.iter().position(|(_, assignment, anchor)| (*assignment, *anchor) == summary).expect("every variant has a row")];
     println!("with the simulation: total_time_ratio={:.2}", full.1 / fast.total().as_secs_f64());
     println!("table1: {}", ratios(fast));
     Ok(ExitCode::SUCCESS)

@@ -47,6 +47,13 @@ pub struct TrainArgs {
     /// Reflow: the teacher's Euler steps per pair (default: the recipe's).
     #[arg(long)]
     pair_steps: Option<usize>,
+    /// Reflow: seed of the pairs' noise (default: the recipe's; another seed draws fresh pairs).
+    #[arg(long)]
+    pair_seed: Option<u64>,
+    /// Reflow: continue from the reflowed flow in this folder (a further round; default: start
+    /// from the teacher).
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 fn apply(run: &mut LoopConfig, args: &TrainArgs) {
@@ -75,6 +82,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             cfg.teacher_dir = args.teacher.clone().unwrap_or_else(|| args.out.clone());
             cfg.pairs = args.pairs.unwrap_or(cfg.pairs);
             cfg.pair_steps = args.pair_steps.unwrap_or(cfg.pair_steps);
+            cfg.pair_seed = args.pair_seed.unwrap_or(cfg.pair_seed);
+            cfg.init_dir = args.init.clone();
             flowgrad_train::train_reflow(&cfg, &args.out)?;
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let card = flowgrad_train::update_model_card(&args.out, &command, started.elapsed().as_secs_f64())?;

@@ -89,12 +89,20 @@ fn render(m: &Metrics) -> String {
     }
     if let Some(r) = &m.reflow {
         let _ = writeln!(w, "## {REFLOW_NAME}.safetensors — reflowed (2-rectified) flow\n");
-        let _ = writeln!(w, "- Command: `flowgrad train reflow --pairs {} --pair-steps {} --steps {} --seed {}` (after the set above)", r.config.pairs, r.config.pair_steps, r.config.run.steps, r.config.run.seed);
-        let _ = writeln!(w, "- Architecture: that of `flow.safetensors` ({} parameters), initialised from its weights", r.parameters);
-        let _ = writeln!(w, "- Pairs: {} noise draws x₀ (seed {}) and the teacher's Euler sample x₁ from each (N = {}), {:.1} min", r.config.pairs, r.config.pair_seed, r.config.pair_steps, r.pairs_wall_s / 60.0);
-        let _ = writeln!(w, "- Objective: the flow's, on the pairs: MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀");
-        let _ = writeln!(w, "{}", run_line(&r.config.run, r.wall_s, r.step_s));
-        let _ = writeln!(w, "- Final training loss: {:.4}", r.loss_curve.last().map_or(f64::NAN, |l| l.1));
+        let _ = writeln!(w, "- Architecture: that of `flow.safetensors` ({} parameters)", r.parameters);
+        let _ = writeln!(w, "- Objective: the flow's, on (noise, teacher sample) pairs: MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀");
+        let rounds = r.rounds();
+        for (i, round) in rounds.iter().enumerate() {
+            let c = &round.config;
+            let (init_flag, start) = match i {
+                0 => (String::new(), "the teacher's weights".to_string()),
+                _ => (format!(" --init <round {i}>"), format!("round {i}'s weights")),
+            };
+            let _ = writeln!(w, "- Round {} of {}: `flowgrad train reflow --pairs {} --pair-steps {} --pair-seed {} --steps {} --seed {}{init_flag}` (after the set above), from {start}", i + 1, rounds.len(), c.pairs, c.pair_steps, c.pair_seed, c.run.steps, c.run.seed);
+            let _ = writeln!(w, "  - Pairs: {} noise draws x₀ (seed {}) and the teacher's Euler sample x₁ from each (N = {}), {:.1} min", c.pairs, c.pair_seed, c.pair_steps, round.pairs_wall_s / 60.0);
+            let _ = writeln!(w, "  {}", run_line(&c.run, round.wall_s, round.step_s));
+            let _ = writeln!(w, "  - Final training loss: {:.4}; straightness after it: {:.1} segments", round.loss_curve.last().map_or(f64::NAN, |l| l.1), round.straightness.mean_segments);
+        }
         let _ = writeln!(w, "- Reconstruction MSE (as above, first {} test images): {:.2e}", r.config.eval_images, r.reconstruction_mse);
         let (t, s) = (r.teacher_straightness, r.straightness);
         let _ = writeln!(w, "- Straightness ({} generation trajectories, N = 100): FlowGrad segments at ξ = {COMPARISON_XI} {:.1} (teacher {:.1}); mean Σ S_k {:.4} (teacher {:.4})", r.config.straightness_draws, s.mean_segments, t.mean_segments, s.mean_total_s, t.mean_total_s);
@@ -118,4 +126,43 @@ fn run_line(run: &crate::LoopConfig, wall_s: f64, step_s: f64) -> String {
         "- Training: {} steps of batch {}, Adam (lr {} with {} warm-up steps, cosine decay), data seed {}; {:.1} min wall time, {:.0} ms/step",
         run.steps, run.batch, run.lr, run.warmup, run.seed, wall_s / 60.0, 1000.0 * step_s
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reflow::{ReflowTrainConfig, StraightnessStats};
+
+    fn round(pair_seed: u64, segments: f64, previous: Option<ReflowReport>) -> ReflowReport {
+        let config = ReflowTrainConfig { pairs: 3072, pair_seed, init_dir: previous.as_ref().map(|_| "assets".into()), ..ReflowTrainConfig::default() };
+        ReflowReport {
+            config,
+            parameters: 10,
+            pairs_wall_s: 60.0,
+            wall_s: 120.0,
+            step_s: 1.0,
+            loss_curve: vec![(50, 0.5)],
+            reconstruction_mse: 1e-6,
+            teacher_straightness: StraightnessStats { mean_segments: 14.9, mean_total_s: 0.6 },
+            straightness: StraightnessStats { mean_segments: segments, mean_total_s: 0.1 },
+            weights: "w".into(),
+            samples: "s".into(),
+            previous: previous.map(Box::new),
+        }
+    }
+
+    /// A reflow continued from an earlier round lists both rounds, first to last, with the
+    /// commands that reproduce them; the report keeps its lineage through JSON.
+    #[test]
+    fn card_lists_every_reflow_round_in_order() {
+        let second = round(2, 6.5, Some(round(1, 7.9, None)));
+        let back: ReflowReport = serde_json::from_str(&serde_json::to_string(&second).unwrap()).unwrap();
+        assert_eq!(back.rounds().iter().map(|r| r.config.pair_seed).collect::<Vec<_>>(), vec![1, 2]);
+        let metrics = Metrics { command: "train_all".into(), total_wall_s: None, flow: None, reflow: Some(back), classifier: None, judge: None };
+        let card = render(&metrics);
+        let first = card.find("- Round 1 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 1 --steps 1500 --seed 0` (after the set above), from the teacher's weights").expect(&card);
+        let second = card.find("- Round 2 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 2 --steps 1500 --seed 0 --init <round 1>` (after the set above), from round 1's weights").expect(&card);
+        assert!(first < second, "{card}");
+        assert!(card.contains("straightness after it: 7.9 segments") && card.contains("FlowGrad segments at ξ = 0.005 6.5 (teacher 14.9)"), "{card}");
+    }
 }

@@ -12,7 +12,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Tensor, backend::Backend};
 use flowgrad::{Grid, Mode, TimeGrid, VelocityField, simulate, straightness};
 use flowgrad_models::fashion::{FashionMnist, SIDE, Split};
-use flowgrad_models::{UNetConfig, load_flow, save, weights_digest};
+use flowgrad_models::{UNetConfig, load_flow, load_reflow, save, weights_digest};
 use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
@@ -31,8 +31,11 @@ pub const REFLOW_NAME: &str = flowgrad_models::REFLOW_STEM;
 #[serde(default)]
 pub struct ReflowTrainConfig {
     /// Folder of the 1-rectified teacher (`flow.safetensors`, `flow.config.json`); the student
-    /// starts from its weights.
+    /// starts from its weights unless `init_dir` is set.
     pub teacher_dir: PathBuf,
+    /// Folder of an earlier round's reflowed flow (`flow-reflow.safetensors` and its report)
+    /// that the student continues from, on this round's pairs; `None`: start from the teacher.
+    pub init_dir: Option<PathBuf>,
     /// (noise, sample) pairs drawn from the teacher.
     pub pairs: usize,
     /// Euler steps of the teacher per pair.
@@ -55,6 +58,7 @@ impl Default for ReflowTrainConfig {
     fn default() -> Self {
         Self {
             teacher_dir: PathBuf::from("assets"),
+            init_dir: None,
             pairs: 4096,
             pair_steps: 32,
             pair_batch: 128,
@@ -102,6 +106,18 @@ pub struct ReflowReport {
     pub weights: PathBuf,
     /// The 8×8 sample grid.
     pub samples: PathBuf,
+    /// The report of the round this one continued from (`init_dir`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<ReflowReport>>,
+}
+
+impl ReflowReport {
+    /// The rounds that made these weights, first to last (this report is the last).
+    pub fn rounds(&self) -> Vec<&ReflowReport> {
+        let mut rounds: Vec<&ReflowReport> = std::iter::successors(Some(self), |r| r.previous.as_deref()).collect();
+        rounds.reverse();
+        rounds
+    }
 }
 
 /// Threshold ξ of the straightness comparison (FlowGrad's default).
@@ -216,7 +232,8 @@ fn draw_pairs<F: VelocityField<EvalBackend>>(teacher: &F, cfg: &ReflowTrainConfi
 ///
 /// Draws (x₀, x₁ = teacher's Euler sample from x₀) pairs once (cached under
 /// `out_dir/checkpoints/reflow/`), then regresses v(t·x₁ + (1 − t)·x₀, t) onto x₁ − x₀ on those
-/// pairs, starting from the teacher's weights.
+/// pairs, starting from the teacher's weights, or from an earlier round's (`cfg.init_dir`), whose
+/// report the new one keeps as `previous`.
 pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<ReflowReport> {
     let device = Default::default();
     let teacher = load_flow::<EvalBackend>(&cfg.teacher_dir, &device)
@@ -233,7 +250,16 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
         }
     };
 
-    let student = load_flow::<TrainBackend>(&cfg.teacher_dir, &device)?;
+    let (student, previous) = match &cfg.init_dir {
+        None => (load_flow::<TrainBackend>(&cfg.teacher_dir, &device)?, None),
+        Some(dir) => {
+            let path = dir.join(format!("{REFLOW_NAME}.report.json"));
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading the earlier round's {}", path.display()))?;
+            let previous: ReflowReport = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let student = load_reflow::<TrainBackend>(dir, &device).with_context(|| format!("loading the earlier round from {}", dir.display()))?;
+            (student, Some(Box::new(previous)))
+        }
+    };
     let parameters = student.num_params();
     let outcome = run("reflow", &cfg.run, out_dir, student, |model, step| {
         let mut rng = step_rng(cfg.run.seed, step);
@@ -266,6 +292,7 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
         straightness,
         weights,
         samples: samples_path,
+        previous,
     };
     write_json(&out_dir.join(format!("{REFLOW_NAME}.report.json")), &report)?;
     Ok(report)

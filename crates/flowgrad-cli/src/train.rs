@@ -13,7 +13,8 @@ use flowgrad_train::{ClassifierTrainConfig, FlowTrainConfig, JudgeTrainConfig, L
 pub enum Which {
     /// The rectified-flow UNet.
     Flow,
-    /// The reflowed (2-rectified) UNet, fine-tuned from the flow on its own samples.
+    /// The reflowed (2-rectified) UNet, fine-tuned from the flow (or, with `--init`, from an
+    /// earlier round) on the flow's own samples.
     Reflow,
     /// The guidance classifier.
     Classifier,

@@ -95,10 +95,10 @@ fn render(m: &Metrics) -> String {
         for (i, round) in rounds.iter().enumerate() {
             let c = &round.config;
             let (init_flag, start) = match i {
-                0 => (String::new(), "the teacher's weights".to_string()),
-                _ => (format!(" --init <round {i}>"), format!("round {i}'s weights")),
+                0 => (String::new(), "after the set above, from the teacher's weights".to_string()),
+                _ => (format!(" --init <round {i}>"), format!("after round {i}, from its weights")),
             };
-            let _ = writeln!(w, "- Round {} of {}: `flowgrad train reflow --pairs {} --pair-steps {} --pair-seed {} --steps {} --seed {}{init_flag}` (after the set above), from {start}", i + 1, rounds.len(), c.pairs, c.pair_steps, c.pair_seed, c.run.steps, c.run.seed);
+            let _ = writeln!(w, "- Round {} of {}: `flowgrad train reflow --pairs {} --pair-steps {} --pair-seed {} --steps {} --seed {}{init_flag}` ({start})", i + 1, rounds.len(), c.pairs, c.pair_steps, c.pair_seed, c.run.steps, c.run.seed);
             let _ = writeln!(w, "  - Pairs: {} noise draws x₀ (seed {}) and the teacher's Euler sample x₁ from each (N = {}), {:.1} min", c.pairs, c.pair_seed, c.pair_steps, round.pairs_wall_s / 60.0);
             let _ = writeln!(w, "  {}", run_line(&c.run, round.wall_s, round.step_s));
             let _ = writeln!(w, "  - Final training loss: {:.4}; straightness after it: {:.1} segments", round.loss_curve.last().map_or(f64::NAN, |l| l.1), round.straightness.mean_segments);
@@ -160,8 +160,8 @@ mod tests {
         assert_eq!(back.rounds().iter().map(|r| r.config.pair_seed).collect::<Vec<_>>(), vec![1, 2]);
         let metrics = Metrics { command: "train_all".into(), total_wall_s: None, flow: None, reflow: Some(back), classifier: None, judge: None };
         let card = render(&metrics);
-        let first = card.find("- Round 1 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 1 --steps 1500 --seed 0` (after the set above), from the teacher's weights").expect(&card);
-        let second = card.find("- Round 2 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 2 --steps 1500 --seed 0 --init <round 1>` (after the set above), from round 1's weights").expect(&card);
+        let first = card.find("- Round 1 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 1 --steps 1500 --seed 0` (after the set above, from the teacher's weights)").expect(&card);
+        let second = card.find("- Round 2 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 2 --steps 1500 --seed 0 --init <round 1>` (after round 1, from its weights)").expect(&card);
         assert!(first < second, "{card}");
         assert!(card.contains("straightness after it: 7.9 segments") && card.contains("FlowGrad segments at ξ = 0.005 6.5 (teacher 14.9)"), "{card}");
     }

@@ -19,7 +19,8 @@
 //! Every config is serde with defaults (`FlowTrainConfig::default()` etc.); the shared loop
 //! settings live in `cfg.run` ([`LoopConfig`]: `steps`, `batch`, `lr`, `warmup`, `seed`,
 //! `checkpoint_every`, `resume`, `data_dir`). With `cfg.run.resume = true` a run continues from
-//! `out_dir/checkpoints/{flow,reflow,classifier,judge}/` (model, Adam state, step, seed); batches, noise
+//! `out_dir/checkpoints/{flow,reflow,classifier,judge}/` (a further reflow round: `reflow-from-<digest
+//! of its starting weights>/`) (model, Adam state, step, seed); batches, noise
 //! and times of step k depend only on (seed, k), so a resumed run matches an uninterrupted one.
 //! Training runs on `Autodiff<Flex>` (CPU).
 

@@ -171,6 +171,7 @@ fn cache_key(cfg: &ReflowTrainConfig, teacher_digest: &str) -> HashMap<String, S
         ("pairs".to_string(), cfg.pairs.to_string()),
         ("pair_steps".to_string(), cfg.pair_steps.to_string()),
         ("pair_seed".to_string(), cfg.pair_seed.to_string()),
+        ("pair_batch".to_string(), cfg.pair_batch.to_string()),
     ])
 }
 
@@ -261,7 +262,13 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
         }
     };
     let parameters = student.num_params();
-    let outcome = run("reflow", &cfg.run, out_dir, student, |model, step| {
+    // a further round checkpoints apart, keyed by the weights it starts from, so that `--resume`
+    // continues this round and never an earlier one (whose checkpoint sits in `reflow/`)
+    let run_name = match &previous {
+        None => "reflow".to_string(),
+        Some(_) => format!("reflow-from-{}", &weights_digest(&student)[..12]),
+    };
+    let outcome = run(&run_name, &cfg.run, out_dir, student, |model, step| {
         let mut rng = step_rng(cfg.run.seed, step);
         let (x0, x1) = pairs.batch::<TrainBackend>(&sample_indices(&mut rng, pairs.len(), cfg.run.batch), &device);
         flow_matching_loss(model, x0, x1, &mut rng, &device)

@@ -23,7 +23,8 @@ struct Metrics {
     judge: Option<ClassifierReport>,
 }
 
-fn read_report<T: DeserializeOwned>(out_dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
+/// Reads `<name>.report.json` from `out_dir`: `None` when there is none.
+pub(crate) fn read_report<T: DeserializeOwned>(out_dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
     let path = out_dir.join(format!("{name}.report.json"));
     if !path.exists() {
         return Ok(None);

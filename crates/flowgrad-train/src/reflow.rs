@@ -254,9 +254,8 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
     let (student, previous) = match &cfg.init_dir {
         None => (load_flow::<TrainBackend>(&cfg.teacher_dir, &device)?, None),
         Some(dir) => {
-            let path = dir.join(format!("{REFLOW_NAME}.report.json"));
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading the earlier round's {}", path.display()))?;
-            let previous: ReflowReport = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let previous: ReflowReport = crate::card::read_report(dir, REFLOW_NAME)?
+                .with_context(|| format!("no earlier round's {REFLOW_NAME}.report.json in {}", dir.display()))?;
             let student = load_reflow::<TrainBackend>(dir, &device).with_context(|| format!("loading the earlier round from {}", dir.display()))?;
             (student, Some(Box::new(previous)))
         }

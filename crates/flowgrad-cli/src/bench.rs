@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_untracked};
+use flowgrad::{AnchorPlan, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_recording};
 use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_engine::backend::{self, Backend};
@@ -62,6 +62,10 @@ pub enum Suite {
         /// Timed runs per row; the median is kept (default 3; 1 with --quick).
         #[arg(long)]
         repeats: Option<usize>,
+        /// Forwards the FlowGrad rows' simulations record for their VJPs (as an editor's
+        /// `recorded_forwards`; 0: every VJP runs its own forward, the paper's way).
+        #[arg(long, default_value_t = flowgrad::DEFAULT_RECORDED_FORWARDS)]
+        recorded_forwards: usize,
     },
     /// NCSN++ cost: forward and forward + VJP time of a random CelebA-HQ 256² model (or
     /// `--config`) at batch 1, and peak memory of decomposed vs full back-prop at each `--steps`
@@ -143,6 +147,8 @@ struct Table1Settings<'a> {
     mode: Mode,
     /// The variant the `table1:` summary line reports.
     summary: (SegmentGradient, SegmentAnchor),
+    /// Forwards recorded for the VJPs in each FlowGrad row's simulations.
+    recorded_forwards: usize,
 }
 
 /// Runs a suite.
@@ -152,7 +158,7 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Iteration(args) => iteration::run(args),
-        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls, mode, segment_gradient, segment_anchor, repeats } => {
+        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls, mode, segment_gradient, segment_anchor, repeats, recorded_forwards } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let settings = Table1Settings {
                 repeats: repeats.unwrap_or(if *quick { 1 } else { 3 }),
@@ -161,6 +167,7 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
                 controls: *controls,
                 mode: *mode,
                 summary: (*segment_gradient, *segment_anchor),
+                recorded_forwards: *recorded_forwards,
             };
             let device = backend::device();
             match model {
@@ -193,6 +200,8 @@ struct Row {
     forward: Duration,
     gradient_time: Duration,
     vjps: usize,
+    /// VJPs that used a forward recorded during the simulation.
+    recorded_vjps: usize,
     gradient: Vec<f32>,
 }
 
@@ -217,14 +226,19 @@ fn median_seconds(repeats: usize, mut f: impl FnMut()) -> f64 {
 
 /// Median of `repeats` (at least one) timed runs of `f`, in seconds.
 fn timed_median(repeats: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..repeats.max(1))
+    let times: Vec<Duration> = (0..repeats.max(1))
         .map(|_| {
             let start = Instant::now();
             f();
-            start.elapsed().as_secs_f64()
+            start.elapsed()
         })
         .collect();
-    times.sort_by(f64::total_cmp);
+    median_duration(times).as_secs_f64()
+}
+
+/// The median of (at least one) durations.
+fn median_duration(mut times: Vec<Duration>) -> Duration {
+    times.sort();
     times[times.len() / 2]
 }
 
@@ -247,7 +261,7 @@ const VARIANTS: [(&str, SegmentGradient, SegmentAnchor); 4] = [
 const FAST_GRADIENT_SAMPLES: usize = 5;
 
 fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], settings: &Table1Settings) -> anyhow::Result<ExitCode> {
-    let Table1Settings { repeats, steps, xis, controls: kind, mode, summary } = *settings;
+    let Table1Settings { repeats, steps, xis, controls: kind, mode, summary, recorded_forwards } = *settings;
     anyhow::ensure!(!xis.is_empty() && xis.iter().all(|x| x.is_finite() && *x > 0.0), "--xi needs positive thresholds");
     anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
     let device = backend::device();
@@ -274,7 +288,7 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             let clock = Instant::now();
             let full = recorded.backward(|x1| guidance.loss(x1, ctx).sum());
             let gradient = flat(full.per_step);
-            Row { forward, gradient_time: clock.elapsed(), vjps: steps, gradient }
+            Row { forward, gradient_time: clock.elapsed(), vjps: steps, recorded_vjps: 0, gradient }
         }),
     )];
     // ξ = 0 is the uniform grid, where every variant is exact
@@ -284,20 +298,26 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
         methods.push((
             name,
             Box::new(move || {
-                let clock = Instant::now();
-                let trajectory = simulate_untracked(field, x0.clone(), Some(controls), time, mode);
-                let forward = clock.elapsed();
-                // a merged grid's gradient takes a fraction of the simulation: time it several
-                // times on this trajectory so that its median is as steady as the longer rows'
+                // a merged grid's gradient takes a fraction of the simulation: time several
+                // (simulation, gradient) pairs and keep each one's median, so that the gradient's
+                // is as steady as the longer rows'; each simulation records afresh the forwards
+                // its gradient uses up
                 let samples = if xi > 0.0 { FAST_GRADIENT_SAMPLES } else { 1 };
-                let mut measured = None;
-                let seconds = timed_median(samples, || {
-                    let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, controls, time, guidance, xi, mode, anchor);
-                    let vjps = result.vjps;
-                    measured = Some((flat(result.assigned(assignment, &grid, time, mode)), vjps));
-                });
-                let (gradient, vjps) = measured.expect("timed at least once");
-                Row { forward, gradient_time: Duration::from_secs_f64(seconds), vjps, gradient }
+                let plan = AnchorPlan { xi, mode, anchor, capacity: recorded_forwards };
+                let (mut forwards, mut gradients, mut measured) = (vec![], vec![], None);
+                for _ in 0..samples {
+                    let clock = Instant::now();
+                    let (trajectory, mut recorded) = simulate_recording(field, x0.clone(), Some(controls), time, mode, plan);
+                    forwards.push(clock.elapsed());
+                    let clock = Instant::now();
+                    let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &mut recorded, controls, time, guidance, xi, mode, anchor);
+                    let counts = (result.vjps, result.recorded_vjps);
+                    let gradient = flat(result.assigned(assignment, &grid, time, mode));
+                    gradients.push(clock.elapsed());
+                    measured = Some((gradient, counts));
+                }
+                let (gradient, (vjps, recorded_vjps)) = measured.expect("timed at least once");
+                Row { forward: median_duration(forwards), gradient_time: median_duration(gradients), vjps, recorded_vjps, gradient }
             }),
         ));
     }
@@ -314,16 +334,18 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} interleaved runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)", backend::name());
     println!("gradient = time after the forward simulation (the paper's convention); total = simulation + gradient");
     println!("rows under each xi: the same grid and VJPs; costates copied (the paper's) or interpolated inside segments, VJP at the segment's start (the paper's) or middle step");
-    println!("{:<20} {:>9} {:>13} {:>6} {:>10} {:>10} {:>10} {:>12}", "method", "sim (ms)", "gradient (ms)", "VJPs", "VJPs/full", "grad/full", "total/full", "cos to exact");
+    println!("decomposed rows record up to {recorded_forwards} forwards in their simulation for the VJPs to reuse (column 'rec.': VJPs that ran only their backward half)");
+    println!("{:<20} {:>9} {:>13} {:>6} {:>5} {:>10} {:>10} {:>10} {:>12}", "method", "sim (ms)", "gradient (ms)", "VJPs", "rec.", "VJPs/full", "grad/full", "total/full", "cos to exact");
     let (full_row, exact) = (&rows[0].1, &rows[1].1.gradient);
     let full = (full_row.gradient_time.as_secs_f64(), full_row.total().as_secs_f64());
     for (name, row) in &rows {
         println!(
-            "{:<20} {:>9.1} {:>13.1} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>12.6}",
+            "{:<20} {:>9.1} {:>13.1} {:>6} {:>5} {:>10.3} {:>10.3} {:>10.3} {:>12.6}",
             name,
             row.forward.as_secs_f64() * 1e3,
             row.gradient_time.as_secs_f64() * 1e3,
             row.vjps,
+            row.recorded_vjps,
             row.vjps as f64 / full_row.vjps as f64,
             row.gradient_time.as_secs_f64() / full.0,
             row.total().as_secs_f64() / full.1,

@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Forward passes each edit's simulation keeps for its VJPs to reuse (each one forward's
+    /// activations; 0: every VJP runs its own forward). The edits are the same either way.
+    #[arg(long, default_value_t = flowgrad::DEFAULT_RECORDED_FORWARDS)]
+    pub recorded_forwards: usize,
     /// Worker threads editing in parallel.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -151,7 +155,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ncsnpp: args.checkpoint.clone().map(|checkpoint| NcsnppSource { checkpoint, config: args.model_config.clone(), weights: args.weights.clone() }),
         clip: args.clip.clone().map(|checkpoint| ClipSource { checkpoint, config: args.clip_config.clone() }),
     };
-    let registry = Arc::new(ModelRegistry::with_catalog(&args.assets, catalog));
+    let registry = Arc::new(ModelRegistry::with_catalog(&args.assets, catalog).with_recorded_forwards(args.recorded_forwards));
     let (guidance, target) = match (&args.target, &args.text) {
         (Some(class), _) => (GuidanceSpec::Class(class.clone()), class.clone()),
         (None, Some(prompt)) => (GuidanceSpec::Text(prompt.clone()), prompt.clone()),
@@ -221,6 +225,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             max_attempts: 3,
             retry_backoff_ms: 200,
             max_image_bytes: 32 << 20,
+            recorded_forwards: args.recorded_forwards,
         };
         let worker = Worker::new(store.clone(), broker.clone(), registry.clone(), settings, WorkerMetrics::new());
         let token = shutdown.clone();

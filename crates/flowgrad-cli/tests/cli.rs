@@ -81,6 +81,14 @@ fn table1_summarises_the_chosen_variant() {
         line(&format!("xi=0.001 {variant}: vjp_ratio="));
     }
     assert_eq!(line("table1: "), line("xi=0.001 middle + interp.: "), "{text}");
+    // the VJPs reuse the simulation's recorded forwards by default; without them every VJP runs
+    // its own, and the gradients (so their cosines to the exact one) are the same
+    assert!(text.contains("record up to 16 forwards"), "{text}");
+    let unrecorded = flowgrad(&["bench", "table1", "--quick", "--steps", "8", "--model", "reflow", "--mode", "paper", "--segment-anchor", "middle", "--segment-gradient", "interpolate", "--xi", "1e-3", "--recorded-forwards", "0"]);
+    let unrecorded_text = stdout(&unrecorded);
+    assert!(unrecorded.status.success() && unrecorded_text.contains("record up to 0 forwards"), "{unrecorded_text}");
+    let cosine = |text: &str| text.lines().find_map(|l| l.strip_prefix("table1: ")).and_then(|l| l.rsplit("cosine=").next()).map(str::to_string);
+    assert_eq!(cosine(&text), cosine(&unrecorded_text), "{text}\n{unrecorded_text}");
     let refused = flowgrad(&["bench", "table1", "--quick", "--segment-anchor", "end"]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("expected `start` or `middle`"));

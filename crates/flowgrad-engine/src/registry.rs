@@ -161,6 +161,8 @@ struct FashionModels {
     classifier: Classifier<Backend>,
     judge: Judge<Backend>,
     clip: Option<Clip>,
+    /// Forwards an edit's simulation may hold for its VJPs.
+    recorded_forwards: usize,
 }
 
 fn class_probabilities<C: ImageClassifier<Backend>>(classifier: &C, shape: ImageShape, images: &[f32], batch: usize, target: usize) -> Result<Vec<f32>, EngineError> {
@@ -196,7 +198,7 @@ impl Model for FashionModels {
     }
 
     fn session(&self, guidance: &GuidanceSpec, params: &EditParams) -> Result<Box<dyn EditSession>, EngineError> {
-        let editor = flowgrad::Editor::new(self.flow.clone(), self.guidance(guidance)?, params.clone(), device())?;
+        let editor = flowgrad::Editor::new(self.flow.clone(), self.guidance(guidance)?, params.clone(), device())?.with_recorded_forwards(self.recorded_forwards);
         Ok(Box::new(Session { editor, shape: self.image_shape() }))
     }
 
@@ -220,6 +222,8 @@ struct NcsnppModel {
     flow: flowgrad_models::ncsnpp::Ncsnpp<Backend>,
     shape: ImageShape,
     clip: Option<Clip>,
+    /// Forwards an edit's simulation may hold for its VJPs.
+    recorded_forwards: usize,
 }
 
 impl Model for NcsnppModel {
@@ -240,7 +244,7 @@ impl Model for NcsnppModel {
             GuidanceSpec::Class(class) => return Err(no_classifier(class)),
             GuidanceSpec::Text(prompt) => AnyGuidance::Text(Clip::guidance(self.clip.as_ref(), prompt)?),
         };
-        let editor = flowgrad::Editor::new(self.flow.clone(), guidance, params.clone(), device())?;
+        let editor = flowgrad::Editor::new(self.flow.clone(), guidance, params.clone(), device())?.with_recorded_forwards(self.recorded_forwards);
         Ok(Box::new(Session { editor, shape: self.shape }))
     }
 
@@ -266,6 +270,7 @@ pub struct ModelRegistry {
     catalog: ModelCatalog,
     loaded: Mutex<HashMap<String, Arc<dyn Model>>>,
     clip: Mutex<Option<Clip>>,
+    recorded_forwards: usize,
 }
 
 impl ModelRegistry {
@@ -277,7 +282,20 @@ impl ModelRegistry {
 
     /// A registry serving the bundled model from `assets` and the models of `catalog`.
     pub fn with_catalog(assets: impl Into<PathBuf>, catalog: ModelCatalog) -> Self {
-        Self { assets: assets.into(), catalog, loaded: Mutex::new(HashMap::new()), clip: Mutex::new(None) }
+        Self {
+            assets: assets.into(),
+            catalog,
+            loaded: Mutex::new(HashMap::new()),
+            clip: Mutex::new(None),
+            recorded_forwards: flowgrad::DEFAULT_RECORDED_FORWARDS,
+        }
+    }
+
+    /// Lets each edit of the models loaded from now on hold at most `capacity` forward passes of
+    /// its simulation for its VJPs to reuse (see [`flowgrad::Editor::with_recorded_forwards`]).
+    pub fn with_recorded_forwards(mut self, capacity: usize) -> Self {
+        self.recorded_forwards = capacity;
+        self
     }
 
     /// The assets folder shipped with this source tree.
@@ -353,6 +371,7 @@ impl ModelRegistry {
             classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?.no_grad(),
             judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?.no_grad(),
             clip: self.clip()?,
+            recorded_forwards: self.recorded_forwards,
         })
     }
 
@@ -365,7 +384,12 @@ impl ModelRegistry {
         let choice: WeightsChoice = source.weights.parse().map_err(|e: String| err(&e))?;
         let flow = load_ncsnpp::<Backend>(&source.checkpoint, &config, choice, &device()).map_err(|e| err(&e))?; // NCSN++ weights are built as constants
         let side = config.image_size;
-        Ok(NcsnppModel { flow, shape: ImageShape { channels: config.channels, height: side, width: side }, clip: self.clip()? })
+        Ok(NcsnppModel {
+            flow,
+            shape: ImageShape { channels: config.channels, height: side, width: side },
+            clip: self.clip()?,
+            recorded_forwards: self.recorded_forwards,
+        })
     }
 }
 

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let started = flowgrad_service::start::<WorkerSection>(DEFAULTS, metrics.registry.clone()).await?;
     let settings = started.config.service.worker.clone();
     tracing::info!(backend = flowgrad_engine::backend::name(), "worker ready");
-    let models = Arc::new(ModelRegistry::with_catalog(&settings.assets, started.config.service.models.clone()));
+    let models = Arc::new(ModelRegistry::with_catalog(&settings.assets, started.config.service.models.clone()).with_recorded_forwards(settings.recorded_forwards));
     let grace = settings.shutdown_grace();
     let worker = Worker::new(started.store, started.broker, models, settings, metrics);
     started.readiness.set(true);

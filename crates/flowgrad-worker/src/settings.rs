@@ -22,6 +22,9 @@ pub struct WorkerSettings {
     pub retry_backoff_ms: u64,
     /// Largest input image accepted, in bytes.
     pub max_image_bytes: usize,
+    /// Forward passes an edit's simulation holds at most for its VJPs to reuse (each one
+    /// forward's activations; 0 = the paper's memory, every VJP runs its own forward).
+    pub recorded_forwards: usize,
 }
 
 /// The worker's own sections of the fleet configuration.
@@ -43,6 +46,7 @@ shutdown_grace_seconds = 25
 max_attempts = 4
 retry_backoff_ms = 500
 max_image_bytes = 33554432
+recorded_forwards = 16
 "#;
 
 impl WorkerSettings {

@@ -5,6 +5,7 @@ use burn::tensor::{Tensor, backend::AutodiffBackend};
 
 use crate::field::VelocityField;
 use crate::params::{Mode, SegmentAnchor, SegmentGradient};
+use crate::recording::{RecordedForwards, backward_vjp};
 use crate::straightness::Grid;
 use crate::trajectory::{TimeGrid, Trajectory, model_input, simulate};
 
@@ -19,6 +20,8 @@ pub struct DecomposedGradient<B: AutodiffBackend> {
     pub end_costate: Tensor<B, 4>,
     /// Vector-Jacobian products evaluated (one per segment).
     pub vjps: usize,
+    /// Of those, the ones that used a forward recorded during the simulation (backward half only).
+    pub recorded_vjps: usize,
 }
 
 impl<B: AutodiffBackend> DecomposedGradient<B> {
@@ -64,11 +67,7 @@ pub fn velocity_vjp<B: AutodiffBackend, F: VelocityField<B>>(
 ) -> Tensor<B, 4> {
     let z = z.detach().require_grad();
     let v = field.velocity(z.clone(), t);
-    let grads = (v * cotangent.detach()).sum().backward();
-    match z.grad(&grads) {
-        Some(g) => Tensor::from_inner(g),
-        None => z.zeros_like(),
-    }
+    backward_vjp(z, v, cotangent)
 }
 
 /// Decomposed back-propagation (Eq. 13): walks the segments of `grid` backwards with one VJP each,
@@ -88,6 +87,24 @@ pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     mode: Mode,
     anchor: SegmentAnchor,
 ) -> DecomposedGradient<B> {
+    decomposed_backprop_recorded(field, trajectory, &mut RecordedForwards::none(), controls, grid, time, grad_x1, mode, anchor)
+}
+
+/// [`decomposed_backprop`] on a trajectory from [`crate::simulate_recording`] with the same
+/// controls: a VJP whose anchor step's forward was recorded runs only its backward half (and uses
+/// that forward up); the others run both. The result is the same.
+#[allow(clippy::too_many_arguments)]
+pub fn decomposed_backprop_recorded<B: AutodiffBackend, F: VelocityField<B>>(
+    field: &F,
+    trajectory: &Trajectory<B>,
+    recorded: &mut RecordedForwards<B>,
+    controls: Option<&[Tensor<B, 4>]>,
+    grid: &Grid,
+    time: &TimeGrid,
+    grad_x1: Tensor<B, 4>,
+    mode: Mode,
+    anchor: SegmentAnchor,
+) -> DecomposedGradient<B> {
     let [batch, ..] = grad_x1.dims();
     let device = grad_x1.device();
     let h = time.dt();
@@ -95,11 +112,19 @@ pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     let mut costates = Vec::with_capacity(grid.len());
     let end_costate = grad_x1.detach();
     let mut lambda = end_costate.clone();
+    let mut recorded_vjps = 0;
     for (&start, &len) in grid.starts.iter().zip(&grid.lengths).rev() {
         let at = anchor.step(start, len);
-        let u = controls.map(|c| &c[at]);
-        let z = model_input(mode, trajectory.states[at].clone(), u);
-        let jt_lambda = velocity_vjp(field, z, time.t_tensor(at, batch, &device), lambda.clone());
+        let jt_lambda = match recorded.vjp(at, lambda.clone()) {
+            Some(jt_lambda) => {
+                recorded_vjps += 1;
+                jt_lambda
+            }
+            None => {
+                let z = model_input(mode, trajectory.states[at].clone(), controls.map(|c| &c[at]));
+                velocity_vjp(field, z, time.t_tensor(at, batch, &device), lambda.clone())
+            }
+        };
         let lambda_start = lambda.clone() + jt_lambda * (h * len as f32);
         let step_gradient = match mode {
             Mode::Paper => lambda * h,
@@ -120,6 +145,7 @@ pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
         segment_costates: costates,
         end_costate,
         vjps: grid.len(),
+        recorded_vjps,
     }
 }
 

@@ -4,14 +4,15 @@ use std::marker::PhantomData;
 
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-use crate::backprop::decomposed_backprop;
+use crate::backprop::decomposed_backprop_recorded;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff};
 use crate::params::{ControlSharing, EditParams, Selection};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
-use crate::trajectory::{TimeGrid, encode, simulate_untracked};
+use crate::recording::{AnchorPlan, DEFAULT_RECORDED_FORWARDS};
+use crate::trajectory::{TimeGrid, encode, simulate_recording, simulate_untracked};
 
 /// The result of a finished edit.
 #[derive(Debug, Clone)]
@@ -41,6 +42,7 @@ pub struct Editor<B: AutodiffBackend, F, G> {
     guidance: G,
     params: EditParams,
     device: B::Device,
+    recorded_forwards: usize,
     _backend: PhantomData<B>,
 }
 
@@ -48,7 +50,15 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// Validates `params` and builds an editor on `device`.
     pub fn new(field: F, guidance: G, params: EditParams, device: B::Device) -> Result<Self> {
         params.validate()?;
-        Ok(Self { field, guidance, params, device, _backend: PhantomData })
+        Ok(Self { field, guidance, params, device, recorded_forwards: DEFAULT_RECORDED_FORWARDS, _backend: PhantomData })
+    }
+
+    /// Holds at most `capacity` forward passes of each iteration's simulation for its VJPs to
+    /// reuse (one forward's activations each; 0 re-runs every VJP's forward, the paper's
+    /// memory). The edit is the same either way; only its speed and memory change.
+    pub fn with_recorded_forwards(mut self, capacity: usize) -> Self {
+        self.recorded_forwards = capacity;
+        self
     }
 
     /// The parameters in force.
@@ -145,7 +155,8 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         let batch = x0.dims()[0];
         let controls = self.control_tensors(&state.controls, batch);
         let time = self.time_grid();
-        let trajectory = simulate_untracked(&self.field, x0, Some(&controls), &time, self.params.mode);
+        let plan = AnchorPlan { xi: self.params.xi, mode: self.params.mode, anchor: self.params.segment_anchor, capacity: self.recorded_forwards };
+        let (trajectory, mut recorded) = simulate_recording(&self.field, x0, Some(&controls), &time, self.params.mode, plan);
 
         let x1 = trajectory.last().detach().require_grad();
         let parts = self.loss_parts(x1.clone(), original, &ctx);
@@ -158,7 +169,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         } else {
             Grid::build(&s.s, self.params.xi, self.params.mode)
         };
-        let gradient = decomposed_backprop(&self.field, &trajectory, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
+        let gradient = decomposed_backprop_recorded(&self.field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
 
         let record = self.record(iteration, &parts, &state.controls, grid.len())?;
         let previous = state.controls.clone();

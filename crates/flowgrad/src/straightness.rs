@@ -77,6 +77,17 @@ pub fn straightness_from_sums(
     Straightness { d_prev, d_next, s }
 }
 
+/// What a prefix of the straightness fixes of the grid (see [`Grid::build_prefix`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridPrefix {
+    /// The segments already closed, from step 0.
+    pub closed: Grid,
+    /// First step of the segment still open (N when every segment is closed).
+    pub open_start: usize,
+    /// A lower bound on the open segment's length: its steps whose straightness is known.
+    pub open_min_len: usize,
+}
+
 /// A non-uniform grid: the Euler steps split into contiguous segments, each simulated (for the
 /// backward pass) as one step of its length from its first step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,40 +111,52 @@ impl Grid {
     /// `Reference`: the running sum includes S_j itself; the segment closes at the first step
     /// where the sum is strictly above ξ (that step included) or at the last step.
     pub fn build(s: &[f32], xi: f32, mode: Mode) -> Self {
-        let n = s.len();
-        let mut grid = Self { starts: vec![], lengths: vec![] };
+        Self::build_prefix(s, s.len(), xi, mode).closed
+    }
+
+    /// The segments of [`Grid::build`] that a prefix of the straightness already fixes, for
+    /// planning while the simulation still runs: `known` holds S_0 … S_{K−1} of an N-step
+    /// trajectory (K ≤ N = `steps`). With K = N this is [`Grid::build`].
+    pub fn build_prefix(known: &[f32], steps: usize, xi: f32, mode: Mode) -> GridPrefix {
+        let n = steps;
+        let mut closed = Self { starts: vec![], lengths: vec![] };
         let mut start = 0;
+        // each arm: Some(length) once the segment from `start` is fixed, None while it is open
         while start < n {
             let len = match mode {
                 Mode::Paper => {
                     let (mut m, mut acc) = (1, 0.0f32);
-                    while start + m < n {
-                        acc += s[start + m];
+                    loop {
+                        if start + m >= n {
+                            break Some(m);
+                        }
+                        let Some(s) = known.get(start + m) else { break None };
+                        acc += s;
                         if acc >= xi {
-                            break;
+                            break Some(m);
                         }
                         m += 1;
                     }
-                    m
                 }
                 Mode::Reference => {
                     let mut acc = 0.0f32;
                     let mut k = start;
                     loop {
-                        acc += s[k];
+                        let Some(s) = known.get(k) else { break None };
+                        acc += s;
                         if acc > xi || k == n - 1 {
-                            break;
+                            break Some(k + 1 - start);
                         }
                         k += 1;
                     }
-                    k + 1 - start
                 }
             };
-            grid.starts.push(start);
-            grid.lengths.push(len);
+            let Some(len) = len else { break };
+            closed.starts.push(start);
+            closed.lengths.push(len);
             start += len;
         }
-        grid
+        GridPrefix { closed, open_start: start, open_min_len: known.len().saturating_sub(start).max(1) }
     }
 
     /// Number of segments (= VJPs per backward pass).

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::field::VelocityField;
 use crate::params::Mode;
+use crate::recording::{AnchorPlan, RecordedForwards, Recorder};
 
 /// The discrete time grid t_k = ε + (1 − ε)·k/N, k = 0..N, with Euler step h = 1/N.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,7 +92,7 @@ pub fn simulate<B: Backend, F: VelocityField<B>>(
     grid: &TimeGrid,
     mode: Mode,
 ) -> Trajectory<B> {
-    simulate_with(field, x0, controls, grid, mode, || {})
+    simulate_with(x0, controls, grid, mode, |_, z, t| field.velocity(z, t), || {})
 }
 
 /// [`simulate`] on an autodiff backend for values only (nothing in it is differentiated): after
@@ -108,7 +109,32 @@ pub fn simulate_untracked<B: AutodiffBackend, F: VelocityField<B>>(
     mode: Mode,
 ) -> Trajectory<B> {
     let device = x0.device();
-    simulate_with(field, x0.detach(), controls, grid, mode, || release_untracked::<B>(&device))
+    simulate_with(x0.detach(), controls, grid, mode, |_, z, t| field.velocity(z, t), || release_untracked::<B>(&device))
+}
+
+/// [`simulate_untracked`] that also records, for the VJPs of the decomposed backward `plan`
+/// describes, the forward passes it runs at their anchor steps (at most `plan.capacity` held at
+/// once; see [`crate::recording`]). Hand both to [`crate::decomposed_backprop_recorded`]: the
+/// trajectory and its states are the same as [`simulate_untracked`]'s.
+pub fn simulate_recording<B: AutodiffBackend, F: VelocityField<B>>(
+    field: &F,
+    x0: Tensor<B, 4>,
+    controls: Option<&[Tensor<B, 4>]>,
+    grid: &TimeGrid,
+    mode: Mode,
+    plan: AnchorPlan,
+) -> (Trajectory<B>, RecordedForwards<B>) {
+    let device = x0.device();
+    let mut recorder = Recorder::new(plan, grid.steps);
+    let trajectory = simulate_with(
+        x0.detach(),
+        controls,
+        grid,
+        mode,
+        |k, z, t| recorder.step(k, z, |input| field.velocity(input, t)),
+        || release_untracked::<B>(&device),
+    );
+    (trajectory, recorder.forwards)
 }
 
 /// Runs a backward pass on a fresh one-element tensor: its only effect is burn-autodiff's
@@ -117,13 +143,14 @@ fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
     let _ = Tensor::<B, 1>::zeros([1], device).require_grad().sum().backward();
 }
 
-/// [`simulate`], calling `after_step` once after every Euler step.
-fn simulate_with<B: Backend, F: VelocityField<B>>(
-    field: &F,
+/// [`simulate`] with step k's velocity at model input z and times t from `velocity(k, z, t)`,
+/// calling `after_step` once after every Euler step.
+fn simulate_with<B: Backend>(
     x0: Tensor<B, 4>,
     controls: Option<&[Tensor<B, 4>]>,
     grid: &TimeGrid,
     mode: Mode,
+    mut velocity: impl FnMut(usize, Tensor<B, 4>, Tensor<B, 1>) -> Tensor<B, 4>,
     mut after_step: impl FnMut(),
 ) -> Trajectory<B> {
     let [batch, ..] = x0.dims();
@@ -133,7 +160,7 @@ fn simulate_with<B: Backend, F: VelocityField<B>>(
     let mut x = x0;
     for k in 0..grid.steps {
         let u = controls.map(|c| &c[k]);
-        let v = field.velocity(model_input(mode, x.clone(), u), grid.t_tensor(k, batch, &device));
+        let v = velocity(k, model_input(mode, x.clone(), u), grid.t_tensor(k, batch, &device));
         let next = euler_update(mode, x.clone(), v.clone(), u, grid.dt());
         states.push(x.detach());
         velocities.push(v.detach());

@@ -195,3 +195,27 @@ fn segment_options_edit_and_are_fingerprinted() {
         assert!(outcome.objective < 0.9 * state.history[0].objective, "{serialised}: {:?}", state.history);
     }
 }
+
+/// Workers may hold different numbers of recorded forwards: an edit gives the same controls bit
+/// for bit whether its VJPs reuse the simulation's forwards or run their own, also when a worker
+/// with none resumes one checkpointed by a worker with some.
+#[test]
+fn recorded_forwards_do_not_change_the_edit() {
+    for (mode, anchor) in [(Mode::Paper, SegmentAnchor::Middle), (Mode::Reference, SegmentAnchor::Start)] {
+        let step_size = if mode == Mode::Paper { 2.0 } else { 2.0 / 12.0 };
+        let params = EditParams { mode, step_size, segment_anchor: anchor, ..params() };
+        let recording = editor(params.clone()).with_recorded_forwards(4);
+        let plain = editor(params).with_recorded_forwards(0);
+        let mut expected = plain.start(image(), 3, 1).unwrap();
+        let expected = plain.run(&mut expected, |_, _| {}).unwrap();
+        let mut state = recording.start(image(), 3, 1).unwrap();
+        for _ in 0..3 {
+            recording.step(&mut state).unwrap();
+        }
+        let outcome = plain.run(&mut ControlState::from_bytes(&state.to_bytes().unwrap()).unwrap(), |_, _| {}).unwrap();
+        assert_eq!(bits(&outcome.controls.values), bits(&expected.controls.values), "{mode:?} {anchor:?}");
+        let mut all_recorded = recording.start(image(), 3, 1).unwrap();
+        let outcome = recording.run(&mut all_recorded, |_, _| {}).unwrap();
+        assert_eq!(bits(&outcome.controls.values), bits(&expected.controls.values), "{mode:?} {anchor:?}");
+    }
+}

@@ -100,3 +100,34 @@ fn grids_cover_every_step() {
         }
     }
 }
+
+#[test]
+fn a_straightness_prefix_fixes_only_the_segments_the_full_grid_has() {
+    let s: Vec<f32> = (0..41).map(|i| ((i * 7919) % 17) as f32 / 20.0).collect();
+    let n = s.len();
+    for mode in [Mode::Paper, Mode::Reference] {
+        for xi in [0.0, 0.05, 0.4, 1.5, 1e9] {
+            let full = Grid::build(&s, xi, mode);
+            assert_eq!(Grid::build_prefix(&s, n, xi, mode).closed, full, "{mode:?} xi={xi}");
+            for known in 0..=n {
+                let prefix = Grid::build_prefix(&s[..known], n, xi, mode);
+                let closed = prefix.closed.len();
+                // what the prefix fixed is the full grid's first segments, and the open segment
+                // starts where the full grid's next one does and is at least as long as promised
+                assert_eq!(prefix.closed.starts[..], full.starts[..closed], "{mode:?} xi={xi} known={known}");
+                assert_eq!(prefix.closed.lengths[..], full.lengths[..closed], "{mode:?} xi={xi} known={known}");
+                if closed < full.len() {
+                    assert_eq!(prefix.open_start, full.starts[closed]);
+                    assert!(prefix.open_min_len <= full.lengths[closed], "{mode:?} xi={xi} known={known}: {prefix:?} vs {full:?}");
+                } else {
+                    assert_eq!(prefix.open_start, n);
+                }
+            }
+        }
+    }
+    // nothing known: nothing closed (Paper's first segment needs S_1; Reference's needs S_0)
+    assert_eq!(Grid::build_prefix(&[], 5, 0.5, Mode::Paper).open_start, 0);
+    assert_eq!(Grid::build_prefix(&[], 5, 0.5, Mode::Reference).open_start, 0);
+    // Reference: a large S_0 closes step 0 at once
+    assert_eq!(Grid::build_prefix(&[9.0], 5, 0.5, Mode::Reference).closed, Grid { starts: vec![0], lengths: vec![1] });
+}

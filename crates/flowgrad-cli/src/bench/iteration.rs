@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad::{DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, Trajectory, VelocityField, decomposed_backprop, simulate, simulate_untracked, straightness};
+use flowgrad::{AnchorPlan, DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, Trajectory, VelocityField, decomposed_backprop_recorded, simulate, simulate_recording, simulate_untracked, straightness};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_parity::TensorFile;
 
@@ -34,14 +34,21 @@ pub struct IterationArgs {
     /// CPU threads of the backend (sets RAYON_NUM_THREADS; default: rayon's choice).
     #[arg(long)]
     threads: Option<usize>,
+    /// Forwards the simulation records for the VJPs, as an editor's (0: every VJP runs its own
+    /// forward, as the original does).
+    #[arg(long, default_value_t = flowgrad::DEFAULT_RECORDED_FORWARDS)]
+    recorded_forwards: usize,
 }
 
 /// FlowGrad's gradient for every control (Reference or Paper mode): ∂L/∂x_N of `guidance` at
 /// the end of `trajectory`, the grid of `xi` (uniform at ξ = 0), one VJP per segment at its
-/// `anchor` step; and the grid.
+/// `anchor` step (only the backward half where the simulation `recorded` the forward); and the
+/// grid.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn flowgrad_gradient<F: VelocityField<Backend>>(
     field: &F,
     trajectory: &Trajectory<Backend>,
+    recorded: &mut RecordedForwards<Backend>,
     controls: &[Tensor<Backend, 4>],
     time: &TimeGrid,
     guidance: &impl Guidance<Backend>,
@@ -53,7 +60,7 @@ pub(super) fn flowgrad_gradient<F: VelocityField<Backend>>(
     let grads = guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }).sum().backward();
     let grad_x1 = Tensor::from_inner(x1.grad(&grads).expect("the loss depends on x_N"));
     let grid = if xi == 0.0 { Grid::uniform(time.steps) } else { Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode) };
-    (decomposed_backprop(field, trajectory, Some(controls), &grid, time, grad_x1, mode, anchor), grid)
+    (decomposed_backprop_recorded(field, trajectory, recorded, Some(controls), &grid, time, grad_x1, mode, anchor), grid)
 }
 
 /// The edit's inputs: from the fixture's `flowgrad/data.safetensors` where shapes match, else
@@ -139,9 +146,10 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     let time = TimeGrid::new(steps, 1e-3);
     let iteration = || {
         let clock = Instant::now();
-        let trajectory = simulate_untracked(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
+        let plan = AnchorPlan { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start, capacity: args.recorded_forwards };
+        let (trajectory, mut recorded) = simulate_recording(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference, plan);
         let forward = clock.elapsed();
-        let (gradient, _) = flowgrad_gradient(&model, &trajectory, &inputs.controls, &time, &guidance, xi, Mode::Reference, SegmentAnchor::Start);
+        let (gradient, _) = flowgrad_gradient(&model, &trajectory, &mut recorded, &inputs.controls, &time, &guidance, xi, Mode::Reference, SegmentAnchor::Start);
         let updated: Vec<Tensor<Backend, 4>> = inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();
         let _ = to_vec(Tensor::cat(updated, 0));
         let total = clock.elapsed();

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_untracked, velocity_vjp};
+use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_untracked, velocity_vjp};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
@@ -113,7 +113,7 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let vjps = match method {
         Method::Decomposed => {
             let trajectory = simulate_untracked(&model, x0, Some(&controls), &time, mode);
-            let (gradient, _) = super::iteration::flowgrad_gradient(&model, &trajectory, &controls, &time, &guidance, 0.0, mode, SegmentAnchor::Start);
+            let (gradient, _) = super::iteration::flowgrad_gradient(&model, &trajectory, &mut RecordedForwards::none(), &controls, &time, &guidance, 0.0, mode, SegmentAnchor::Start);
             let _ = to_vec(gradient.per_step[0].clone());
             gradient.vjps
         }

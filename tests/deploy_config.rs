@@ -25,6 +25,8 @@ struct Expected {
     prefix: &'static str,
     delivery_limit: u32,
     grace: u64,
+    /// `[worker] recorded_forwards` (unset: each model's default).
+    recorded_forwards: Option<usize>,
     log: LogFormat,
     gpu: bool,
     keda: bool,
@@ -41,6 +43,7 @@ fn expected(set: &str) -> Expected {
         prefix: "flowgrad",
         delivery_limit: 5,
         grace: 60,
+        recorded_forwards: None,
         log: LogFormat::Json,
         gpu: false,
         keda: false,
@@ -57,6 +60,7 @@ fn expected(set: &str) -> Expected {
             prefix: "edits",
             delivery_limit: 8,
             grace: 120,
+            recorded_forwards: Some(4),
             gpu: true,
             ..base
         },
@@ -146,6 +150,7 @@ fn rendered_configs_load_with_the_services_loaders() {
         assert_eq!(settings.id, "flowgrad-worker-7d9f8b6c4-x2x9q", "{name}: worker id from the pod name");
         assert_eq!(settings.assets, Path::new("/opt/flowgrad/assets"), "{name}: assets baked into the image");
         assert_eq!(settings.shutdown_grace_seconds, want.grace, "{name}: shutdown grace");
+        assert_eq!(settings.recorded_forwards, want.recorded_forwards, "{name}: recorded forwards");
         assert!(settings.max_attempts < want.delivery_limit, "{name}: max_attempts must stay below the delivery limit");
         assert_eq!(coordinator.service.coordinator.id, "flowgrad-coordinator-5c6d7b8f9-abcde");
         assert!(coordinator.service.coordinator.job_prefetch >= 1);

@@ -64,12 +64,13 @@ pub enum Suite {
         repeats: Option<usize>,
         /// Forwards the FlowGrad rows' simulations record for their VJPs (as an editor's
         /// `recorded_forwards`; 0: every VJP runs its own forward, the paper's way).
-        #[arg(long, default_value_t = flowgrad::DEFAULT_RECORDED_FORWARDS)]
+        #[arg(long, default_value_t = flowgrad_engine::BUNDLED_RECORDED_FORWARDS)]
         recorded_forwards: usize,
     },
     /// NCSN++ cost: forward and forward + VJP time of a random CelebA-HQ 256² model (or
-    /// `--config`) at batch 1, and peak memory of decomposed vs full back-prop at each `--steps`
-    /// on the reduced config of an `ncsnpp/` fixture set (one child process per case).
+    /// `--config`) at batch 1, and peak memory of decomposed (without and with recorded forwards)
+    /// vs full back-prop at each `--steps` on the reduced config of an `ncsnpp/` fixture set (one
+    /// child process per case).
     Ncsnpp {
         /// An original config as JSON for the timing (default: CelebA-HQ 256²).
         #[arg(long)]

@@ -84,9 +84,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Forward passes each edit's simulation keeps for its VJPs to reuse (each one forward's
-    /// activations; 0: every VJP runs its own forward). The edits are the same either way.
-    #[arg(long, default_value_t = flowgrad::DEFAULT_RECORDED_FORWARDS)]
-    pub recorded_forwards: usize,
+    /// activations; 0: every VJP runs its own forward; default: 16 for the bundled models, 0 for
+    /// NCSN++). The edits are the same either way.
+    #[arg(long)]
+    pub recorded_forwards: Option<usize>,
     /// Worker threads editing in parallel.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,

@@ -94,6 +94,10 @@ fn bench_ncsnpp_measures_time_and_memory() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout.contains("forward + input VJP"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("decomposed") && l.split_whitespace().nth(1) == Some("2")), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("full")), "{stdout}");
+    for method in ["decomposed", "recorded", "full"] {
+        // method, N, baseline and peak MiB, VJPs
+        let row = stdout.lines().find(|l| l.split_whitespace().next() == Some(method)).unwrap_or_else(|| panic!("no {method} row in {stdout}"));
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!((columns[1], columns[4]), ("2", "2"), "{row}");
+    }
 }

@@ -10,5 +10,5 @@ pub mod session;
 
 pub use catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
 pub use direction::{direction_bytes, read_direction};
-pub use registry::{BUNDLED_MODEL, EngineError, ImageShape, Model, ModelRegistry, REFLOW_MODEL};
+pub use registry::{BUNDLED_MODEL, BUNDLED_RECORDED_FORWARDS, EngineError, ImageShape, Model, ModelRegistry, REFLOW_MODEL};
 pub use session::{EditSession, FinishedEdit};

@@ -264,13 +264,17 @@ fn no_classifier(class: &str) -> EngineError {
     EngineError::Guidance(format!("model `{NCSNPP_MODEL}` has no classifier for class `{class}`: use text guidance ({{ text = \"…\" }})"))
 }
 
+/// Forwards an edit with a bundled model (1×32×32 UNet) holds by default for its VJPs: 16 of a
+/// simulation's forwards, about 1.5 MiB each at batch 1.
+pub const BUNDLED_RECORDED_FORWARDS: usize = 16;
+
 /// Loads models by name, once, and shares them.
 pub struct ModelRegistry {
     assets: PathBuf,
     catalog: ModelCatalog,
     loaded: Mutex<HashMap<String, Arc<dyn Model>>>,
     clip: Mutex<Option<Clip>>,
-    recorded_forwards: usize,
+    recorded_forwards: Option<usize>,
 }
 
 impl ModelRegistry {
@@ -287,13 +291,15 @@ impl ModelRegistry {
             catalog,
             loaded: Mutex::new(HashMap::new()),
             clip: Mutex::new(None),
-            recorded_forwards: flowgrad::DEFAULT_RECORDED_FORWARDS,
+            recorded_forwards: None,
         }
     }
 
     /// Lets each edit of the models loaded from now on hold at most `capacity` forward passes of
-    /// its simulation for its VJPs to reuse (see [`flowgrad::Editor::with_recorded_forwards`]).
-    pub fn with_recorded_forwards(mut self, capacity: usize) -> Self {
+    /// its simulation for its VJPs to reuse (see [`flowgrad::Editor::with_recorded_forwards`]);
+    /// `None`: each model's default, [`BUNDLED_RECORDED_FORWARDS`] for the bundled models and 0
+    /// for NCSN++ (a 256² forward's activations take gigabytes).
+    pub fn with_recorded_forwards(mut self, capacity: Option<usize>) -> Self {
         self.recorded_forwards = capacity;
         self
     }
@@ -371,7 +377,7 @@ impl ModelRegistry {
             classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?.no_grad(),
             judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?.no_grad(),
             clip: self.clip()?,
-            recorded_forwards: self.recorded_forwards,
+            recorded_forwards: self.recorded_forwards.unwrap_or(BUNDLED_RECORDED_FORWARDS),
         })
     }
 
@@ -388,7 +394,7 @@ impl ModelRegistry {
             flow,
             shape: ImageShape { channels: config.channels, height: side, width: side },
             clip: self.clip()?,
-            recorded_forwards: self.recorded_forwards,
+            recorded_forwards: self.recorded_forwards.unwrap_or(0),
         })
     }
 }

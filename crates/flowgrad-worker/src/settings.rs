@@ -23,8 +23,10 @@ pub struct WorkerSettings {
     /// Largest input image accepted, in bytes.
     pub max_image_bytes: usize,
     /// Forward passes an edit's simulation holds at most for its VJPs to reuse (each one
-    /// forward's activations; 0 = the paper's memory, every VJP runs its own forward).
-    pub recorded_forwards: usize,
+    /// forward's activations; 0 = the paper's memory, every VJP runs its own forward); unset:
+    /// each model's default (16 for the bundled models, 0 for NCSN++).
+    #[serde(default)]
+    pub recorded_forwards: Option<usize>,
 }
 
 /// The worker's own sections of the fleet configuration.
@@ -46,7 +48,6 @@ shutdown_grace_seconds = 25
 max_attempts = 4
 retry_backoff_ms = 500
 max_image_bytes = 33554432
-recorded_forwards = 16
 "#;
 
 impl WorkerSettings {

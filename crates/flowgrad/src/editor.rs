@@ -11,7 +11,7 @@ use crate::params::{ControlSharing, EditParams, Selection};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
-use crate::recording::{AnchorPlan, DEFAULT_RECORDED_FORWARDS};
+use crate::recording::AnchorPlan;
 use crate::trajectory::{TimeGrid, encode, simulate_recording, simulate_untracked};
 
 /// The result of a finished edit.
@@ -50,12 +50,12 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// Validates `params` and builds an editor on `device`.
     pub fn new(field: F, guidance: G, params: EditParams, device: B::Device) -> Result<Self> {
         params.validate()?;
-        Ok(Self { field, guidance, params, device, recorded_forwards: DEFAULT_RECORDED_FORWARDS, _backend: PhantomData })
+        Ok(Self { field, guidance, params, device, recorded_forwards: 0, _backend: PhantomData })
     }
 
     /// Holds at most `capacity` forward passes of each iteration's simulation for its VJPs to
-    /// reuse (one forward's activations each; 0 re-runs every VJP's forward, the paper's
-    /// memory). The edit is the same either way; only its speed and memory change.
+    /// reuse (one forward's activations each; 0, the default, re-runs every VJP's forward: the
+    /// paper's memory). The edit is the same either way; only its speed and memory change.
     pub fn with_recorded_forwards(mut self, capacity: usize) -> Self {
         self.recorded_forwards = capacity;
         self

@@ -24,7 +24,7 @@ pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
 pub use field::{Guidance, GuidanceContext, MseToTarget, VelocityField, mean_abs_diff};
 pub use params::{ControlSharing, EditParams, Mode, SegmentAnchor, SegmentGradient, Selection};
-pub use recording::{AnchorPlan, DEFAULT_RECORDED_FORWARDS, RecordedForwards};
+pub use recording::{AnchorPlan, RecordedForwards};
 pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
 pub use straightness::{Grid, GridPrefix, Straightness, straightness, straightness_from_sums};
 pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate, simulate_recording, simulate_untracked};

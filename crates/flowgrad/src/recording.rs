@@ -18,10 +18,6 @@ use crate::params::{Mode, SegmentAnchor};
 use crate::straightness::{Grid, straightness_from_sums};
 use crate::tensor_util::scalar;
 
-/// Forwards an editor keeps at most at once unless told otherwise: one forward's activations
-/// each, a sixth of full back-propagation's at N = 100.
-pub const DEFAULT_RECORDED_FORWARDS: usize = 16;
-
 /// What the simulation plans for: the grid's rule and threshold, where each segment's VJP is
 /// evaluated, and how many forwards it may hold at once (0 records none).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -34,9 +34,9 @@ pub struct IterationArgs {
     /// CPU threads of the backend (sets RAYON_NUM_THREADS; default: rayon's choice).
     #[arg(long)]
     threads: Option<usize>,
-    /// Forwards the simulation records for the VJPs, as an editor's (0: every VJP runs its own
-    /// forward, as the original does).
-    #[arg(long, default_value_t = flowgrad::DEFAULT_RECORDED_FORWARDS)]
+    /// Forwards the simulation records for the VJPs, as an editor's (0, the default for NCSN++:
+    /// every VJP runs its own forward, as the original does).
+    #[arg(long, default_value_t = 0)]
     recorded_forwards: usize,
 }
 

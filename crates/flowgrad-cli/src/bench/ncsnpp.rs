@@ -1,7 +1,8 @@
 //! `flowgrad bench ncsnpp`: NCSN++ cost on this machine. Forward and forward + input-VJP time of
 //! a randomly initialised model (CelebA-HQ 256² by default) at batch 1, and the peak resident
-//! memory of decomposed vs full back-propagation at several N on a fixture's (reduced) config,
-//! each case measured in a fresh child process (`VmHWM` of /proc/self/status).
+//! memory of decomposed (with and without recorded forwards) vs full back-propagation at several
+//! N on a fixture's (reduced) config, each case measured in a fresh child process (`VmHWM` of
+//! /proc/self/status).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -10,7 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Guidance, GuidanceContext, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_untracked, velocity_vjp};
+use clap::ValueEnum;
+use flowgrad::{AnchorPlan, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_recording, velocity_vjp};
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
@@ -19,12 +21,15 @@ use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 pub enum Method {
     /// One VJP per Euler step (ξ = 0), each graph freed before the next.
     Decomposed,
+    /// The same, the simulation recording forwards for the VJPs as an editor does (at most
+    /// [`flowgrad_engine::BUNDLED_RECORDED_FORWARDS`] held; at ξ = 0 every step is an anchor).
+    Recorded,
     /// Autograd through all N steps at once.
     Full,
 }
 
 /// Times forward and forward + VJP of the model of `config` (`None`: CelebA-HQ 256²), then
-/// measures the memory of both methods at each N on the config of the `ncsnpp/` set `fixture`.
+/// measures the memory of each method at each N on the config of the `ncsnpp/` set `fixture`.
 pub fn run(config: Option<&Path>, fixture: &Path, steps: &[usize], repeats: usize) -> anyhow::Result<ExitCode> {
     let config = match config {
         Some(path) => NcsnppConfig::from_json_file(path)?,
@@ -34,12 +39,12 @@ pub fn run(config: Option<&Path>, fixture: &Path, steps: &[usize], repeats: usiz
     println!("peak RSS (VmHWM) per run, reduced config of {}, batch 1:", fixture.display());
     println!("{:<12} {:>6} {:>14} {:>14} {:>10}", "method", "N", "baseline MiB", "peak MiB", "VJPs");
     for &n in steps {
-        for method in [Method::Decomposed, Method::Full] {
+        for method in [Method::Decomposed, Method::Recorded, Method::Full] {
             let exe = std::env::current_exe()?;
             let output = Command::new(exe)
                 .args(["bench", "ncsnpp-memory", "--fixture"])
                 .arg(fixture)
-                .args(["--steps", &n.to_string(), "--method", if method == Method::Full { "full" } else { "decomposed" }])
+                .args(["--steps", &n.to_string(), "--method", method.to_possible_value().expect("no method is hidden").get_name()])
                 .output()
                 .context("running the memory case")?;
             if !output.status.success() {
@@ -111,9 +116,11 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let _ = to_vec(model.velocity(x0.clone(), Tensor::full([1], 0.5, &device)));
     let baseline = peak_rss_kib()?;
     let vjps = match method {
-        Method::Decomposed => {
-            let trajectory = simulate_untracked(&model, x0, Some(&controls), &time, mode);
-            let (gradient, _) = super::iteration::flowgrad_gradient(&model, &trajectory, &mut RecordedForwards::none(), &controls, &time, &guidance, 0.0, mode, SegmentAnchor::Start);
+        Method::Decomposed | Method::Recorded => {
+            let capacity = if method == Method::Recorded { flowgrad_engine::BUNDLED_RECORDED_FORWARDS } else { 0 };
+            let plan = AnchorPlan { xi: 0.0, mode, anchor: SegmentAnchor::Start, capacity };
+            let (trajectory, mut recorded) = simulate_recording(&model, x0, Some(&controls), &time, mode, plan);
+            let (gradient, _) = super::iteration::flowgrad_gradient(&model, &trajectory, &mut recorded, &controls, &time, &guidance, 0.0, mode, SegmentAnchor::Start);
             let _ = to_vec(gradient.per_step[0].clone());
             gradient.vjps
         }
@@ -124,7 +131,7 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
         }
     };
     let peak = peak_rss_kib()?;
-    let name = if method == Method::Full { "full" } else { "decomposed" };
+    let name = method.to_possible_value().expect("no method is hidden").get_name().to_string();
     println!("{name:<12} {steps:>6} {:>14.1} {:>14.1} {vjps:>10}", baseline as f64 / 1024.0, peak as f64 / 1024.0);
     Ok(ExitCode::SUCCESS)
 }

@@ -265,7 +265,7 @@ fn no_classifier(class: &str) -> EngineError {
 }
 
 /// Forwards an edit with a bundled model (1×32×32 UNet) holds by default for its VJPs: 16 of a
-/// simulation's forwards, about 1.5 MiB each at batch 1.
+/// simulation's forwards, one forward's activations each.
 pub const BUNDLED_RECORDED_FORWARDS: usize = 16;
 
 /// Loads models by name, once, and shares them.

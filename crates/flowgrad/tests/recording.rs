@@ -11,8 +11,8 @@ const SHAPE: [usize; 4] = [2, 3, 2, 2];
 const N: usize = 40;
 
 /// (gradient with recorded forwards, gradient without, VJPs, VJPs that used a recorded forward,
-/// forwards held after the simulation)
-fn both(mode: Mode, xi: f32, anchor: SegmentAnchor, capacity: usize) -> (Vec<f32>, Vec<f32>, usize, usize, usize) {
+/// forwards held after the simulation, whether those are exactly the grid's anchor steps)
+fn both(mode: Mode, xi: f32, anchor: SegmentAnchor, capacity: usize) -> (Vec<f32>, Vec<f32>, usize, usize, usize, bool) {
     let affine = Affine::new(3);
     let field = affine.field();
     let n = 2 * affine.dims;
@@ -32,11 +32,13 @@ fn both(mode: Mode, xi: f32, anchor: SegmentAnchor, capacity: usize) -> (Vec<f32
         burn::tensor::Tensor::from_inner(x1.grad(&grads).unwrap())
     };
     let grid = Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode);
+    let anchors: Vec<usize> = grid.starts.iter().zip(&grid.lengths).map(|(&start, &len)| anchor.step(start, len)).collect();
+    let held_anchors = recorded.steps() == anchors;
     let with = decomposed_backprop_recorded(&field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1.clone(), mode, anchor);
     let without = decomposed_backprop(&field, &plain, Some(&controls), &grid, &time, grad_x1, mode, anchor);
     assert_eq!(without.recorded_vjps, 0);
     let flat = |g: Vec<burn::tensor::Tensor<common::B, 4>>| -> Vec<f32> { g.into_iter().flat_map(to_vec).collect() };
-    (flat(with.per_step), flat(without.per_step), with.vjps, with.recorded_vjps, held)
+    (flat(with.per_step), flat(without.per_step), with.vjps, with.recorded_vjps, held, held_anchors)
 }
 
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
@@ -52,11 +54,12 @@ fn recorded_forwards_give_the_same_gradient_with_only_backward_halves() {
         for anchor in [SegmentAnchor::Start, SegmentAnchor::Middle] {
             for xi in [0.0, 1e-3, 5e-3, 5e-2] {
                 let what = format!("{mode:?} {anchor:?} xi={xi}");
-                let (with, without, vjps, recorded, held) = both(mode, xi, anchor, 64);
+                let (with, without, vjps, recorded, held, held_anchors) = both(mode, xi, anchor, 64);
                 assert_close(&with, &without, &what);
-                // with room for every candidate, every anchor's forward was kept
+                // with room for every candidate, every anchor's forward was kept, and nothing else
                 assert_eq!(recorded, vjps, "{what}: {recorded} of {vjps} VJPs used a recorded forward");
                 assert_eq!(held, vjps, "{what}: only the anchors' forwards are left after the simulation");
+                assert!(held_anchors, "{what}: the forwards left are not the anchors'");
             }
         }
     }
@@ -67,11 +70,11 @@ fn a_small_capacity_bounds_the_forwards_held_and_the_rest_run_their_own() {
     for mode in [Mode::Paper, Mode::Reference] {
         for anchor in [SegmentAnchor::Start, SegmentAnchor::Middle] {
             // ξ = 0: every step is a segment, so N anchors compete for 5 places
-            let (with, without, vjps, recorded, held) = both(mode, 0.0, anchor, 5);
+            let (with, without, vjps, recorded, held, _) = both(mode, 0.0, anchor, 5);
             assert_close(&with, &without, &format!("{mode:?} {anchor:?}"));
             assert_eq!(vjps, N);
             assert_eq!((recorded, held), (5, 5), "{mode:?} {anchor:?}");
-            let (with, without, _, recorded, held) = both(mode, 5e-3, anchor, 0);
+            let (with, without, _, recorded, held, _) = both(mode, 5e-3, anchor, 0);
             assert_close(&with, &without, &format!("{mode:?} {anchor:?} capacity 0"));
             assert_eq!((recorded, held), (0, 0));
         }

@@ -26,6 +26,8 @@ use serde::Serialize;
 
 use metrics::{Metrics, Tally};
 
+use crate::params::ParamArgs;
+
 /// The ξ values of the loss-vs-time sweep (Fig. 5b); `f32::MAX` makes a single segment.
 const XI_SWEEP: [(f32, &str); 6] = [(0.0, "0"), (1e-3, "1e-3"), (5e-3, "5e-3"), (1e-2, "1e-2"), (5e-2, "5e-2"), (f32::MAX, "single segment")];
 
@@ -41,24 +43,13 @@ pub struct EvalArgs {
     /// Target classes, comma-separated (images already of a target class are skipped for it).
     #[arg(long, value_delimiter = ',', default_value = "coat,sneaker")]
     pub classes: Vec<String>,
-    /// Euler steps N.
-    #[arg(long, default_value_t = 16)]
-    pub steps: usize,
-    /// Optimisation iterations M (FlowGrad, ξ = 0 and the x_0-only baseline).
-    #[arg(long, default_value_t = 2)]
-    pub iterations: usize,
+    /// FlowGrad's parameters (defaults: `EditParams::default()`, as `flowgrad run`); ξ is also
+    /// used by the x_0-only baseline's gradient, M by the x_0-only baseline.
+    #[command(flatten)]
+    pub params: ParamArgs,
     /// Images edited together in one batch.
     #[arg(long, default_value_t = 24)]
     pub batch: usize,
-    /// Gradient step α (as `flowgrad run`).
-    #[arg(long, default_value_t = 1.0)]
-    pub step_size: f32,
-    /// Guidance weight η (1 − η weighs faithfulness).
-    #[arg(long, default_value_t = 0.7)]
-    pub eta: f32,
-    /// FlowGrad's straightness threshold ξ (also used by the x_0-only baseline's gradient).
-    #[arg(long, default_value_t = 5e-3)]
-    pub xi: f32,
     /// Guided sampling's scale s: x_{k+1} = x_k + h(v − s·∇_{x_k} CE(x̂_1)).
     #[arg(long, default_value_t = 20.0)]
     pub guidance_scale: f32,
@@ -170,13 +161,8 @@ struct StepsRun {
 struct Settings {
     images: usize,
     classes: Vec<String>,
-    steps: usize,
-    iterations: usize,
+    params: EditParams,
     batch: usize,
-    step_size: f32,
-    eta: f32,
-    lambda: f32,
-    xi: f32,
     guidance_scale: f32,
     sweep_images: usize,
     sweep_class: String,
@@ -212,8 +198,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     ensure!(args.images > 0 && args.batch > 0 && args.sweep_images > 0, "--images, --batch and --sweep-images must be at least 1");
     let targets = args.classes.iter().map(|c| class_index(c)).collect::<Result<Vec<_>, _>>()?;
     ensure!(!targets.is_empty(), "--classes needs at least one class");
-    plots::load_font(args.font.as_deref())?;
-    let params = EditParams { steps: args.steps, iterations: args.iterations, step_size: args.step_size, eta: args.eta, xi: args.xi, ..EditParams::default() };
+    crate::font::load_font(args.font.as_deref())?;
+    let params = args.params.to_params();
     params.validate()?;
     for &n in &args.sweep_steps {
         EditParams { steps: n, ..params.clone() }.validate()?;
@@ -251,13 +237,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         settings: Settings {
             images: args.images,
             classes: targets.iter().map(|&c| CLASS_NAMES[c].to_string()).collect(),
-            steps: args.steps,
-            iterations: args.iterations,
+            params: params.clone(),
             batch: args.batch,
-            step_size: args.step_size,
-            eta: args.eta,
-            lambda: params.lambda,
-            xi: args.xi,
             guidance_scale: args.guidance_scale,
             sweep_images: sweep_set.len(),
             sweep_class: CLASS_NAMES[sweep_class].to_string(),

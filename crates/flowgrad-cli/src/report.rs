@@ -7,7 +7,9 @@ use anyhow::Context;
 use flowgrad_engine::Model;
 use flowgrad_jobs::{GuidanceSpec, JobReport, TaskOutcome};
 use flowgrad_storage::ObjectStore;
-use flowgrad_storage::image::{ImageLimits, decode_for_model, grid_png};
+use flowgrad_storage::image::{ImageLimits, decode_for_model};
+
+use crate::grid::{GridRow, labelled_grid};
 use serde::Serialize;
 
 /// The JSON report written next to each edited image.
@@ -27,6 +29,9 @@ pub struct ImageReport {
     pub final_objective: f64,
     /// Iteration whose controls were selected.
     pub selected_iteration: usize,
+    /// Why the output is not an edit, when iteration 0 (no controls) was selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_edit_reason: Option<String>,
     /// Judge (never used for guidance) probability of the target class before the edit (none
     /// for text guidance or models without a judge).
     pub judge_target_prob_before: Option<f64>,
@@ -87,16 +92,58 @@ pub fn ssim(a: &[f32], b: &[f32], height: usize, width: usize) -> f64 {
     total / windows as f64
 }
 
+/// What a run's edits add up to (the line `flowgrad run` ends with).
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    /// Edited images.
+    pub images: usize,
+    /// Images whose judge top-1 class is the target (None without a judge).
+    pub judged_success: Option<usize>,
+    /// Mean L1 to the input in [0, 1] pixel units.
+    pub mean_l1: f64,
+    /// Mean SSIM to the input.
+    pub mean_ssim: f64,
+    /// Images returned unedited (iteration 0 selected).
+    pub unedited: usize,
+}
+
+impl std::fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.judged_success {
+            Some(n) => write!(f, "summary: {n}/{} judged the target", self.images)?,
+            None => write!(f, "summary: {} edited", self.images)?,
+        }
+        write!(f, ", mean L1 {:.3}, mean SSIM {:.3}", self.mean_l1, self.mean_ssim)?;
+        if self.unedited > 0 {
+            write!(f, ", {} returned unedited (see no_edit_reason in their reports)", self.unedited)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why iteration 0 was selected: no trial beat the unedited reconstruction's objective.
+fn no_edit_reason(history: &[f64], selected_iteration: usize) -> Option<String> {
+    (selected_iteration == 0).then(|| {
+        let tried: Vec<String> = history.iter().map(|o| format!("{o:.4}")).collect();
+        format!(
+            "no iteration lowered the objective below the unedited reconstruction's {} (objective per iteration: {}): the guidance gain never paid for the change to the image; raise eta or trust_radius",
+            tried.first().map_or("?", String::as_str),
+            tried.join(", ")
+        )
+    })
+}
+
 /// Copies the edited images out of the store and writes `<name>.json` per image and `grid.png`
-/// (each input next to its edit).
-pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, guidance: &GuidanceSpec) -> anyhow::Result<()> {
+/// (each input next to its edit, enlarged and labelled); returns the run's summary.
+pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, guidance: &GuidanceSpec) -> anyhow::Result<RunSummary> {
     let shape = model.image_shape();
     let target = match guidance {
         GuidanceSpec::Class(class) => class.clone(),
         GuidanceSpec::Text(prompt) => prompt.clone(),
     };
     let limits = ImageLimits::default();
-    let mut grid: Vec<Vec<f32>> = vec![];
+    let mut grid: Vec<(Vec<f32>, Vec<f32>, String, String)> = vec![];
+    let mut summary = RunSummary::default();
     for result in report.results.iter().filter(|r| r.outcome == TaskOutcome::Succeeded) {
         for image in &result.images {
             let input = store.get(&image.input_key).await?.context("input vanished from the store")?;
@@ -115,6 +162,7 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 loss_per_iteration: result.objective_history.clone(),
                 final_objective: result.objective_after,
                 selected_iteration: result.selected_iteration,
+                no_edit_reason: no_edit_reason(&result.objective_history, result.selected_iteration),
                 judge_target_prob_before: judge.as_ref().map(|j| j[0] as f64),
                 judge_target_prob_after: judge.as_ref().map(|j| j[1] as f64),
                 guidance_score_before: image.guidance_score_before,
@@ -133,17 +181,39 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 vjps: result.vjps,
             };
             std::fs::write(output.join(format!("{stem}.json")), serde_json::to_vec_pretty(&entry)?)?;
-            match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
-                (Some(before), Some(after)) => println!("{stem:<24} judge p({target}) {before:.3} -> {after:.3}   L1 {:.3}  SSIM {:.3}", entry.l1, entry.ssim),
-                _ => println!("{stem:<24} guidance score {:.3} -> {:.3}   L1 {:.3}  SSIM {:.3}", entry.guidance_score_before, entry.guidance_score_after, entry.l1, entry.ssim),
+            let label = match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
+                (Some(before), Some(after)) => format!("judge p({target}) {before:.3} -> {after:.3}"),
+                _ => format!("guidance score {:.3} -> {:.3}", entry.guidance_score_before, entry.guidance_score_after),
+            };
+            println!("{stem:<24} {label}   L1 {:.3}  SSIM {:.3}{}", entry.l1, entry.ssim, if entry.no_edit_reason.is_some() { "  (unedited)" } else { "" });
+            summary.images += 1;
+            summary.mean_l1 += entry.l1;
+            summary.mean_ssim += entry.ssim;
+            summary.unedited += usize::from(entry.no_edit_reason.is_some());
+            if let Some(classes) = model.judge_classes(&after, 1)? {
+                *summary.judged_success.get_or_insert(0) += usize::from(classes[0] == target);
             }
-            grid.push(before);
-            grid.push(after);
+            let short = match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
+                (Some(before), Some(after)) => format!("p({target}) {before:.2} → {after:.2}"),
+                _ => format!("score {:.3} → {:.3}", entry.guidance_score_before, entry.guidance_score_after),
+            };
+            grid.push((before, after, entry.input.clone(), short));
         }
     }
-    if !grid.is_empty() {
-        let refs: Vec<&[f32]> = grid.iter().map(Vec::as_slice).collect();
-        std::fs::write(output.join("grid.png"), grid_png(&refs, shape.channels, shape.height, shape.width, 2, 2)?)?;
+    if summary.images > 0 {
+        summary.mean_l1 /= summary.images as f64;
+        summary.mean_ssim /= summary.images as f64;
     }
-    Ok(())
+    if !grid.is_empty() {
+        let rows: Vec<GridRow<'_>> = grid
+            .iter()
+            .map(|(input, edit, name, label)| GridRow { input, edit, input_label: name.chars().take(22).collect(), edit_label: label.clone() })
+            .collect();
+        if let Err(e) = crate::font::load_font(None) {
+            eprintln!("grid.png without labels: {e:#}");
+        }
+        std::fs::write(output.join("grid.png"), labelled_grid(&rows, shape.channels, shape.height, shape.width)?)?;
+    }
+    Ok(summary)
 }
+

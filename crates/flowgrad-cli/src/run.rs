@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use flowgrad::{EditParams, SegmentAnchor, SegmentGradient};
+use flowgrad::EditParams;
 use flowgrad_coordinator::settings::CoordinatorSettings;
 use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
 use flowgrad_engine::{BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
@@ -20,6 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::params::ParamArgs;
 use crate::report::write_image_reports;
 
 /// Options of `flowgrad run`.
@@ -56,30 +57,9 @@ pub struct RunArgs {
     /// CLIP config JSON (default: inferred from the checkpoint's shapes).
     #[arg(long)]
     pub clip_config: Option<PathBuf>,
-    /// Euler steps N.
-    #[arg(long, default_value_t = 100)]
-    pub steps: usize,
-    /// FlowGrad iterations M.
-    #[arg(long, default_value_t = 10)]
-    pub iterations: usize,
-    /// Gradient step α. The paper's 10 was tuned for its CLIP cosine loss; the bundled
-    /// classifier's cross-entropy has larger gradients, and 1 was measured to edit reliably.
-    #[arg(long, default_value_t = 1.0)]
-    pub step_size: f32,
-    /// Straightness threshold ξ.
-    #[arg(long, default_value_t = 5e-3)]
-    pub xi: f32,
-    /// Guidance weight η (1 − η weighs faithfulness).
-    #[arg(long, default_value_t = 0.7)]
-    pub eta: f32,
-    /// How a merged segment's gradient reaches its steps: `copy` (the paper's) or `interpolate`
-    /// (`params.segment_gradient`).
-    #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>, default_value = "copy")]
-    pub segment_gradient: SegmentGradient,
-    /// The step a merged segment's VJP is evaluated at: `start` (the paper's) or `middle`
-    /// (`params.segment_anchor`).
-    #[arg(long, value_parser = crate::serde_enum::<SegmentAnchor>, default_value = "start")]
-    pub segment_anchor: SegmentAnchor,
+    /// FlowGrad's parameters (every default from `EditParams::default()`).
+    #[command(flatten)]
+    pub params: ParamArgs,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -166,16 +146,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--model {NCSNPP_MODEL} needs --checkpoint <RectifiedFlow .pth or safetensors>");
     }
     registry.validate(&args.model, &guidance)?;
-    let params = EditParams {
-        steps: args.steps,
-        iterations: args.iterations,
-        step_size: args.step_size,
-        xi: args.xi,
-        eta: args.eta,
-        segment_gradient: args.segment_gradient,
-        segment_anchor: args.segment_anchor,
-        ..EditParams::default()
-    };
+    let params = args.params.to_params();
     params.validate()?;
     if args.workers == 0 {
         bail!("--workers must be at least 1");
@@ -307,7 +278,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let report: JobReport = flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
     std::fs::write(args.output.join("report.json"), flowgrad_jobs::to_json(&report))?;
-    write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
+    let summary = write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
     for failure in &status.failures {
         eprintln!("failed: {}: {}", failure.task_id, failure.reason);
     }
@@ -319,6 +290,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         println!("learned direction saved to {}", path.display());
     }
     println!("wrote {} edited image(s), grid.png and reports to {}", status.succeeded, args.output.display());
+    println!("{summary}");
     Ok(if status.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

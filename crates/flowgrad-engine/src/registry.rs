@@ -117,6 +117,10 @@ pub trait Model: Send + Sync {
     /// Per-image probability of a class target under an independent judge (evaluation only);
     /// `None` when the model has no judge for this guidance.
     fn judge_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Option<Vec<f32>>, EngineError>;
+    /// Per-image top-1 class name under the independent judge; `None` for models without one.
+    fn judge_classes(&self, _images: &[f32], _batch: usize) -> Result<Option<Vec<&'static str>>, EngineError> {
+        Ok(None)
+    }
 }
 
 /// Encoded prompts a CLIP model keeps (a fleet's jobs use few); the cache is emptied when full.
@@ -214,6 +218,13 @@ impl Model for FashionModels {
             GuidanceSpec::Class(class) => class_probabilities(&self.judge, self.image_shape(), images, batch, class_target(class)?).map(Some),
             GuidanceSpec::Text(_) => Ok(None),
         }
+    }
+
+    fn judge_classes(&self, images: &[f32], batch: usize) -> Result<Option<Vec<&'static str>>, EngineError> {
+        let x = self.image_shape().batch_tensor(images, batch, &device())?;
+        let probs = flowgrad::tensor_util::to_vec(self.judge.probabilities(x).inner());
+        let top = |p: &[f32]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).map_or("?", |c| CLASS_NAMES[c]);
+        Ok(Some(probs.chunks(CLASS_NAMES.len()).map(top).collect()))
     }
 }
 

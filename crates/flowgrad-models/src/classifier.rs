@@ -10,6 +10,7 @@ use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use flowgrad::{Guidance, GuidanceContext};
 
+use crate::class_views::ClassViews;
 use crate::fashion::{CLASS_NAMES, NUM_CLASSES};
 use crate::weights::{seeded_init, weights_digest};
 
@@ -145,23 +146,31 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int
     -log_softmax(logits, 1).gather(1, targets.reshape([b, 1])).reshape([b])
 }
 
-/// Guidance towards one class: per-image loss −log p(target | x1) under a frozen classifier.
+/// Guidance towards one class: per-image loss −log p(target | x1) under a frozen classifier,
+/// averaged over random [`ClassViews`] of the image clamped to the data range [−1, 1].
 #[derive(Debug, Clone)]
 pub struct ClassGuidance<C> {
     classifier: C,
     target: usize,
     digest: String,
+    views: ClassViews,
 }
 
 impl<C> ClassGuidance<C> {
-    /// Guides towards class `target` (0..10) with `classifier` (its weights are hashed once here).
+    /// Guides towards class `target` (0..10) with `classifier` (its weights are hashed once here)
+    /// and the default views.
     pub fn new<B: Backend>(classifier: C, target: usize) -> Self
     where
         C: Module<B>,
     {
         assert!(target < NUM_CLASSES, "class {target} out of range 0..{NUM_CLASSES}");
         let digest = weights_digest(&classifier);
-        Self { classifier, target, digest }
+        Self { classifier, target, digest, views: ClassViews::default() }
+    }
+
+    /// The same guidance averaged over other views ([`ClassViews::none`]: the image itself).
+    pub fn with_views(self, views: ClassViews) -> Self {
+        Self { views, ..self }
     }
 
     /// The target class.
@@ -171,14 +180,20 @@ impl<C> ClassGuidance<C> {
 }
 
 impl<B: Backend, C: ImageClassifier<B>> Guidance<B> for ClassGuidance<C> {
-    fn loss(&self, x1: Tensor<B, 4>, _ctx: &GuidanceContext) -> Tensor<B, 1> {
+    fn loss(&self, x1: Tensor<B, 4>, ctx: &GuidanceContext) -> Tensor<B, 1> {
         let [b, ..] = x1.dims();
         let device = x1.device();
-        let targets = Tensor::from_data(TensorData::new(vec![self.target as i64; b], [b]), &device);
-        cross_entropy(self.classifier.logits(x1), targets)
+        let x1 = x1.clamp(-1.0, 1.0);
+        let (views, copies) = match self.views.copies {
+            0 => (x1, 1),
+            k => (self.views.apply(x1, ctx.seed), k),
+        };
+        let targets = Tensor::from_data(TensorData::new(vec![self.target as i64; b * copies], [b * copies]), &device);
+        cross_entropy(self.classifier.logits(views), targets).reshape([copies, b]).mean_dim(0).reshape([b])
     }
 
     fn fingerprint(&self) -> String {
-        format!("class:{}={}:weights={}", self.target, CLASS_NAMES[self.target], self.digest)
+        let views = serde_json::to_string(&self.views).expect("views serialise");
+        format!("class:{}={}:weights={}:views={views}", self.target, CLASS_NAMES[self.target], self.digest)
     }
 }

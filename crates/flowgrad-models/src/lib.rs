@@ -1,6 +1,7 @@
 //! Networks for FlowGrad: velocity fields (the generative ODEs) and guidance models, with their
 //! weight loading. Everything here is generic over burn backends.
 
+pub mod class_views;
 pub mod classifier;
 pub mod clip;
 pub mod conv;
@@ -13,6 +14,7 @@ pub mod weights;
 pub use classifier::{
     ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy,
 };
+pub use class_views::ClassViews;
 pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
 pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};

@@ -9,7 +9,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
-    EditParams, Editor, Grid, Guidance, GuidanceContext, HostTensor, Mode, MseToTarget, SegmentAnchor, Selection, TimeGrid, decomposed_backprop, full_backprop, simulate,
+    EditParams, Editor, Grid, UpdateRule, Guidance, GuidanceContext, HostTensor, Mode, MseToTarget, SegmentAnchor, Selection, TimeGrid, decomposed_backprop, full_backprop, simulate,
     straightness,
 };
 use flowgrad_models::ncsnpp::Ncsnpp;
@@ -105,6 +105,7 @@ fn check_editor(report: &mut ParityReport, model: &Ncsnpp<B>, r: &Recorded<'_>, 
     let params = EditParams {
         steps: r.time.steps,
         iterations,
+        update: UpdateRule::Gradient,
         step_size: r.lr,
         eta: 1.0,
         lambda: 0.0,

@@ -7,12 +7,13 @@ use burn::tensor::{Tensor, backend::AutodiffBackend};
 use crate::backprop::decomposed_backprop_recorded;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff};
-use crate::params::{ControlSharing, EditParams, Selection};
+use crate::params::{ControlSharing, EditParams, Mode, Selection, UpdateRule};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
 use crate::recording::AnchorPlan;
 use crate::trajectory::{TimeGrid, encode, simulate_recording, simulate_untracked};
+use crate::trust::{TrustRegion, acceptance, entry_energies};
 
 /// The result of a finished edit.
 #[derive(Debug, Clone)]
@@ -21,8 +22,11 @@ pub struct EditOutcome<B: AutodiffBackend> {
     pub images: Tensor<B, 4>,
     /// The controls that produced them.
     pub controls: HostTensor,
-    /// Which iteration's controls were selected (M = the final ones).
+    /// Which iteration's controls were selected (M = the final ones); the latest over the
+    /// control entries when they differ.
     pub selected_iteration: usize,
+    /// The selected iteration of every control entry (each image, or one for shared controls).
+    pub selected_iterations: Vec<usize>,
     /// Objective of the selected controls.
     pub objective: f64,
 }
@@ -132,6 +136,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             original,
             history: vec![],
             best: None,
+            trust: None,
             seed,
             stream,
         })
@@ -163,26 +168,74 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         let grads = parts.weighted.clone().sum().backward();
         let grad_x1 = Tensor::from_inner(x1.grad(&grads).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?);
 
-        let s = straightness(&trajectory.velocities, self.params.mode);
-        let grid = if self.params.xi == 0.0 && self.params.mode == crate::params::Mode::Paper {
-            Grid::uniform(self.params.steps)
-        } else {
-            Grid::build(&s.s, self.params.xi, self.params.mode)
+        let per_image: Vec<f64> = to_vec(parts.weighted.clone()).into_iter().map(f64::from).collect();
+        let objectives = self.entry_objectives(&per_image, &state.controls);
+        let accepted = match self.params.update {
+            UpdateRule::Gradient => vec![true; objectives.len()],
+            UpdateRule::TrustRegion => acceptance(state.trust.as_ref(), &objectives),
         };
-        let gradient = decomposed_backprop_recorded(&self.field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
+        // Where every entry rejects its trial, the next trial needs no gradient: skip the VJPs.
+        let mut segments = 0;
+        let mut gradient = None;
+        if accepted.iter().any(|&a| a) {
+            let s = straightness(&trajectory.velocities, self.params.mode);
+            let grid = if self.params.xi == 0.0 && self.params.mode == Mode::Paper {
+                Grid::uniform(self.params.steps)
+            } else {
+                Grid::build(&s.s, self.params.xi, self.params.mode)
+            };
+            let decomposed = decomposed_backprop_recorded(&self.field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
+            let per_step = decomposed.assigned(self.params.segment_gradient, &grid, &time, self.params.mode);
+            segments = grid.len();
+            gradient = Some(self.objective_gradient(&state.controls, &per_step));
+        }
 
-        let record = self.record(iteration, &parts, &state.controls, grid.len())?;
-        let previous = state.controls.clone();
-        let per_step = gradient.assigned(self.params.segment_gradient, &grid, &time, self.params.mode);
-        let updated = self.update_controls(&state.controls, &per_step);
+        let mut record = self.record(iteration, &parts, &state.controls, segments)?;
+        let updated = match self.params.update {
+            UpdateRule::Gradient => {
+                let alpha = self.params.step_size;
+                let gradient = gradient.expect("the gradient rule accepts every iteration");
+                let values = state.controls.values.iter().zip(&gradient).map(|(&u, &g)| u - alpha * g).collect();
+                let previous = state.controls.clone();
+                self.track_best(state, iteration, record.objective, previous);
+                HostTensor { shape: state.controls.shape.clone(), values }
+            }
+            UpdateRule::TrustRegion => {
+                let trust = TrustRegion::advance(state.trust.take(), iteration, &state.controls, &objectives, &accepted, gradient.as_deref(), self.params.trust_radius);
+                let next = trust.trial(self.control_scale());
+                record.accepted = accepted;
+                record.radius = trust.radius.clone();
+                state.trust = Some(trust);
+                next
+            }
+        };
         if updated.values.iter().any(|v| !v.is_finite()) {
             return Err(FlowGradError::NonFinite { what: "controls", iteration });
         }
-        self.track_best(state, iteration, record.objective, previous);
         state.controls = updated;
         state.history.push(record.clone());
         state.iteration += 1;
         Ok(record)
+    }
+
+    /// How much a control changes the output per unit: u_k acts on the state directly in
+    /// `Reference` mode (N of them add up), through a 1/N step in `Paper` mode.
+    fn control_scale(&self) -> f32 {
+        match self.params.mode {
+            Mode::Reference => self.params.dt(),
+            Mode::Paper => 1.0,
+        }
+    }
+
+    /// The objective of each control entry: its image's weighted loss plus λ·Σu², or for shared
+    /// controls the batch's sum.
+    fn entry_objectives(&self, per_image: &[f64], controls: &HostTensor) -> Vec<f64> {
+        let lambda = self.params.lambda as f64;
+        let energies = entry_energies(controls);
+        match self.params.sharing {
+            ControlSharing::PerImage => per_image.iter().zip(&energies).map(|(l, e)| l + lambda * e).collect(),
+            ControlSharing::Shared => vec![per_image.iter().sum::<f64>() + lambda * energies[0]],
+        }
     }
 
     /// Simulates the final controls, selects best or last, and returns the edited images.
@@ -192,21 +245,27 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         let ctx = GuidanceContext { iteration: state.iteration, seed: state.iteration_seed(state.iteration) };
         let images = self.decode(state, &state.controls)?;
         let parts = self.loss_parts(images.clone(), original, &ctx);
-        let objective = crate::tensor_util::scalar(parts.weighted.sum()) + self.params.lambda as f64 * energy(&state.controls);
-        let final_outcome = EditOutcome {
+        let per_image: Vec<f64> = to_vec(parts.weighted).into_iter().map(f64::from).collect();
+        let objectives = self.entry_objectives(&per_image, &state.controls);
+        let last = |controls: HostTensor, images: Tensor<B, 4>, objectives: Vec<f64>, iterations: Vec<usize>| EditOutcome {
             images: images.detach(),
-            controls: state.controls.clone(),
-            selected_iteration: state.iteration,
-            objective,
+            controls,
+            selected_iteration: iterations.iter().copied().max().unwrap_or(state.iteration),
+            selected_iterations: iterations,
+            objective: objectives.iter().sum(),
         };
-        match (&state.best, self.params.selection) {
-            (Some(best), Selection::Best) if best.objective < objective => Ok(EditOutcome {
-                images: self.decode(state, &best.controls)?.detach(),
-                controls: best.controls.clone(),
-                selected_iteration: best.iteration,
-                objective: best.objective,
-            }),
-            _ => Ok(final_outcome),
+        let entries = objectives.len();
+        match (self.params.selection, self.params.update, &state.trust, &state.best) {
+            (Selection::Best, UpdateRule::TrustRegion, Some(trust), _) => {
+                let (controls, objectives, iterations) = trust.select(&state.controls, state.iteration, &objectives);
+                let images = if controls == state.controls { images } else { self.decode(state, &controls)? };
+                Ok(last(controls, images, objectives, iterations))
+            }
+            (Selection::Best, UpdateRule::Gradient, _, Some(best)) if best.objective < objectives.iter().sum() => {
+                let images = self.decode(state, &best.controls)?;
+                Ok(EditOutcome { objective: best.objective, ..last(best.controls.clone(), images, vec![], vec![best.iteration; entries]) })
+            }
+            _ => Ok(last(state.controls.clone(), images, objectives, vec![state.iteration; entries])),
         }
     }
 
@@ -320,25 +379,20 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             energy,
             per_image,
             segments,
+            accepted: vec![],
+            radius: vec![],
         })
     }
 
-    /// u ← u − α(∂L/∂u + 2λu), summing over the batch for shared controls.
-    fn update_controls(&self, controls: &HostTensor, per_step: &[Tensor<B, 4>]) -> HostTensor {
+    /// ∂objective/∂u = ∂L/∂u + 2λu on the host (summed over the batch for shared controls).
+    fn objective_gradient(&self, controls: &HostTensor, per_step: &[Tensor<B, 4>]) -> Vec<f32> {
         let shared = self.params.sharing == ControlSharing::Shared;
         let grads: Vec<Tensor<B, 4>> = per_step
             .iter()
             .map(|g| if shared { g.clone().sum_dim(0) } else { g.clone() })
             .collect();
-        let grad = to_vec(Tensor::cat(grads, 0).inner());
-        let (alpha, lambda) = (self.params.step_size, self.params.lambda);
-        let values = controls
-            .values
-            .iter()
-            .zip(&grad)
-            .map(|(&u, &g)| u - alpha * (g + 2.0 * lambda * u))
-            .collect();
-        HostTensor { shape: controls.shape.clone(), values }
+        let lambda = self.params.lambda;
+        to_vec(Tensor::cat(grads, 0).inner()).into_iter().zip(&controls.values).map(|(g, &u)| g + 2.0 * lambda * u).collect()
     }
 
     fn track_best(&self, state: &mut ControlState, iteration: usize, objective: f64, controls: HostTensor) {

@@ -17,14 +17,16 @@ pub mod state;
 pub mod straightness;
 pub mod tensor_util;
 pub mod trajectory;
+pub mod trust;
 
 pub use backprop::{DecomposedGradient, FullGradient, RecordedSimulation, decomposed_backprop, decomposed_backprop_recorded, full_backprop, record_simulation, velocity_vjp};
 pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
 pub use field::{Guidance, GuidanceContext, MseToTarget, VelocityField, mean_abs_diff};
-pub use params::{ControlSharing, EditParams, Mode, SegmentAnchor, SegmentGradient, Selection};
+pub use params::{ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Mode, SegmentAnchor, SegmentGradient, Selection, TRUST_GROWTH, TRUST_SHRINK, UpdateRule};
 pub use recording::{AnchorPlan, RecordedForwards};
 pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
 pub use straightness::{Grid, GridPrefix, Straightness, straightness, straightness_from_sums};
+pub use trust::TrustRegion;
 pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate, simulate_recording, simulate_untracked};

@@ -88,7 +88,37 @@ pub enum Selection {
     Last,
 }
 
-/// All FlowGrad hyper-parameters. `Default` gives the paper's values.
+/// How the controls are updated from the objective's gradient each iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateRule {
+    /// The paper's plain gradient step u ← u − α(∂L/∂u + 2λu) (what the original code does and
+    /// the parity fixtures pin). Its good α depends on N, the loss's scale and the model.
+    Gradient,
+    /// A normalised step inside a per-image trust region: each image's controls move by
+    /// ρ_i along their gradient direction scaled to unit RMS (divided by N in `Reference` mode,
+    /// where every u_k acts on the state directly, so the output moves by about ρ_i whatever N
+    /// is). An iteration whose objective is no better than the image's best so far is rejected:
+    /// the controls go back to the best ones and ρ_i halves; an accepted one grows ρ_i by half.
+    /// Free of the loss's scale (only the direction is used) and of N; the accepted objective
+    /// never rises.
+    #[default]
+    TrustRegion,
+}
+
+impl UpdateRule {
+    fn is_gradient(&self) -> bool {
+        *self == UpdateRule::Gradient
+    }
+}
+
+/// Factor a trust radius grows by after an accepted iteration.
+pub const TRUST_GROWTH: f32 = 1.5;
+/// Factor a trust radius shrinks by after a rejected iteration.
+pub const TRUST_SHRINK: f32 = 0.5;
+
+/// All FlowGrad hyper-parameters, and the one place their defaults are defined: the CLI, job
+/// files, helm values and docs take them from `EditParams::default()`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EditParams {
@@ -96,8 +126,15 @@ pub struct EditParams {
     pub steps: usize,
     /// M: gradient-descent iterations.
     pub iterations: usize,
-    /// α: gradient-descent step size.
+    /// How the controls are updated (left out of the serialised form when `gradient`, so the
+    /// fingerprints of checkpoints written before the rule existed stay valid).
+    #[serde(skip_serializing_if = "UpdateRule::is_gradient")]
+    pub update: UpdateRule,
+    /// α: step size of the `gradient` rule (the paper's 10; unused by `trust_region`).
     pub step_size: f32,
+    /// ρ: the `trust_region` rule's first radius, the RMS change of the output per iteration in
+    /// data units (images in [−1, 1]); it adapts per image from there (unused by `gradient`).
+    pub trust_radius: f32,
     /// η: weight of the guidance loss; 1 − η weighs faithfulness (L1 to the input).
     pub eta: f32,
     /// λ: weight of the control energy Σ‖u_k‖².
@@ -126,12 +163,17 @@ pub struct EditParams {
     pub segment_anchor: SegmentAnchor,
 }
 
+/// ρ's default (see [`EditParams::trust_radius`]), chosen by measurement (BENCHMARKS.md).
+pub const DEFAULT_TRUST_RADIUS: f32 = 0.25;
+
 impl Default for EditParams {
     fn default() -> Self {
         Self {
             steps: 100,
             iterations: 10,
+            update: UpdateRule::TrustRegion,
             step_size: 10.0,
+            trust_radius: DEFAULT_TRUST_RADIUS,
             eta: 0.7,
             lambda: 1e-3,
             xi: 5e-3,
@@ -157,6 +199,9 @@ impl EditParams {
             return Err(invalid("encode_steps", "must be at least 1, got 0"));
         }
         finite_non_negative("step_size", self.step_size)?;
+        if !(self.trust_radius.is_finite() && self.trust_radius > 0.0) {
+            return Err(invalid("trust_radius", format!("must be finite and > 0, got {}", self.trust_radius)));
+        }
         finite_non_negative("lambda", self.lambda)?;
         finite_non_negative("xi", self.xi)?;
         if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
@@ -180,6 +225,12 @@ impl EditParams {
     /// Steps the encoder takes.
     pub fn encoder_steps(&self) -> usize {
         self.encode_steps.unwrap_or(self.steps)
+    }
+
+    /// The parameters of the paper and the original code: the plain gradient rule with α = 10
+    /// (everything else as [`EditParams::default`]); the parity fixtures pin this update.
+    pub fn paper() -> Self {
+        Self { update: UpdateRule::Gradient, ..Self::default() }
     }
 
     /// Euler step size h = 1/N.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{FlowGradError, Result};
+use crate::trust::TrustRegion;
 use crate::tensor_util::{from_vec, to_vec};
 
 /// Version of the serialised layout; bumped on incompatible changes.
@@ -71,8 +72,15 @@ pub struct IterationRecord {
     pub energy: f64,
     /// η·guidance + (1 − η)·faithfulness of each image (without the energy term).
     pub per_image: Vec<f64>,
-    /// Segments of the non-uniform grid (= VJPs of the backward pass).
+    /// Segments of the non-uniform grid (= VJPs of the backward pass; 0 when every trial of a
+    /// trust-region iteration was rejected and no gradient was needed).
     pub segments: usize,
+    /// Trust-region rule: whether each control entry accepted this iteration's controls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<bool>,
+    /// Trust-region rule: each entry's radius for the next trial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub radius: Vec<f32>,
 }
 
 /// The lowest-objective controls seen so far.
@@ -99,8 +107,10 @@ pub struct ControlState {
     pub original: HostTensor,
     /// One record per completed iteration.
     pub history: Vec<IterationRecord>,
-    /// Best controls so far (when the editor selects the best).
+    /// Best controls so far (gradient rule, when the editor selects the best).
     pub best: Option<BestControls>,
+    /// The trust-region rule's radii, accepted controls and directions (after iteration 0).
+    pub trust: Option<TrustRegion>,
     /// Job seed.
     pub seed: u64,
     /// Stream id (e.g. a hash of the image/task id) separating the randomness of images.
@@ -119,6 +129,16 @@ struct StateMetadata {
     seed: u64,
     stream: u64,
     fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trust: Option<TrustMetadata>,
+}
+
+/// The trust region's non-tensor fields.
+#[derive(Serialize, Deserialize)]
+struct TrustMetadata {
+    radius: Vec<f32>,
+    accepted_objective: Vec<f64>,
+    accepted_iteration: Vec<usize>,
 }
 
 impl ControlState {
@@ -141,12 +161,21 @@ impl ControlState {
             seed: self.seed,
             stream: self.stream,
             fingerprint: self.fingerprint.clone(),
+            trust: self.trust.as_ref().map(|t| TrustMetadata {
+                radius: t.radius.clone(),
+                accepted_objective: t.accepted_objective.clone(),
+                accepted_iteration: t.accepted_iteration.clone(),
+            }),
         };
         let json = serde_json::to_string(&meta).map_err(|e| FlowGradError::CorruptState(e.to_string()))?;
         let mut named: Vec<(&str, &HostTensor)> =
             vec![("controls", &self.controls), ("x0", &self.x0), ("original", &self.original)];
         if let Some(best) = &self.best {
             named.push(("best_controls", &best.controls));
+        }
+        if let Some(trust) = &self.trust {
+            named.push(("trust_accepted", &trust.accepted));
+            named.push(("trust_direction", &trust.direction));
         }
         let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
             .into_iter()
@@ -191,6 +220,16 @@ impl ControlState {
             }),
             _ => None,
         };
+        let trust = match meta.trust {
+            Some(t) => Some(TrustRegion {
+                radius: t.radius,
+                accepted_objective: t.accepted_objective,
+                accepted_iteration: t.accepted_iteration,
+                accepted: read("trust_accepted")?,
+                direction: read("trust_direction")?,
+            }),
+            None => None,
+        };
         Ok(Self {
             iteration: meta.iteration,
             controls: read("controls")?,
@@ -198,6 +237,7 @@ impl ControlState {
             original: read("original")?,
             history: meta.history,
             best,
+            trust,
             seed: meta.seed,
             stream: meta.stream,
             fingerprint: meta.fingerprint,

@@ -6,13 +6,13 @@ mod common;
 use common::{Affine, B, noise, tensor};
 use flowgrad::{
     ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, SegmentAnchor, SegmentGradient, Selection,
-    Solver, TimeGrid, round_trip,
+    Solver, TimeGrid, UpdateRule, round_trip,
 };
 
 const SHAPE: [usize; 4] = [2, 3, 2, 2];
 
 fn params() -> EditParams {
-    EditParams { steps: 12, iterations: 6, step_size: 2.0, xi: 0.05, eta: 0.8, lambda: 1e-2, mode: Mode::Paper, ..Default::default() }
+    EditParams { steps: 12, iterations: 6, update: UpdateRule::Gradient, step_size: 2.0, xi: 0.05, eta: 0.8, lambda: 1e-2, mode: Mode::Paper, ..Default::default() }
 }
 
 fn editor(params: EditParams) -> Editor<B, flowgrad::analytic::AffineField<B>, MseToTarget<B>> {

@@ -85,9 +85,11 @@ impl Tally {
 pub(super) fn score(judge: &Judge<Backend>, target: usize, original: &Tensor<Backend, 4>, edited: Edited) -> Tally {
     let [batch, _, height, width] = original.dims();
     let pixels = height * width;
-    let probs = to_vec(judge.probabilities(edited.images.clone().detach()));
-    let l1 = to_vec(mean_abs_diff(edited.images.clone().detach(), original.clone()));
-    let (before, after) = (to_vec(original.clone()), to_vec(edited.images.detach()));
+    // scored as they would be written: in the data range
+    let images = edited.images.detach().clamp(-1.0, 1.0);
+    let probs = to_vec(judge.probabilities(images.clone()));
+    let l1 = to_vec(mean_abs_diff(images.clone(), original.clone()));
+    let (before, after) = (to_vec(original.clone()), to_vec(images));
     let mut tally = Tally {
         images: batch,
         seconds: edited.seconds,
@@ -113,15 +115,18 @@ pub(super) fn markdown(report: &EvalReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Fashion-MNIST test, {} images × {} ({}), N = {}, M = {}, α = {}, η = {}, λ = {}, batch {}, guidance scale {}, seed {}, {}; {:.0} s in all.\n",
+        "Fashion-MNIST test, {} images × {} ({}), N = {}, M = {}, update {}, η = {}, λ = {}, batch {}, guidance scale {}, seed {}, {}; {:.0} s in all.\n",
         s.images,
         s.classes.len(),
         s.classes.join(", "),
-        s.steps,
-        s.iterations,
-        s.step_size,
-        s.eta,
-        s.lambda,
+        s.params.steps,
+        s.params.iterations,
+        match s.params.update {
+            flowgrad::UpdateRule::TrustRegion => format!("trust region ρ = {}", s.params.trust_radius),
+            flowgrad::UpdateRule::Gradient => format!("gradient α = {}", s.params.step_size),
+        },
+        s.params.eta,
+        s.params.lambda,
         s.batch,
         s.guidance_scale,
         s.seed,

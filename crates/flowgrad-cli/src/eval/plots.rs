@@ -1,36 +1,14 @@
 //! The PNG plots of `flowgrad eval` (plotters' bitmap backend, encoded with `image`).
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
-use plotters::style::{FontStyle, register_font};
 
 const SIZE: (u32, u32) = (800, 500);
-
-/// Common TrueType fonts, tried in order when `--font` is not given.
-const FONTS: [&str; 4] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
-
-/// Registers the plots' font (`path`, or the first of [`FONTS`] that exists) as "sans-serif".
-pub fn load_font(path: Option<&Path>) -> anyhow::Result<()> {
-    let path = match path {
-        Some(p) => p.to_path_buf(),
-        None => FONTS.iter().map(PathBuf::from).find(|p| p.is_file()).with_context(|| format!("no TrueType font for the plots among {FONTS:?}; pass --font <file.ttf>"))?,
-    };
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read font {}", path.display()))?;
-    if register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice())).is_err() {
-        bail!("{} is not a usable TrueType font", path.display());
-    }
-    Ok(())
-}
 
 /// Named lines of (x, y) points.
 type Series<'a> = &'a [(String, Vec<(f64, f64)>)];

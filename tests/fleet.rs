@@ -357,3 +357,40 @@ async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
     assert!(refused.rejection.unwrap_or_default().contains("already exists"));
     assert_eq!(fleet.store.get(key).await.unwrap().unwrap(), stored);
 }
+
+/// One set of defaults: a job file without `params` runs with `EditParams::default()`, as
+/// `flowgrad run` does without flags, and the distributed fleet writes the very bytes the embedded
+/// run writes for the same input, name and seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_file_without_params_edits_like_flowgrad_run_without_flags() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/00-tshirt-test19.png");
+    let bytes = std::fs::read(&example).unwrap();
+    // the embedded run names its inputs `inputs/{index:04}-{file}`: upload under the same key
+    let mut fleet = Fleet::new().await;
+    fleet.store.put("inputs/0000-00-tshirt-test19.png", bytes.into()).await.unwrap();
+    let job = flowgrad_jobs::JobSpec::from_job_file(
+        "input = { prefix = \"inputs/\" }\noutput_prefix = \"outputs/\"\nmodel = \"fashion-mnist\"\nguidance = { class = \"coat\" }\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(job.params, flowgrad::EditParams::default());
+    fleet.start_coordinator();
+    fleet.start_worker(0);
+    fleet.submit(&job).await;
+
+    let local = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(flowgrad_tests::fleet::binary("flowgrad"))
+        .args(["run", "--input", example.to_str().unwrap(), "--output", local.path().to_str().unwrap(), "--target", "coat"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("summary: 1/1 judged the target") || stdout.contains("summary: 0/1 judged the target"), "{stdout}");
+
+    let report = fleet.wait_report(job.job_id, 6 * MINUTES).await;
+    assert_eq!(report.status.state, JobState::Completed, "{:?}", report.status);
+    let fleet_png = fleet.store.get("outputs/0000-00-tshirt-test19.png").await.unwrap().expect("fleet output");
+    let local_png = std::fs::read(local.path().join("0000-00-tshirt-test19.png")).unwrap();
+    assert_eq!(fleet_png.to_vec(), local_png, "the fleet and the embedded run write the same bytes");
+    assert_eq!(report.results[0].iterations_run, flowgrad::EditParams::default().iterations);
+}

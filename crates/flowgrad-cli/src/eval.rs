@@ -20,7 +20,7 @@ use flowgrad::{ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mo
 use flowgrad_engine::ModelRegistry;
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
-use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge, load_reflow};
+use flowgrad_models::{CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge, load_reflow};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
@@ -38,10 +38,10 @@ pub struct EvalArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// Test images, drawn with --seed from the Fashion-MNIST test split.
-    #[arg(long, default_value_t = 48)]
+    #[arg(long, default_value_t = 120)]
     pub images: usize,
     /// Target classes, comma-separated (images already of a target class are skipped for it).
-    #[arg(long, value_delimiter = ',', default_value = "coat,sneaker")]
+    #[arg(long, value_delimiter = ',', default_value = "coat,sneaker,bag")]
     pub classes: Vec<String>,
     /// FlowGrad's parameters (defaults: `EditParams::default()`, as `flowgrad run`); ξ is also
     /// used by the x_0-only baseline's gradient, M by the x_0-only baseline.
@@ -53,6 +53,16 @@ pub struct EvalArgs {
     /// Guided sampling's scale s: x_{k+1} = x_k + h(v − s·∇_{x_k} CE(x̂_1)).
     #[arg(long, default_value_t = 20.0)]
     pub guidance_scale: f32,
+    /// The frontier's guidance weights η for FlowGrad (judge success against L1 and SSIM).
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.7,0.9")]
+    pub frontier_etas: Vec<f32>,
+    /// The frontier's guided-sampling scales s.
+    #[arg(long, value_delimiter = ',', default_value = "5,10,20,40")]
+    pub frontier_scales: Vec<f32>,
+    /// Guide with the classifier's loss on the image itself instead of its averaged random views
+    /// (the guidance before views were added; for the guidance-vs-judge agreement comparison).
+    #[arg(long)]
+    pub plain_guidance: bool,
     /// Images of the ξ and N sweeps (the first chosen images not of the first class, towards it).
     #[arg(long, default_value_t = 12)]
     pub sweep_images: usize,
@@ -149,6 +159,24 @@ struct XiRun {
     final_metrics: Metrics,
 }
 
+/// One point of the quality frontier: a method at one setting of its knob, over every edit of
+/// the comparison.
+#[derive(Debug, Serialize)]
+struct FrontierPoint {
+    method: &'static str,
+    /// "eta" (FlowGrad) or "scale" (guided sampling).
+    knob: &'static str,
+    value: f32,
+    #[serde(flatten)]
+    metrics: Metrics,
+}
+
+/// The settings the frontier sweeps, in report order.
+fn frontier_settings(args: &EvalArgs) -> Vec<(Method, f32)> {
+    let flowgrad = args.frontier_etas.iter().map(|&eta| (Method::FlowGrad, eta));
+    flowgrad.chain(args.frontier_scales.iter().map(|&s| (Method::Guided, s))).collect()
+}
+
 /// One N of the steps sweep.
 #[derive(Debug, Serialize)]
 struct StepsRun {
@@ -176,6 +204,7 @@ struct Settings {
 struct EvalReport {
     settings: Settings,
     methods: Vec<MethodReport>,
+    frontier: Vec<FrontierPoint>,
     straightness: StraightnessCurve,
     xi_sweep: Vec<XiRun>,
     steps_sweep: Vec<StepsRun>,
@@ -223,7 +252,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     chosen.shuffle(&mut flowgrad_train::data::step_rng(args.seed, 0));
     chosen.truncate(args.images);
 
-    let (methods, curve) = compare(args, &params, &models, &test, &chosen, &targets)?;
+    for eta in &args.frontier_etas {
+        EditParams { eta: *eta, ..params.clone() }.validate()?;
+    }
+    let (methods, frontier, curve) = compare(args, &params, &models, &test, &chosen, &targets)?;
     let sweep_class = targets[0];
     let sweep_set: Vec<usize> = chosen.iter().copied().filter(|&i| test.labels[i] as usize != sweep_class).take(args.sweep_images).collect();
     if sweep_set.is_empty() {
@@ -247,6 +279,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             backend: backend::name(),
         },
         methods,
+        frontier,
         straightness: curve,
         xi_sweep,
         steps_sweep,
@@ -258,9 +291,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
 /// Edits every chosen image towards every target with each method, batch by batch, sharing one
 /// encoding per batch. Returns the per-method results and the straightness curve.
-fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, chosen: &[usize], targets: &[usize]) -> anyhow::Result<(Vec<MethodReport>, StraightnessCurve)> {
+fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, chosen: &[usize], targets: &[usize]) -> anyhow::Result<(Vec<MethodReport>, Vec<FrontierPoint>, StraightnessCurve)> {
     let device = backend::device();
     let mut tallies: Vec<Vec<Tally>> = vec![vec![Tally::default(); targets.len()]; Method::ALL.len()];
+    let settings = frontier_settings(args);
+    let mut frontier = vec![Tally::default(); settings.len()];
     let (mut s_sum, mut trajectories) = (vec![0.0f64; params.steps], 0usize);
     let time = TimeGrid::new(params.steps, params.time_eps);
     let encoder_time = TimeGrid::new(params.encoder_steps(), params.time_eps);
@@ -286,9 +321,26 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
             let runs = edit_all(args, params, models, target, original.clone(), rows(&x0, &keep), chunk_index as u64)?;
             let times: Vec<String> = runs.iter().skip(1).map(|(m, e)| format!("{} {:.1} s", m.key(), e.seconds)).collect();
             eprintln!("batch {chunk_index}: {} images → `{}`: {}", indices.len(), CLASS_NAMES[target], times.join(", "));
+            let mut main = vec![];
             for (method, edited) in runs {
                 let slot = Method::ALL.iter().position(|m| *m == method).expect("known method");
-                tallies[slot][class_slot].merge(&metrics::score(&models.judge, target, &original, edited));
+                let tally = metrics::score(&models.judge, &models.classifier, target, &original, edited);
+                tallies[slot][class_slot].merge(&tally);
+                main.push((method, tally));
+            }
+            for (point, &(method, value)) in settings.iter().enumerate() {
+                let same = match method {
+                    Method::FlowGrad => value == params.eta,
+                    _ => value == args.guidance_scale,
+                };
+                let tally = match main.iter().find(|(m, _)| *m == method && same) {
+                    Some((_, tally)) => tally.clone(),
+                    None => {
+                        let edited = frontier_edit(args, params, models, target, &original, rows(&x0, &keep), chunk_index as u64, method, value)?;
+                        metrics::score(&models.judge, &models.classifier, target, &original, edited)
+                    }
+                };
+                frontier[point].merge(&tally);
             }
         }
     }
@@ -306,6 +358,11 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
             per_class: targets.iter().zip(per_class).map(|(&c, t)| ClassMetrics { class: CLASS_NAMES[c].to_string(), metrics: t.metrics() }).collect(),
         })
         .collect();
+    let frontier = settings
+        .iter()
+        .zip(&frontier)
+        .map(|(&(method, value), tally)| FrontierPoint { method: method.key(), knob: if method == Method::FlowGrad { "eta" } else { "scale" }, value, metrics: tally.metrics() })
+        .collect();
     let mean_s: Vec<f64> = s_sum.iter().map(|s| s / trajectories as f64).collect();
     let curve = StraightnessCurve {
         t: (0..params.steps).map(|k| time.t(k) as f64).collect(),
@@ -313,7 +370,31 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
         mean_s,
         trajectories,
     };
-    Ok((reports, curve))
+    Ok((reports, frontier, curve))
+}
+
+/// One frontier point's edit of a batch: FlowGrad with guidance weight `value`, or guided
+/// sampling with scale `value`.
+#[allow(clippy::too_many_arguments)]
+fn frontier_edit(args: &EvalArgs, params: &EditParams, models: &Models, target: usize, original: &Tensor<Backend, 4>, x0: HostTensor, stream: u64, method: Method, value: f32) -> anyhow::Result<Edited> {
+    let guidance = class_guidance(args, models, target);
+    let params = EditParams { eta: if method == Method::FlowGrad { value } else { params.eta }, ..params.clone() };
+    let editor = Editor::new(&models.flow, &guidance, params, backend::device())?;
+    timed(|| match method {
+        Method::FlowGrad => run_editor(&editor, editor.start_encoded(HostTensor::from_tensor(original.clone()), x0, args.seed, stream)?),
+        _ => {
+            let ctx = GuidanceContext { iteration: 0, seed: args.seed };
+            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&backend::device())?, &editor.time_grid(), value, &ctx);
+            Ok(Edited { images, seconds: 0.0, vjps: editor.params().steps, control_energy: 0.0, x0_shift: 0.0 })
+        }
+    })
+}
+
+/// The guidance towards `target`: averaged over random views, or the plain loss with
+/// `--plain-guidance`.
+fn class_guidance(args: &EvalArgs, models: &Models, target: usize) -> ClassGuidance<Classifier<Backend>> {
+    let guidance = ClassGuidance::new::<Backend>(models.classifier.clone(), target);
+    if args.plain_guidance { guidance.with_views(ClassViews::none()) } else { guidance }
 }
 
 /// The images of `x` (`[B, …]`) at the positions `keep`.
@@ -335,7 +416,7 @@ struct Edited {
 /// Runs every method on one batch towards `target` from the shared encoding `x0`.
 fn edit_all(args: &EvalArgs, params: &EditParams, models: &Models, target: usize, original: Tensor<Backend, 4>, x0: HostTensor, stream: u64) -> anyhow::Result<Vec<(Method, Edited)>> {
     let device = backend::device();
-    let guidance = ClassGuidance::new::<Backend>(models.classifier.clone(), target);
+    let guidance = class_guidance(args, models, target);
     let fast = Editor::new(&models.flow, &guidance, params.clone(), backend::device())?;
     let exact = Editor::new(&models.flow, &guidance, EditParams { xi: 0.0, ..params.clone() }, backend::device())?;
     let host_original = HostTensor::from_tensor(original.clone());
@@ -386,7 +467,7 @@ fn run_editor(editor: &ClassEditor<'_>, mut state: ControlState) -> anyhow::Resu
 /// Fig. 5b analog: FlowGrad's objective against the time spent on updates, for each ξ.
 fn xi_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, set: &[usize], target: usize) -> anyhow::Result<Vec<XiRun>> {
     let device = backend::device();
-    let guidance = ClassGuidance::new::<Backend>(models.classifier.clone(), target);
+    let guidance = class_guidance(args, models, target);
     let original = test.images::<Backend>(set, &device);
     let batch = set.len() as f64;
     let mut x0 = None;
@@ -406,7 +487,7 @@ fn xi_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashio
         let mut objective: Vec<f64> = state.history.iter().map(|r| r.objective / batch).collect();
         objective.push(outcome.objective / batch);
         let edited = Edited { images: outcome.images, seconds: elapsed, vjps: state.history.iter().map(|r| r.segments).sum(), control_energy: energy(&outcome.controls), x0_shift: 0.0 };
-        let final_metrics = metrics::score(&models.judge, target, &original, edited).metrics();
+        let final_metrics = metrics::score(&models.judge, &models.classifier, target, &original, edited).metrics();
         eprintln!("ξ = {label}: objective/image {:.4} → {:.4} in {elapsed:.1} s", objective[0], objective[objective.len() - 1]);
         runs.push(XiRun { xi, label, seconds, objective, segments: state.history.iter().map(|r| r.segments).collect(), final_metrics });
     }
@@ -416,13 +497,13 @@ fn xi_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashio
 /// Fig. 7 analog: FlowGrad's edit success for each number of Euler steps N.
 fn steps_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, set: &[usize], target: usize) -> anyhow::Result<Vec<StepsRun>> {
     let device = backend::device();
-    let guidance = ClassGuidance::new::<Backend>(models.classifier.clone(), target);
+    let guidance = class_guidance(args, models, target);
     let original = test.images::<Backend>(set, &device);
     let mut runs = vec![];
     for &steps in &args.sweep_steps {
         let editor = Editor::new(&models.flow, &guidance, EditParams { steps, ..params.clone() }, backend::device())?;
         let edited = timed(|| run_editor(&editor, editor.start(original.clone(), args.seed, 0)?))?;
-        let metrics = metrics::score(&models.judge, target, &original, edited).metrics();
+        let metrics = metrics::score(&models.judge, &models.classifier, target, &original, edited).metrics();
         eprintln!("N = {steps}: success {:.2}, judge p {:.3}", metrics.success_rate, metrics.judge_target_prob);
         runs.push(StepsRun { steps, metrics });
     }
@@ -442,6 +523,13 @@ fn write_outputs(args: &EvalArgs, report: &EvalReport) -> anyhow::Result<()> {
     plots::xi_sweep(&args.output.join("xi_sweep.png"), &series)?;
     let steps: Vec<(f64, f64)> = report.steps_sweep.iter().map(|r| (r.steps as f64, r.metrics.success_rate)).collect();
     plots::steps_sweep(&args.output.join("steps_sweep.png"), &steps)?;
+    for (file, axis, value) in [("frontier_l1.png", "L1 to the input", (|m: &Metrics| m.l1) as fn(&Metrics) -> f64), ("frontier_ssim.png", "SSIM to the input", |m: &Metrics| m.ssim)] {
+        let series: Vec<(String, Vec<(f64, f64)>)> = [("flowgrad", "FlowGrad (η sweep)"), ("guided_sampling", "guided sampling (scale sweep)")]
+            .iter()
+            .map(|(key, name)| (name.to_string(), report.frontier.iter().filter(|p| p.method == *key).map(|p| (value(&p.metrics), p.metrics.success_rate)).collect()))
+            .collect();
+        plots::frontier(&args.output.join(file), axis, &series)?;
+    }
     println!("wrote eval.json, table.md and plots to {}", args.output.display());
     Ok(())
 }

@@ -22,15 +22,7 @@ fn load(config: Option<&Path>) -> anyhow::Result<FleetConfig<NoSection>> {
 /// Reads a job from TOML or JSON; fills `schema` and a fresh `job_id` when absent.
 pub fn read_job(path: &Path) -> anyhow::Result<JobSpec> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text)?
-    } else {
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?
-    };
-    let object = value.as_object_mut().context("a job must be a table/object")?;
-    object.entry("schema").or_insert(flowgrad_jobs::SCHEMA_VERSION.into());
-    object.entry("job_id").or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
-    Ok(JobSpec::from_json(&serde_json::to_vec(&value)?)?)
+    JobSpec::from_job_file(&text, path.extension().is_some_and(|e| e == "json")).with_context(|| format!("{} is not a valid job", path.display()))
 }
 
 /// Validates and publishes a job; prints its id.

@@ -130,6 +130,21 @@ pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_STEPS: usize = 10_000;
 
 impl JobSpec {
+    /// Parses and validates a job file as users write them (TOML, or JSON when `json`): fills
+    /// `schema` and a fresh `job_id` when absent; `params` left out take `EditParams::default()`.
+    pub fn from_job_file(text: &str, json: bool) -> Result<Self, ValidationError> {
+        let malformed = |reason: String| ValidationError::Malformed { what: "job file", reason };
+        let mut value: serde_json::Value = if json {
+            serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?
+        } else {
+            toml::from_str(text).map_err(|e| malformed(e.to_string()))?
+        };
+        let object = value.as_object_mut().ok_or_else(|| malformed("a job must be a table/object".into()))?;
+        object.entry("schema").or_insert(SCHEMA_VERSION.into());
+        object.entry("job_id").or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
+        Self::from_json(&serde_json::to_vec(&value).map_err(|e| malformed(e.to_string()))?)
+    }
+
     /// Parses and validates a job from JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
         let job: Self = crate::from_json("job", bytes)?;

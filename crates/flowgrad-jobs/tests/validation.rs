@@ -104,3 +104,20 @@ direction = { learn = "directions/coat.safetensors" }
     assert_eq!(field_of(&learn_many), "direction");
     JobSpec { direction: Some(DirectionSpec::Apply("d.safetensors".into())), ..learn_many }.validate().unwrap();
 }
+
+/// A job file that leaves `params` out (or any of its fields) edits with `EditParams::default()`,
+/// the same parameters `flowgrad run` uses without flags: JSON and TOML alike.
+#[test]
+fn job_files_without_params_take_the_one_set_of_defaults() {
+    let toml_job = "input = { prefix = \"in/\" }\noutput_prefix = \"out/\"\nmodel = \"fashion-mnist\"\nguidance = { class = \"coat\" }\n";
+    let json_job = r#"{"input": {"prefix": "in/"}, "output_prefix": "out/", "model": "fashion-mnist", "guidance": {"class": "coat"}}"#;
+    for (text, json) in [(toml_job, false), (json_job, true)] {
+        let job = JobSpec::from_job_file(text, json).unwrap();
+        assert_eq!(job.params, flowgrad::EditParams::default(), "json: {json}");
+        assert!(!job.job_id.is_nil());
+    }
+    let partial = JobSpec::from_job_file(&format!("{toml_job}params = {{ steps = 20 }}\n"), false).unwrap();
+    assert_eq!(partial.params, flowgrad::EditParams { steps: 20, ..flowgrad::EditParams::default() });
+    let err = JobSpec::from_job_file("input = [", false).unwrap_err().to_string();
+    assert!(err.contains("malformed job file"), "{err}");
+}

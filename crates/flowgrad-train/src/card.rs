@@ -113,7 +113,14 @@ fn render(m: &Metrics) -> String {
         if let Some(r) = r {
             let _ = writeln!(w, "## {}.safetensors — {title}\n", r.name);
             let _ = writeln!(w, "- Architecture: `{}.config.json`, {} parameters", r.name, r.parameters);
-            let _ = writeln!(w, "- Objective: cross-entropy, random left–right mirroring");
+            match &r.views {
+                Some(v) => {
+                    let _ = writeln!(w, "- Objective: cross-entropy on random views: shifts of up to {} px, left–right mirroring, Gaussian noise σ = {} (images in [−1, 1]); noise-trained for input gradients that look like the classes, at some clean accuracy", v.max_shift, v.noise_std);
+                }
+                None => {
+                    let _ = writeln!(w, "- Objective: cross-entropy, random left–right mirroring");
+                }
+            }
             let _ = writeln!(w, "{}", run_line(&r.run, r.wall_s, r.step_s));
             let _ = writeln!(w, "- Test accuracy (10 000 images): {:.2}%", 100.0 * r.test_accuracy);
             let _ = writeln!(w, "- Test accuracy (first 1 000 test images, checked by the tests): {:.2}%\n", 100.0 * r.subset_accuracy);

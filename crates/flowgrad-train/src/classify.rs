@@ -6,7 +6,8 @@ use anyhow::Context;
 use burn::config::Config;
 use burn::module::AutodiffModule;
 use flowgrad_models::fashion::{FashionMnist, Split};
-use flowgrad_models::{ClassifierConfig, ImageClassifier, JudgeConfig, cross_entropy, save};
+use flowgrad_models::{ClassViews, ClassifierConfig, ImageClassifier, JudgeConfig, cross_entropy, save};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
@@ -27,6 +28,11 @@ pub struct SupervisedConfig<M> {
     pub model: M,
     /// Optimisation settings (batches are mirrored left–right at random as augmentation).
     pub run: LoopConfig,
+    /// Random views each training image is replaced by (shifts, mirroring, Gaussian noise; a
+    /// classifier trained on noisy views has input gradients that look like its classes, which
+    /// is what guidance needs). `None`: mirroring only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<ClassViews>,
 }
 
 /// Configuration of [`train_classifier`].
@@ -36,13 +42,13 @@ pub type JudgeTrainConfig = SupervisedConfig<JudgeConfig>;
 
 impl Default for ClassifierTrainConfig {
     fn default() -> Self {
-        Self { model: ClassifierConfig::new(), run: LoopConfig { steps: 3000, ..LoopConfig::default() } }
+        Self { model: ClassifierConfig::new(), run: LoopConfig { steps: 3000, ..LoopConfig::default() }, views: Some(ROBUST_VIEWS) }
     }
 }
 
 impl Default for JudgeTrainConfig {
     fn default() -> Self {
-        Self { model: JudgeConfig::new(), run: LoopConfig::default() }
+        Self { model: JudgeConfig::new(), run: LoopConfig::default(), views: None }
     }
 }
 
@@ -67,7 +73,14 @@ pub struct ClassifierReport {
     pub subset_accuracy: f64,
     /// The weights file.
     pub weights: PathBuf,
+    /// The random training views (`None`: mirroring only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<ClassViews>,
 }
+
+/// The guidance classifier's training views: one per image, shifted by up to 2 pixels, mirrored
+/// at random, with Gaussian noise of σ = 0.4 (images in [−1, 1]).
+pub const ROBUST_VIEWS: ClassViews = ClassViews { copies: 1, max_shift: 2, flip: true, noise_std: 0.4, fill: -1.0 };
 
 /// Test images of the fixed subset that the tests re-check.
 pub const SUBSET: usize = 1000;
@@ -76,17 +89,17 @@ pub const SUBSET: usize = 1000;
 /// and `classifier.report.json` into `out_dir`.
 pub fn train_classifier(cfg: &ClassifierTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport> {
     let device = Default::default();
-    train_supervised("classifier", &cfg.model, cfg.model.init::<TrainBackend>(&device), &cfg.run, out_dir)
+    train_supervised("classifier", &cfg.model, cfg.model.init::<TrainBackend>(&device), &cfg.run, cfg.views.as_ref(), out_dir)
 }
 
 /// Trains the evaluation judge; writes `judge.safetensors`, `judge.config.json` and
 /// `judge.report.json` into `out_dir`.
 pub fn train_judge(cfg: &JudgeTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport> {
     let device = Default::default();
-    train_supervised("judge", &cfg.model, cfg.model.init::<TrainBackend>(&device), &cfg.run, out_dir)
+    train_supervised("judge", &cfg.model, cfg.model.init::<TrainBackend>(&device), &cfg.run, cfg.views.as_ref(), out_dir)
 }
 
-fn train_supervised<C, M>(name: &str, model_cfg: &C, model: M, cfg: &LoopConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport>
+fn train_supervised<C, M>(name: &str, model_cfg: &C, model: M, cfg: &LoopConfig, views: Option<&ClassViews>, out_dir: &Path) -> anyhow::Result<ClassifierReport>
 where
     C: Config,
     M: AutodiffModule<TrainBackend> + ImageClassifier<TrainBackend>,
@@ -98,7 +111,11 @@ where
     let outcome = run(name, cfg, out_dir, model, |model, step| {
         let mut rng = step_rng(cfg.seed, step);
         let indices = sample_indices(&mut rng, data.len(), cfg.batch);
-        let images = image_batch::<TrainBackend>(&data, &indices, true, &mut rng, &device);
+        let images = image_batch::<TrainBackend>(&data, &indices, views.is_none(), &mut rng, &device);
+        let images = match views {
+            Some(views) => views.apply(images, rng.random()),
+            None => images,
+        };
         cross_entropy(model.logits(images), data.labels(&indices, &device)).mean()
     })?;
     let model = outcome.model.valid();
@@ -119,6 +136,7 @@ where
         test_accuracy: accuracy(&model, &test, &all, 500, &device),
         subset_accuracy: accuracy(&model, &test, &all[..SUBSET], 500, &device),
         weights,
+        views: views.cloned(),
     };
     write_json(&out_dir.join(format!("{name}.report.json")), &report)?;
     Ok(report)

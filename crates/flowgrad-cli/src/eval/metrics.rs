@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use flowgrad::mean_abs_diff;
 use flowgrad::tensor_util::to_vec;
 use flowgrad_engine::backend::Backend;
-use flowgrad_models::{CLASS_NAMES, ImageClassifier, Judge};
+use flowgrad_models::{CLASS_NAMES, Classifier, ImageClassifier, Judge};
 use serde::Serialize;
 
 use super::{Edited, EvalReport};
@@ -22,6 +22,11 @@ pub struct Metrics {
     pub success_rate: f64,
     /// Mean judge probability of the target.
     pub judge_target_prob: f64,
+    /// Fraction whose guidance-classifier top-1 class is the target (what the edit optimised).
+    pub guidance_success_rate: f64,
+    /// Of the edits the guidance classifier calls the target, the fraction the judge agrees on
+    /// (low: the edit fooled the guidance classifier without changing what another model sees).
+    pub agreement: f64,
     /// Mean absolute difference to the input, in [0, 1] pixel units.
     pub l1: f64,
     /// Mean SSIM to the input (8×8 windows).
@@ -41,6 +46,8 @@ pub struct Metrics {
 pub struct Tally {
     images: usize,
     successes: usize,
+    guidance_successes: usize,
+    both: usize,
     prob: f64,
     l1: f64,
     ssim: f64,
@@ -55,6 +62,8 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.images += other.images;
         self.successes += other.successes;
+        self.guidance_successes += other.guidance_successes;
+        self.both += other.both;
         self.prob += other.prob;
         self.l1 += other.l1;
         self.ssim += other.ssim;
@@ -71,6 +80,8 @@ impl Tally {
             images: self.images,
             success_rate: self.successes as f64 / n,
             judge_target_prob: self.prob / n,
+            guidance_success_rate: self.guidance_successes as f64 / n,
+            agreement: self.both as f64 / self.guidance_successes.max(1) as f64,
             l1: self.l1 / n,
             ssim: self.ssim / n,
             seconds_per_image: self.seconds / n,
@@ -81,13 +92,20 @@ impl Tally {
     }
 }
 
-/// Scores a batch of edits of `original` towards `target` with the judge.
-pub(super) fn score(judge: &Judge<Backend>, target: usize, original: &Tensor<Backend, 4>, edited: Edited) -> Tally {
+/// The top-1 class of each row of `[B, 10]` probabilities.
+fn top_classes(probs: &[f32]) -> Vec<usize> {
+    probs.chunks(CLASS_NAMES.len()).map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).expect("ten classes")).collect()
+}
+
+/// Scores a batch of edits of `original` towards `target` with the judge, and the guidance
+/// classifier's verdict for their agreement.
+pub(super) fn score(judge: &Judge<Backend>, classifier: &Classifier<Backend>, target: usize, original: &Tensor<Backend, 4>, edited: Edited) -> Tally {
     let [batch, _, height, width] = original.dims();
     let pixels = height * width;
     // scored as they would be written: in the data range
     let images = edited.images.detach().clamp(-1.0, 1.0);
     let probs = to_vec(judge.probabilities(images.clone()));
+    let guided = top_classes(&to_vec(classifier.probabilities(images.clone())));
     let l1 = to_vec(mean_abs_diff(images.clone(), original.clone()));
     let (before, after) = (to_vec(original.clone()), to_vec(images));
     let mut tally = Tally {
@@ -100,8 +118,10 @@ pub(super) fn score(judge: &Judge<Backend>, target: usize, original: &Tensor<Bac
     };
     for i in 0..batch {
         let p = &probs[i * CLASS_NAMES.len()..(i + 1) * CLASS_NAMES.len()];
-        let top = (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).expect("ten classes");
-        tally.successes += usize::from(top == target);
+        let judged = top_classes(p)[0] == target;
+        tally.successes += usize::from(judged);
+        tally.guidance_successes += usize::from(guided[i] == target);
+        tally.both += usize::from(judged && guided[i] == target);
         tally.prob += p[target] as f64;
         tally.l1 += l1[i] as f64 / 2.0;
         tally.ssim += ssim(&before[i * pixels..(i + 1) * pixels], &after[i * pixels..(i + 1) * pixels], height, width);
@@ -133,15 +153,20 @@ pub(super) fn markdown(report: &EvalReport) -> String {
         s.backend,
         report.wall_seconds
     );
-    let _ = writeln!(out, "| method | edits | judge success | judge p(target) | L1 ↓ | SSIM ↑ | s / image | VJPs / image |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| method | edits | judge success | judge p(target) | guidance success | judge agrees | L1 ↓ | SSIM ↑ | s / image | VJPs / image |\n|---|---|---|---|---|---|---|---|---|---|");
     for m in &report.methods {
         let o = &m.overall;
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {:.3} | {:.4} | {:.3} | {:.3} | {:.1} |",
-            m.label, o.images, o.success_rate, o.judge_target_prob, o.l1, o.ssim, o.seconds_per_image, o.vjps_per_image
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} | {:.3} | {:.3} | {:.1} |",
+            m.label, o.images, o.success_rate, o.judge_target_prob, o.guidance_success_rate, o.agreement, o.l1, o.ssim, o.seconds_per_image, o.vjps_per_image
         );
     }
+    let _ = writeln!(out, "\nFrontier (every edit above, one row per setting):\n\n| method | setting | judge success | L1 ↓ | SSIM ↑ |\n|---|---|---|---|---|");
+    for p in &report.frontier {
+        let _ = writeln!(out, "| {} | {} = {} | {:.3} | {:.4} | {:.3} |", p.method, p.knob, p.value, p.metrics.success_rate, p.metrics.l1, p.metrics.ssim);
+    }
+    let _ = writeln!(out, "\n{}", dominance(report));
     let _ = writeln!(out, "\nJudge success per target class:\n\n| method | {} |\n|---|{}", s.classes.join(" | "), "---|".repeat(s.classes.len()));
     for m in &report.methods {
         let cells: Vec<String> = m.per_class.iter().map(|c| format!("{:.3}", c.metrics.success_rate)).collect();
@@ -184,4 +209,20 @@ pub(super) fn markdown(report: &EvalReport) -> String {
         );
     }
     out
+}
+
+/// Whether FlowGrad dominates guided sampling on the frontier: for every guided-sampling point,
+/// some FlowGrad point with L1 no larger has judge success no smaller.
+pub(super) fn dominance(report: &EvalReport) -> String {
+    let (flowgrad, guided): (Vec<_>, Vec<_>) = report.frontier.iter().partition(|p| p.method == "flowgrad");
+    let beaten: Vec<bool> = guided
+        .iter()
+        .map(|g| flowgrad.iter().any(|f| f.metrics.l1 <= g.metrics.l1 && f.metrics.success_rate >= g.metrics.success_rate))
+        .collect();
+    let count = beaten.iter().filter(|&&b| b).count();
+    format!(
+        "FlowGrad reaches guided sampling's success at no more L1 for {count} of its {} settings{}.",
+        beaten.len(),
+        if count == beaten.len() { " (it dominates)" } else { "" }
+    )
 }

@@ -77,3 +77,9 @@ pub fn steps_sweep(path: &Path, points: &[(f64, f64)]) -> anyhow::Result<()> {
     let x = span(points.iter().map(|p| p.0), 0.05);
     line_chart(path, "FlowGrad edit success vs Euler steps N", ("N", "judge success rate"), x, 0.0..1.0, &[("FlowGrad".to_string(), points.to_vec())])
 }
+
+/// The quality frontier: judge success against a faithfulness measure, one line per method.
+pub fn frontier(path: &Path, axis: &str, series: Series<'_>) -> anyhow::Result<()> {
+    let x = span(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), 0.05);
+    line_chart(path, &format!("Judge success vs {axis}"), (axis, "judge success rate"), x, 0.0..1.0, series)
+}

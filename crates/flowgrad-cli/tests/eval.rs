@@ -83,9 +83,28 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
 
     let table = std::fs::read_to_string(out.path().join("table.md")).unwrap();
     assert!(table.contains("| FlowGrad ξ = 5e-3 |") && table.contains("| optimise x_0 only |"), "{table}");
-    for plot in ["straightness.png", "xi_sweep.png", "steps_sweep.png"] {
+    for plot in ["straightness.png", "xi_sweep.png", "steps_sweep.png", "frontier_l1.png", "frontier_ssim.png"] {
         assert_eq!(png_size(&std::fs::read(out.path().join(plot)).unwrap()), (800, 500), "{plot}");
     }
+
+    // the frontier: FlowGrad at every η, guided sampling at every scale, on the same edits; the
+    // default η and scale are the comparison's own rows
+    let frontier = report["frontier"].as_array().unwrap();
+    let settings: Vec<(String, f64)> = frontier.iter().map(|p| (p["method"].as_str().unwrap().to_string(), p["value"].as_f64().unwrap())).collect();
+    assert_eq!(settings.len(), 8, "{settings:?}");
+    for (method, value, row) in [("flowgrad", 0.7, "flowgrad"), ("guided_sampling", 20.0, "guided_sampling")] {
+        let point = frontier.iter().find(|p| p["method"] == method && (p["value"].as_f64().unwrap() - value).abs() < 1e-6).unwrap();
+        for name in ["success_rate", "l1", "ssim", "images"] {
+            assert_eq!(metric(point, name), metric(by_key(row), name), "{method} at {value}: {name}");
+        }
+    }
+    let etas: Vec<f64> = frontier.iter().filter(|p| p["method"] == "flowgrad").map(|p| metric(p, "l1")).collect();
+    assert!(etas.iter().all(|l1| *l1 > 0.0), "every η edits: {etas:?}");
+    for key in METHODS {
+        let m = by_key(key);
+        assert!((0.0..=1.0).contains(&metric(m, "guidance_success_rate")) && (0.0..=1.0).contains(&metric(m, "agreement")), "{key}: {m}");
+    }
+    assert!(table.contains("Frontier") && table.contains("FlowGrad reaches guided sampling's success"), "{table}");
 }
 
 /// `--reflow` evaluates the reflowed flow: it is named in the settings and its trajectories'

@@ -171,10 +171,19 @@ struct FrontierPoint {
     metrics: Metrics,
 }
 
-/// The settings the frontier sweeps, in report order.
+/// The settings the frontier sweeps, in report order: the given η and scales, each list with
+/// the comparison's own setting added when missing (sorted).
 fn frontier_settings(args: &EvalArgs) -> Vec<(Method, f32)> {
-    let flowgrad = args.frontier_etas.iter().map(|&eta| (Method::FlowGrad, eta));
-    flowgrad.chain(args.frontier_scales.iter().map(|&s| (Method::Guided, s))).collect()
+    let with = |values: &[f32], own: f32| {
+        let mut all = values.to_vec();
+        if !all.contains(&own) {
+            all.push(own);
+        }
+        all.sort_by(f32::total_cmp);
+        all
+    };
+    let flowgrad = with(&args.frontier_etas, args.params.to_params().eta).into_iter().map(|eta| (Method::FlowGrad, eta));
+    flowgrad.chain(with(&args.frontier_scales, args.guidance_scale).into_iter().map(|s| (Method::Guided, s))).collect()
 }
 
 /// One N of the steps sweep.

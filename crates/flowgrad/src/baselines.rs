@@ -11,7 +11,7 @@ use crate::backprop::decomposed_backprop;
 use crate::editor::Editor;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField};
-use crate::params::Selection;
+use crate::params::{Selection, UpdateRule};
 use crate::state::ControlState;
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::scalar;
@@ -33,7 +33,8 @@ pub struct NoiseEdit<B: AutodiffBackend> {
 }
 
 /// Optimises only the encoded noise of `state` (from `editor.start`): x_0 = x_0^enc + δ with
-/// δ ← δ − α(∂L/∂x_0 + 2λδ), L = Σ_images [η·G(x_1) + (1 − η)·mean|x_1 − x_q|] + λ‖δ‖², for the
+/// δ ← δ − α(∂L/∂x_0 + 2λδ) (the gradient rule; under the trust-region rule a step of RMS ρ per
+/// image along that direction), L = Σ_images [η·G(x_1) + (1 − η)·mean|x_1 − x_q|] + λ‖δ‖², for the
 /// editor's M iterations. ∂L/∂x_0 is the costate at step 0 of decomposed back-propagation on the
 /// editor's ξ-grid (exact for ξ = 0). Returns the best or last shift as the editor's selection
 /// says, with the images it decodes to (uncontrolled Euler).
@@ -75,8 +76,17 @@ where
         let grid = Grid::build(&straightness(&trajectory.velocities, params.mode).s, params.xi, params.mode);
         let gradient = decomposed_backprop(editor.field(), &trajectory, None, &grid, &time, grad_x1, params.mode, params.segment_anchor);
         vjps += gradient.vjps;
-        let grad_x0 = gradient.segment_costates[0].clone();
-        shift = (shift.clone() - (grad_x0 + shift * (2.0 * params.lambda)) * params.step_size).detach();
+        let direction = gradient.segment_costates[0].clone() + shift.clone() * (2.0 * params.lambda);
+        let step = match params.update {
+            UpdateRule::Gradient => direction * params.step_size,
+            // as the trust-region rule's first step: ρ along the direction scaled to unit RMS per image
+            UpdateRule::TrustRegion => {
+                let [b, ..] = direction.dims();
+                let rms = direction.clone().powi_scalar(2).reshape([b as i32, -1]).mean_dim(1).sqrt().clamp_min(1e-12);
+                direction / rms.reshape([b, 1, 1, 1]) * params.trust_radius
+            }
+        };
+        shift = (shift - step).detach();
     }
     let (selected_iteration, _, shift, images) = selected.expect("the last iteration is always considered");
     Ok(NoiseEdit { images, shift, objectives, selected_iteration, vjps })
@@ -172,7 +182,7 @@ mod tests {
     #[test]
     fn noise_gradient_matches_the_closed_form() {
         let (affine, target, alpha) = (Affine::new(), values(2), 0.5);
-        let params = EditParams { steps: 8, iterations: 1, step_size: alpha, eta: 1.0, lambda: 0.0, xi: 0.0, selection: Selection::Last, ..EditParams::default() };
+        let params = EditParams { steps: 8, iterations: 1, update: UpdateRule::Gradient, step_size: alpha, eta: 1.0, lambda: 0.0, xi: 0.0, selection: Selection::Last, ..EditParams::default() };
         let guidance = MseToTarget::new(tensor(target.clone()));
         let editor = Editor::new(affine.field(), guidance, params, Default::default()).unwrap();
         let state = editor.start(tensor(values(1)), 3, 0).unwrap();

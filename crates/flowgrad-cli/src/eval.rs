@@ -173,7 +173,7 @@ struct FrontierPoint {
 
 /// The settings the frontier sweeps, in report order: the given η and scales, each list with
 /// the comparison's own setting added when missing (sorted).
-fn frontier_settings(args: &EvalArgs) -> Vec<(Method, f32)> {
+fn frontier_settings(args: &EvalArgs, eta: f32) -> Vec<(Method, f32)> {
     let with = |values: &[f32], own: f32| {
         let mut all = values.to_vec();
         if !all.contains(&own) {
@@ -182,7 +182,7 @@ fn frontier_settings(args: &EvalArgs) -> Vec<(Method, f32)> {
         all.sort_by(f32::total_cmp);
         all
     };
-    let flowgrad = with(&args.frontier_etas, args.params.to_params().eta).into_iter().map(|eta| (Method::FlowGrad, eta));
+    let flowgrad = with(&args.frontier_etas, eta).into_iter().map(|eta| (Method::FlowGrad, eta));
     flowgrad.chain(with(&args.frontier_scales, args.guidance_scale).into_iter().map(|s| (Method::Guided, s))).collect()
 }
 
@@ -303,7 +303,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, chosen: &[usize], targets: &[usize]) -> anyhow::Result<(Vec<MethodReport>, Vec<FrontierPoint>, StraightnessCurve)> {
     let device = backend::device();
     let mut tallies: Vec<Vec<Tally>> = vec![vec![Tally::default(); targets.len()]; Method::ALL.len()];
-    let settings = frontier_settings(args);
+    let settings = frontier_settings(args, params.eta);
     let mut frontier = vec![Tally::default(); settings.len()];
     let (mut s_sum, mut trajectories) = (vec![0.0f64; params.steps], 0usize);
     let time = TimeGrid::new(params.steps, params.time_eps);

@@ -148,9 +148,9 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
         for image in &result.images {
             let input = store.get(&image.input_key).await?.context("input vanished from the store")?;
             let edited_png = store.get(&image.output_key).await?.context("output missing from the store")?;
-            let before = decode_for_model(&input, shape.channels, shape.height, shape.width, &limits)?.values;
-            let after = decode_for_model(&edited_png, shape.channels, shape.height, shape.width, &limits)?.values;
-            let judge = model.judge_scores(guidance, &[before.clone(), after.clone()].concat(), 2)?;
+            let input_pixels = decode_for_model(&input, shape.channels, shape.height, shape.width, &limits)?.values;
+            let edit_pixels = decode_for_model(&edited_png, shape.channels, shape.height, shape.width, &limits)?.values;
+            let judge = model.judge_scores(guidance, &[input_pixels.clone(), edit_pixels.clone()].concat(), 2)?;
             let stem = image.input_key.rsplit('/').next().unwrap_or(&image.input_key).rsplit_once('.').map_or(image.input_key.as_str(), |(s, _)| s).to_string();
             let file = format!("{stem}.png");
             std::fs::write(output.join(&file), &edited_png)?;
@@ -171,7 +171,7 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 ssim: (0..shape.channels)
                     .map(|c| {
                         let plane = c * shape.height * shape.width..(c + 1) * shape.height * shape.width;
-                        ssim(&before[plane.clone()], &after[plane], shape.height, shape.width)
+                        ssim(&input_pixels[plane.clone()], &edit_pixels[plane], shape.height, shape.width)
                     })
                     .sum::<f64>()
                     / shape.channels as f64,
@@ -181,23 +181,22 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 vjps: result.vjps,
             };
             std::fs::write(output.join(format!("{stem}.json")), serde_json::to_vec_pretty(&entry)?)?;
-            let label = match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
-                (Some(before), Some(after)) => format!("judge p({target}) {before:.3} -> {after:.3}"),
-                _ => format!("guidance score {:.3} -> {:.3}", entry.guidance_score_before, entry.guidance_score_after),
+            // the judge's p(target) where the model has a judge, else the guidance score
+            let (source, name, before, after, digits) = match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
+                (Some(before), Some(after)) => ("judge", format!("p({target})"), before, after, 2),
+                _ => ("guidance", "score".to_string(), entry.guidance_score_before, entry.guidance_score_after, 3),
             };
+            let label = format!("{source} {name} {before:.3} -> {after:.3}");
             println!("{stem:<24} {label}   L1 {:.3}  SSIM {:.3}{}", entry.l1, entry.ssim, if entry.no_edit_reason.is_some() { "  (unedited)" } else { "" });
             summary.images += 1;
             summary.mean_l1 += entry.l1;
             summary.mean_ssim += entry.ssim;
             summary.unedited += usize::from(entry.no_edit_reason.is_some());
-            if let Some(classes) = model.judge_classes(&after, 1)? {
+            if let Some(classes) = model.judge_classes(&edit_pixels, 1)? {
                 *summary.judged_success.get_or_insert(0) += usize::from(classes[0] == target);
             }
-            let short = match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
-                (Some(before), Some(after)) => format!("p({target}) {before:.2} → {after:.2}"),
-                _ => format!("score {:.3} → {:.3}", entry.guidance_score_before, entry.guidance_score_after),
-            };
-            grid.push((before, after, entry.input.clone(), short));
+            let short = format!("{name} {before:.digits$} → {after:.digits$}");
+            grid.push((input_pixels, edit_pixels, entry.input.clone(), short));
         }
     }
     if summary.images > 0 {

@@ -13,7 +13,7 @@ use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
-use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index};
+use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, top_classes};
 
 use crate::backend::{Backend, device};
 use crate::catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
@@ -223,8 +223,7 @@ impl Model for FashionModels {
     fn judge_classes(&self, images: &[f32], batch: usize) -> Result<Option<Vec<&'static str>>, EngineError> {
         let x = self.image_shape().batch_tensor(images, batch, &device())?;
         let probs = flowgrad::tensor_util::to_vec(self.judge.probabilities(x).inner());
-        let top = |p: &[f32]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).map_or("?", |c| CLASS_NAMES[c]);
-        Ok(Some(probs.chunks(CLASS_NAMES.len()).map(top).collect()))
+        Ok(Some(top_classes(&probs).into_iter().map(|c| CLASS_NAMES[c]).collect()))
     }
 }
 

@@ -140,6 +140,11 @@ impl<B: Backend> ImageClassifier<B> for Judge<B> {
     }
 }
 
+/// The top-1 class of each row of `[B, 10]` class probabilities (or logits), row-major.
+pub fn top_classes(probs: &[f32]) -> Vec<usize> {
+    probs.chunks(NUM_CLASSES).map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).expect("ten classes")).collect()
+}
+
 /// Per-image cross-entropy −log softmax(logits)[target] for integer targets `[B]`.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let [b, _] = logits.dims();

@@ -12,7 +12,7 @@ pub mod unet;
 pub mod weights;
 
 pub use classifier::{
-    ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy,
+    ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy, top_classes,
 };
 pub use class_views::ClassViews;
 pub use conv::{ConvField, ConvFieldConfig};

@@ -170,12 +170,12 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
         let per_image: Vec<f64> = to_vec(parts.weighted.clone()).into_iter().map(f64::from).collect();
         let objectives = self.entry_objectives(&per_image, &state.controls);
+        let mut record = self.record(iteration, &parts, per_image, &state.controls)?;
         let accepted = match self.params.update {
             UpdateRule::Gradient => vec![true; objectives.len()],
             UpdateRule::TrustRegion => acceptance(state.trust.as_ref(), &objectives),
         };
         // Where every entry rejects its trial, the next trial needs no gradient: skip the VJPs.
-        let mut segments = 0;
         let mut gradient = None;
         if accepted.iter().any(|&a| a) {
             let s = straightness(&trajectory.velocities, self.params.mode);
@@ -186,11 +186,10 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             };
             let decomposed = decomposed_backprop_recorded(&self.field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
             let per_step = decomposed.assigned(self.params.segment_gradient, &grid, &time, self.params.mode);
-            segments = grid.len();
+            record.segments = grid.len();
             gradient = Some(self.objective_gradient(&state.controls, &per_step));
         }
 
-        let mut record = self.record(iteration, &parts, &state.controls, segments)?;
         let updated = match self.params.update {
             UpdateRule::Gradient => {
                 let alpha = self.params.step_size;
@@ -364,8 +363,8 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         LossParts { guidance, faithfulness, weighted }
     }
 
-    fn record(&self, iteration: usize, parts: &LossParts<B>, controls: &HostTensor, segments: usize) -> Result<IterationRecord> {
-        let per_image: Vec<f64> = to_vec(parts.weighted.clone()).into_iter().map(f64::from).collect();
+    /// The iteration's record; its `segments` are filled in once the backward pass has run.
+    fn record(&self, iteration: usize, parts: &LossParts<B>, per_image: Vec<f64>, controls: &HostTensor) -> Result<IterationRecord> {
         let energy = energy(controls);
         let objective = per_image.iter().sum::<f64>() + self.params.lambda as f64 * energy;
         if !objective.is_finite() {
@@ -378,7 +377,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             faithfulness: to_vec(parts.faithfulness.clone()).iter().map(|&v| f64::from(v)).sum(),
             energy,
             per_image,
-            segments,
+            segments: 0,
             accepted: vec![],
             radius: vec![],
         })

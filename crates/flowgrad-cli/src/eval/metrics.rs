@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use flowgrad::mean_abs_diff;
 use flowgrad::tensor_util::to_vec;
 use flowgrad_engine::backend::Backend;
-use flowgrad_models::{CLASS_NAMES, Classifier, ImageClassifier, Judge};
+use flowgrad_models::{CLASS_NAMES, Classifier, ImageClassifier, Judge, top_classes};
 use serde::Serialize;
 
 use super::{Edited, EvalReport};
@@ -92,11 +92,6 @@ impl Tally {
     }
 }
 
-/// The top-1 class of each row of `[B, 10]` probabilities.
-fn top_classes(probs: &[f32]) -> Vec<usize> {
-    probs.chunks(CLASS_NAMES.len()).map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).expect("ten classes")).collect()
-}
-
 /// Scores a batch of edits of `original` towards `target` with the judge, and the guidance
 /// classifier's verdict for their agreement.
 pub(super) fn score(judge: &Judge<Backend>, classifier: &Classifier<Backend>, target: usize, original: &Tensor<Backend, 4>, edited: Edited) -> Tally {
@@ -105,6 +100,7 @@ pub(super) fn score(judge: &Judge<Backend>, classifier: &Classifier<Backend>, ta
     // scored as they would be written: in the data range
     let images = edited.images.detach().clamp(-1.0, 1.0);
     let probs = to_vec(judge.probabilities(images.clone()));
+    let judged = top_classes(&probs);
     let guided = top_classes(&to_vec(classifier.probabilities(images.clone())));
     let l1 = to_vec(mean_abs_diff(images.clone(), original.clone()));
     let (before, after) = (to_vec(original.clone()), to_vec(images));
@@ -118,10 +114,10 @@ pub(super) fn score(judge: &Judge<Backend>, classifier: &Classifier<Backend>, ta
     };
     for i in 0..batch {
         let p = &probs[i * CLASS_NAMES.len()..(i + 1) * CLASS_NAMES.len()];
-        let judged = top_classes(p)[0] == target;
+        let (judged, guided) = (judged[i] == target, guided[i] == target);
         tally.successes += usize::from(judged);
-        tally.guidance_successes += usize::from(guided[i] == target);
-        tally.both += usize::from(judged && guided[i] == target);
+        tally.guidance_successes += usize::from(guided);
+        tally.both += usize::from(judged && guided);
         tally.prob += p[target] as f64;
         tally.l1 += l1[i] as f64 / 2.0;
         tally.ssim += ssim(&before[i * pixels..(i + 1) * pixels], &after[i * pixels..(i + 1) * pixels], height, width);

@@ -156,7 +156,7 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
         ("in/header-only.png", png[..8].to_vec(), "PNG"),
         ("in/empty.png", vec![], "empty"),
         ("in/wide.png", wide, "9000"),
-        ("in/truncated.jpg", vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0], "JPEG"),
+        ("in/truncated-jfif.jpg", vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0], "JPEG"),
         ("in/anim.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), "Gif"),
         ("in/random.bin", noise[..1024].to_vec(), "signature"),
         ("in/meta.json", br#"{"not": "an image"}"#.to_vec(), "signature"),

@@ -194,6 +194,23 @@ async fn cancel_stops_queued_and_running_tasks_and_ends_the_job() {
         .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown"));
+    // watching a job that never got a status gives up after the wait with its own exit code
+    let watched = std::process::Command::new(flowgrad_tests::fleet::binary("flowgrad"))
+        .args(["status", "--watch", "--wait-seconds", "1", "--config"])
+        .arg(&fleet.config)
+        .arg(uuid::Uuid::new_v4().to_string())
+        .output()
+        .unwrap();
+    assert_eq!(watched.status.code(), Some(3), "{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(String::from_utf8_lossy(&watched.stderr).contains("no status"));
+    let ended = std::process::Command::new(flowgrad_tests::fleet::binary("flowgrad"))
+        .args(["status", "--config"])
+        .arg(&fleet.config)
+        .arg(job.job_id.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&ended.stdout);
+    assert!(text.contains(": cancelled  tasks") && text.contains("  cancelled: wrong target class"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

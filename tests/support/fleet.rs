@@ -51,6 +51,15 @@ impl Fleet {
 
     /// Like [`Fleet::new`] on the S3 server at `endpoint` (same credentials).
     pub async fn on_s3(endpoint: &str) -> Self {
+        Self::create(endpoint, 8).await
+    }
+
+    /// Like [`Fleet::new`] with the broker's delivery limit at `delivery_limit`.
+    pub async fn with_delivery_limit(delivery_limit: u32) -> Self {
+        Self::create(&env("FLOWGRAD_TEST_S3_ENDPOINT"), delivery_limit).await
+    }
+
+    async fn create(endpoint: &str, delivery_limit: u32) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let bucket = format!("fleet-{}", &id[..12]);
         let prefix = format!("test-{}", &id[..12]);
@@ -73,7 +82,7 @@ create_bucket = true
 url = "{amqp}"
 [broker.topology]
 prefix = "{prefix}"
-delivery_limit = 8
+delivery_limit = {delivery_limit}
 
 [http]
 listen = "127.0.0.1:0"
@@ -106,7 +115,7 @@ status_interval_ms = 300
         let mut rabbit = RabbitConfig::default();
         rabbit.url = amqp;
         rabbit.topology.prefix = prefix;
-        rabbit.topology.delivery_limit = 8;
+        rabbit.topology.delivery_limit = delivery_limit;
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
         Self { dir, config, store, broker, process_env: vec![], rabbit, workers: vec![], coordinators: vec![], spawned: 0 }
     }
@@ -135,19 +144,28 @@ status_interval_ms = 300
         (1..=self.spawned).filter_map(|n| std::fs::read_to_string(self.log_path(id, n)).ok()).collect()
     }
 
-    /// Scrapes `/metrics` of the latest process named `id` (address taken from its log).
+    /// Scrapes `/metrics` of the latest process named `id`.
     pub async fn metrics(&self, id: &str) -> String {
+        let (code, body) = self.http_get(id, "/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// GETs `path` from the HTTP endpoint of the latest process named `id` (address taken from
+    /// its log); returns the status code and the body.
+    pub async fn http_get(&self, id: &str, path: &str) -> (u16, String) {
         let logs = (1..=self.spawned).rev().find_map(|n| std::fs::read_to_string(self.log_path(id, n)).ok()).expect("process log");
         let line = logs.lines().find(|l| l.contains("serving /healthz")).expect("the process logs its HTTP address");
         let value: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
         let address = value["fields"]["address"].as_str().expect("address field").to_string();
-        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("metrics endpoint reachable");
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("HTTP endpoint reachable");
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await.expect("request");
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes()).await.expect("request");
         let mut response = String::new();
         stream.read_to_string(&mut response).await.expect("response");
-        assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
-        response
+        let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("HTTP status line");
+        let body = response.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string());
+        (code, body)
     }
 
     /// Starts worker `index` (replacing a dead one).
@@ -289,6 +307,22 @@ status_interval_ms = 300
             assert!(Instant::now() < deadline, "no checkpoint of job {job} reached iteration {iteration} in {timeout:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until a checkpoint of `job` has more than `after` iterations.
+    pub async fn wait_progress(&self, job: uuid::Uuid, after: usize, timeout: Duration) {
+        self.wait_checkpoint(job, after + 1, timeout).await;
+    }
+
+    /// The most iterations any checkpoint of `job` holds now (0 without one).
+    pub async fn checkpoint_iteration(&self, job: uuid::Uuid) -> usize {
+        let mut most = 0;
+        for key in self.store.list(&keys::checkpoints_prefix(job)).await.expect("storage") {
+            if let Some(bytes) = self.store.get(&key).await.expect("storage") {
+                most = most.max(flowgrad::ControlState::from_bytes(&bytes).expect("checkpoint parses").iteration);
+            }
+        }
+        most
     }
 
     /// Keys under `prefix`.

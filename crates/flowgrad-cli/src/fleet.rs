@@ -35,50 +35,67 @@ pub async fn submit(config: Option<&Path>, job: &Path) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a job's status (polling until it ends with `watch`).
-pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool) -> anyhow::Result<ExitCode> {
+/// Exit code of `flowgrad status` for a job with no status (unknown, or rejected before its id
+/// could be read) after the wait.
+pub const EXIT_UNKNOWN_JOB: u8 = 3;
+
+/// Prints a job's status; with `watch`, polls until it ends. A job without a status is waited
+/// for `wait_seconds` (when watching), then reported unknown with [`EXIT_UNKNOWN_JOB`].
+pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool, wait_seconds: u64) -> anyhow::Result<ExitCode> {
     let config = load(config)?;
     let store = connect_store(&config.storage, &config.storage_retry).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(if watch { wait_seconds } else { 0 });
     loop {
         let status: Option<JobStatus> = match store.get(&keys::status(job_id)).await? {
             Some(bytes) => Some(flowgrad_jobs::from_json("status", &bytes)?),
             None => None,
         };
         match &status {
-            None => println!("job {job_id}: no status yet (not accepted, or unknown)"),
-            Some(s) => {
-                let eta = s.eta_seconds.map_or("-".to_string(), |e| format!("{e:.0}s"));
-                println!(
-                    "job {job_id}: {:?}  tasks {}/{} done ({} ok, {} failed)  images {}  rate {:.2} tasks/s  eta {eta}",
-                    s.state,
-                    s.succeeded + s.failed,
-                    s.total_tasks,
-                    s.succeeded,
-                    s.failed,
-                    s.total_images,
-                    s.tasks_per_second
-                );
-                if s.cancelled > 0 {
-                    println!("  cancelled tasks: {}", s.cancelled);
-                }
-                if let Some(reason) = &s.rejection {
-                    println!("  rejected: {reason}");
-                }
-                if let Some(reason) = &s.cancellation {
-                    println!("  cancelled: {reason}");
-                }
-                for failure in &s.failures {
-                    println!("  failed {}: {}", failure.task_id, failure.reason);
-                }
+            None if std::time::Instant::now() >= deadline => {
+                eprintln!("job {job_id}: no status (never accepted: unknown, or rejected before its job_id could be read; see the coordinator's log)");
+                return Ok(ExitCode::from(EXIT_UNKNOWN_JOB));
             }
+            None => println!("job {job_id}: no status yet, waiting"),
+            Some(s) => print!("{}", describe(job_id, s)),
         }
         let done = status.as_ref().is_some_and(|s| s.state.is_final());
-        if !watch || done {
+        if status.is_some() && (!watch || done) {
             let clean = status.is_some_and(|s| s.failures.is_empty() && s.rejection.is_none() && s.cancellation.is_none());
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// What `flowgrad status` prints for a job: a summary line, then one line per reason.
+fn describe(job_id: uuid::Uuid, s: &JobStatus) -> String {
+    use std::fmt::Write;
+    let eta = s.eta_seconds.map_or("-".to_string(), |e| format!("{e:.0}s"));
+    let mut text = format!(
+        "job {job_id}: {}  tasks {}/{} done ({} ok, {} failed)  images {}  rate {:.2} tasks/s  eta {eta}\n",
+        s.state,
+        s.succeeded + s.failed,
+        s.total_tasks,
+        s.succeeded,
+        s.failed,
+        s.total_images,
+        s.tasks_per_second
+    );
+    if s.cancelled > 0 {
+        let _ = writeln!(text, "  cancelled tasks: {}", s.cancelled);
+    }
+    // reasons come from other programs: one line each, however they end
+    let one_line = |reason: &str| reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(reason) = &s.rejection {
+        let _ = writeln!(text, "  rejected: {}", one_line(reason));
+    }
+    if let Some(reason) = &s.cancellation {
+        let _ = writeln!(text, "  cancelled: {}", one_line(reason));
+    }
+    for failure in &s.failures {
+        let _ = writeln!(text, "  failed {}: {}", failure.task_id, one_line(&failure.reason));
+    }
+    text
 }
 
 /// Asks the fleet to stop a job: workers record its remaining tasks as cancelled and the
@@ -118,6 +135,32 @@ mod tests {
     use super::*;
 
     /// Every example job under deploy/jobs/ is a valid job as `flowgrad submit` reads it.
+    #[test]
+    fn status_lines_use_the_state_names_of_status_json_and_one_line_per_reason() {
+        let job_id = uuid::Uuid::nil();
+        let status = JobStatus {
+            schema: flowgrad_jobs::SCHEMA_VERSION,
+            job_id,
+            state: flowgrad_jobs::JobState::CompletedWithFailures,
+            rejection: None,
+            cancellation: None,
+            total_tasks: 2,
+            succeeded: 1,
+            failed: 1,
+            cancelled: 0,
+            total_images: 2,
+            failures: vec![flowgrad_jobs::Failure { task_id: "task-000001".into(), reason: "in/x.png: not an image\n".into() }],
+            accepted_at: 0.0,
+            updated_at: 1.0,
+            tasks_per_second: 2.0,
+            eta_seconds: None,
+        };
+        let text = describe(job_id, &status);
+        assert!(text.starts_with(&format!("job {job_id}: completed_with_failures  tasks")), "{text}");
+        assert!(text.ends_with("  failed task-000001: in/x.png: not an image\n"), "{text:?}");
+        assert!(!text.contains("\n\n") && !text.contains("CompletedWithFailures"), "{text:?}");
+    }
+
     #[test]
     fn example_jobs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/jobs");

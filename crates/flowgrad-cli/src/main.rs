@@ -57,6 +57,10 @@ enum Command {
         /// Keep polling until the job ends.
         #[arg(long)]
         watch: bool,
+        /// With --watch: seconds to wait for a job that has no status yet before reporting it
+        /// unknown (exit code 3).
+        #[arg(long, default_value_t = 60)]
+        wait_seconds: u64,
     },
     /// Cancel a running job: queued and running tasks stop (recorded as cancelled), the job ends
     /// as `cancelled`; outputs already written stay.
@@ -101,7 +105,7 @@ fn main() -> ExitCode {
         }
         Command::Submit { fleet, job } => runtime().and_then(|rt| rt.block_on(fleet::submit(fleet.config.as_deref(), &job))),
         Command::Cancel { fleet, job_id, reason } => runtime().and_then(|rt| rt.block_on(fleet::cancel(fleet.config.as_deref(), job_id, &reason))),
-        Command::Status { fleet, job_id, watch } => runtime().and_then(|rt| rt.block_on(fleet::status(fleet.config.as_deref(), job_id, watch))),
+        Command::Status { fleet, job_id, watch, wait_seconds } => runtime().and_then(|rt| rt.block_on(fleet::status(fleet.config.as_deref(), job_id, watch, wait_seconds))),
     };
     match result {
         Ok(code) => code,

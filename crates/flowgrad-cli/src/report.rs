@@ -105,6 +105,8 @@ pub struct RunSummary {
     pub mean_ssim: f64,
     /// Images returned unedited (iteration 0 selected).
     pub unedited: usize,
+    /// Files of the input folders that were not images flowgrad reads (listed in skipped.json).
+    pub skipped: usize,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -116,6 +118,9 @@ impl std::fmt::Display for RunSummary {
         write!(f, ", mean L1 {:.3}, mean SSIM {:.3}", self.mean_l1, self.mean_ssim)?;
         if self.unedited > 0 {
             write!(f, ", {} returned unedited (see no_edit_reason in their reports)", self.unedited)?;
+        }
+        if self.skipped > 0 {
+            write!(f, ", {} input file(s) skipped (see skipped.json)", self.skipped)?;
         }
         Ok(())
     }
@@ -141,7 +146,7 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
         GuidanceSpec::Class(class) => class.clone(),
         GuidanceSpec::Text(prompt) => prompt.clone(),
     };
-    let limits = ImageLimits::default();
+    let limits = ImageLimits { pad_smaller: model.pads_small_inputs(), ..ImageLimits::default() };
     let mut grid: Vec<(Vec<f32>, Vec<f32>, String, String)> = vec![];
     let mut summary = RunSummary::default();
     for result in report.results.iter().filter(|r| r.outcome == TaskOutcome::Succeeded) {
@@ -150,7 +155,6 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
             let edited_png = store.get(&image.output_key).await?.context("output missing from the store")?;
             let input_pixels = decode_for_model(&input, shape.channels, shape.height, shape.width, &limits)?.values;
             let edit_pixels = decode_for_model(&edited_png, shape.channels, shape.height, shape.width, &limits)?.values;
-            let judge = model.judge_scores(guidance, &[input_pixels.clone(), edit_pixels.clone()].concat(), 2)?;
             let stem = image.input_key.rsplit('/').next().unwrap_or(&image.input_key).rsplit_once('.').map_or(image.input_key.as_str(), |(s, _)| s).to_string();
             let file = format!("{stem}.png");
             std::fs::write(output.join(&file), &edited_png)?;
@@ -163,8 +167,8 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 final_objective: result.objective_after,
                 selected_iteration: result.selected_iteration,
                 no_edit_reason: no_edit_reason(&result.objective_history, result.selected_iteration),
-                judge_target_prob_before: judge.as_ref().map(|j| j[0] as f64),
-                judge_target_prob_after: judge.as_ref().map(|j| j[1] as f64),
+                judge_target_prob_before: image.judge_target_prob_before,
+                judge_target_prob_after: image.judge_target_prob_after,
                 guidance_score_before: image.guidance_score_before,
                 guidance_score_after: image.guidance_score_after,
                 l1: image.l1_to_input / 2.0,

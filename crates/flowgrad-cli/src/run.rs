@@ -86,18 +86,38 @@ pub struct RunArgs {
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-/// Input files: every PNG/JPEG in the given folders (sorted) plus the given files.
-fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// A file of an input folder that is not edited, and why.
+#[derive(Debug, serde::Serialize)]
+pub struct Skipped {
+    /// The file.
+    pub file: PathBuf,
+    /// Why it was left out.
+    pub reason: String,
+}
+
+/// Input files: every PNG/JPEG in the given folders (sorted) plus the given files; the other
+/// entries of the folders are returned as skipped, with the reason.
+fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, Vec<Skipped>)> {
     let mut files = vec![];
+    let mut skipped = vec![];
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("cannot read {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())))
-                .collect();
-            found.sort();
-            files.extend(found);
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(input).with_context(|| format!("cannot read {}", input.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            entries.sort();
+            for path in entries {
+                let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+                if !path.is_file() {
+                    skipped.push(Skipped { file: path, reason: "not a file (folders are not searched recursively)".into() });
+                } else if extension.as_deref().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e)) {
+                    files.push(path);
+                } else {
+                    let reason = match extension {
+                        Some(e) => format!("extension `.{e}` is not an image type flowgrad reads (PNG or JPEG: .png, .jpg, .jpeg)"),
+                        None => "no extension (PNG or JPEG files are read: .png, .jpg, .jpeg)".into(),
+                    };
+                    skipped.push(Skipped { file: path, reason });
+                }
+            }
         } else if input.is_file() {
             files.push(input.clone());
         } else {
@@ -105,9 +125,9 @@ fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        bail!("no PNG or JPEG images found in {:?}", inputs);
+        bail!("no PNG or JPEG images found in {:?} ({} other entries skipped)", inputs, skipped.len());
     }
-    Ok(files)
+    Ok((files, skipped))
 }
 
 /// A job id derived from the inputs and settings: rerunning the same edit resumes it.
@@ -152,8 +172,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--workers must be at least 1");
     }
     let model = registry.get(&args.model)?;
-    let files = collect_inputs(&args.input)?;
+    let (files, skipped) = collect_inputs(&args.input)?;
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+    for entry in &skipped {
+        eprintln!("skipped {}: {}", entry.file.display(), entry.reason);
+    }
 
     let mut named = vec![];
     for (i, file) in files.iter().enumerate() {
@@ -278,7 +301,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let report: JobReport = flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
     std::fs::write(args.output.join("report.json"), flowgrad_jobs::to_json(&report))?;
-    let summary = write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
+    let mut summary = write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
+    summary.skipped = skipped.len();
+    let skipped_path = args.output.join("skipped.json");
+    if skipped.is_empty() {
+        // a rerun's folder must not keep an earlier run's list
+        let _ = std::fs::remove_file(&skipped_path);
+    } else {
+        std::fs::write(&skipped_path, serde_json::to_vec_pretty(&skipped)?)?;
+    }
     for failure in &status.failures {
         eprintln!("failed: {}: {}", failure.task_id, failure.reason);
     }
@@ -307,4 +338,23 @@ pub async fn edit(input: &Path, output: &Path, mut args: RunArgs) -> anyhow::Res
         println!("edited image: {}", output.display());
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_that_are_not_images_are_listed_as_skipped_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a.png", "b.JPG", "c.gif", "d.svg", "e"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let (files, skipped) = collect_inputs(&[dir.path().to_path_buf()]).unwrap();
+        let names = |paths: Vec<&PathBuf>| paths.into_iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
+        assert_eq!(names(files.iter().collect()), ["a.png", "b.JPG"]);
+        assert_eq!(names(skipped.iter().map(|s| &s.file).collect()), ["c.gif", "d.svg", "e", "sub"]);
+        assert!(skipped[0].reason.contains("`.gif`") && skipped[2].reason.contains("no extension") && skipped[3].reason.contains("not a file"), "{skipped:?}");
+    }
 }

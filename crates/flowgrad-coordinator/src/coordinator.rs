@@ -12,7 +12,7 @@ use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::{Bytes, SharedStore};
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::metrics::CoordinatorMetrics;
@@ -37,6 +37,11 @@ enum Intake {
     Accepted,
     /// Invalid: status written, message dead-lettered.
     Rejected(String),
+}
+
+/// The `job_id` of a job message, read leniently (the message may be invalid otherwise).
+fn job_id_of(payload: &[u8]) -> Option<Uuid> {
+    serde_json::from_slice::<serde_json::Value>(payload).ok()?.get("job_id")?.as_str()?.parse().ok()
 }
 
 /// Task messages published concurrently (awaiting their publisher confirms together).
@@ -145,24 +150,33 @@ impl Coordinator {
     }
 
     async fn handle_job(&self, delivery: Delivery) {
-        let outcome = self.intake(&delivery.payload).await;
-        let settled = match outcome {
-            Ok(Intake::Accepted) => delivery.ack().await,
-            Ok(Intake::Rejected(reason)) => {
-                warn!(%reason, "job rejected: dead-lettered");
-                self.metrics.jobs_rejected.inc();
-                delivery.dead_letter().await
-            }
-            Err(err) => {
-                // storage or broker trouble: let another attempt (or coordinator) take it
-                error!(%err, "could not accept the job now; requeued");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                delivery.requeue().await
-            }
+        // every line about a job carries its id, rejected ones too, whenever one can be read
+        let span = match job_id_of(&delivery.payload) {
+            Some(job_id) => info_span!("job", %job_id),
+            None => info_span!("job", job_id = "unreadable"),
         };
-        if let Err(err) = settled {
-            warn!(%err, "could not settle the job message (it will be redelivered; intake is idempotent)");
+        async {
+            let outcome = self.intake(&delivery.payload).await;
+            let settled = match outcome {
+                Ok(Intake::Accepted) => delivery.ack().await,
+                Ok(Intake::Rejected(reason)) => {
+                    warn!(%reason, "job rejected: dead-lettered");
+                    self.metrics.jobs_rejected.inc();
+                    delivery.dead_letter().await
+                }
+                Err(err) => {
+                    // storage or broker trouble: let another attempt (or coordinator) take it
+                    error!(%err, "could not accept the job now; requeued");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    delivery.requeue().await
+                }
+            };
+            if let Err(err) = settled {
+                warn!(%err, "could not settle the job message (it will be redelivered; intake is idempotent)");
+            }
         }
+        .instrument(span)
+        .await
     }
 
     async fn intake(&self, payload: &[u8]) -> anyhow::Result<Intake> {
@@ -177,6 +191,9 @@ impl Coordinator {
         let inputs = self.list_inputs(&spec).await?;
         if inputs.is_empty() {
             return self.reject(payload, format!("no input images found for {:?}", spec.input)).await;
+        }
+        if let Some(reason) = keys::output_collision(&spec.output_prefix, Self::input_root(&spec), inputs.iter().map(String::as_str)) {
+            return self.reject(payload, reason).await;
         }
         if let Some(reason) = self.direction_problem(&spec, inputs.len()).await? {
             return self.reject(payload, reason).await;
@@ -218,10 +235,7 @@ impl Coordinator {
     }
 
     async fn reject(&self, payload: &[u8], reason: String) -> anyhow::Result<Intake> {
-        let job_id = serde_json::from_slice::<serde_json::Value>(payload)
-            .ok()
-            .and_then(|v| v.get("job_id").and_then(|id| id.as_str()).and_then(|id| id.parse::<Uuid>().ok()));
-        if let Some(job_id) = job_id {
+        if let Some(job_id) = job_id_of(payload) {
             // a rejection never overwrites an accepted job's status
             if self.store.get(&keys::spec(job_id)).await?.is_none() {
                 self.store.put(&keys::status(job_id), json(&rejected_status(job_id, &reason, flowgrad_jobs::unix_now()))).await?;
@@ -237,11 +251,16 @@ impl Coordinator {
         })
     }
 
-    fn tasks_for(spec: &JobSpec, inputs: &[String], published_at: f64) -> Vec<TaskSpec> {
-        let root = match &spec.input {
+    /// The folder outputs are named relative to: a prefix job's prefix, none for manifests.
+    fn input_root(spec: &JobSpec) -> Option<&str> {
+        match &spec.input {
             InputSpec::Prefix(prefix) => Some(prefix.as_str()),
             InputSpec::Manifest(_) => None,
-        };
+        }
+    }
+
+    fn tasks_for(spec: &JobSpec, inputs: &[String], published_at: f64) -> Vec<TaskSpec> {
+        let root = Self::input_root(spec);
         // learning a direction shares one control sequence across all the inputs: one task
         let (batch, params) = match &spec.direction {
             Some(DirectionSpec::Learn(_)) => (inputs.len().max(1), EditParams { sharing: ControlSharing::Shared, ..spec.params.clone() }),
@@ -261,6 +280,7 @@ impl Coordinator {
                 seed: spec.seed,
                 published_at,
                 direction: spec.direction.clone(),
+                earlier_deliveries: 0,
             })
             .collect()
     }
@@ -313,11 +333,19 @@ impl Coordinator {
         let recorded = async {
             let task = TaskSpec::from_json(&delivery.payload)?;
             let key = keys::result(task.job_id, &task.task_id);
-            let reason = format!("dead-lettered by the broker after {} deliveries (the task kept crashing or being interrupted)", delivery.redeliveries + 1);
-            let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, delivery.redeliveries, reason, 0.0);
+            // no result yet: the broker dead-lettered it at its delivery limit (a worker records
+            // the failures it dead-letters itself first). The dead-letter queue's own delivery
+            // count says nothing about the task's.
+            let limit = self.broker.delivery_limit();
+            let deliveries = limit + 1 + task.earlier_deliveries;
+            let reason = format!("dead-lettered by the broker: {}", flowgrad_jobs::crash_limit_reason(deliveries, limit));
+            let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, deliveries - 1, reason, 0.0);
             if self.store.put_if_absent(&key, json(&result)).await? {
-                warn!(job_id = %task.job_id, task_id = %task.task_id, "task dead-lettered by the broker: recorded as failed");
+                warn!(job_id = %task.job_id, task_id = %task.task_id, deliveries, "task dead-lettered by the broker: recorded as failed");
                 self.metrics.tasks_dead_lettered.inc();
+            }
+            if let Err(err) = self.store.delete(&keys::checkpoint(task.job_id, &task.task_id)).await {
+                warn!(job_id = %task.job_id, task_id = %task.task_id, %err, "could not delete the checkpoint of a dead-lettered task");
             }
             anyhow::Ok(())
         }
@@ -382,6 +410,10 @@ impl Coordinator {
                 continue;
             }
             if status.state.is_final() {
+                // whatever ended the job, none of its checkpoints is needed any more
+                for key in self.store.list(&keys::checkpoints_prefix(job_id)).await? {
+                    self.store.delete(&key).await?;
+                }
                 self.store.put(&keys::report(job_id), json(&tracker.report(now))).await?;
             }
             self.store.put(&keys::status(job_id), json(&status)).await?;

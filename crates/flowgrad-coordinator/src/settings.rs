@@ -7,7 +7,8 @@ use serde::Deserialize;
 /// Coordinator settings (`[coordinator]`, `FLOWGRAD__COORDINATOR__...`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct CoordinatorSettings {
-    /// Name in logs.
+    /// Name in logs and job leases (defaults to host name and process id).
+    #[serde(default = "flowgrad_service::instance_id")]
     pub id: String,
     /// Milliseconds between status refreshes of active jobs.
     pub status_interval_ms: u64,
@@ -31,7 +32,6 @@ pub struct CoordinatorSection {
 /// TOML defaults of `[coordinator]`.
 pub const DEFAULTS: &str = r#"
 [coordinator]
-id = "coordinator"
 status_interval_ms = 1000
 job_prefetch = 4
 lease_seconds = 30.0

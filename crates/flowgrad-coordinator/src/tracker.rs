@@ -150,6 +150,7 @@ mod tests {
                 seed: 0,
                 published_at: 0.0,
                 direction: None,
+                earlier_deliveries: 0,
             })
             .collect();
         JobTracker::new(spec, &tasks, 0.0)

@@ -109,6 +109,11 @@ pub trait Model: Send + Sync {
     fn image_shape(&self) -> ImageShape;
     /// Class names its guidance classifier understands (empty without one).
     fn classes(&self) -> &[&'static str];
+    /// Whether inputs smaller than [`Model::image_shape`] are centred on black (as the model's
+    /// training images were padded) rather than stretched; their edits are cropped back.
+    fn pads_small_inputs(&self) -> bool {
+        false
+    }
     /// Opens an edit session towards `guidance` with `params` (checks both).
     fn session(&self, guidance: &GuidanceSpec, params: &EditParams) -> Result<Box<dyn EditSession>, EngineError>;
     /// Per-image score of the guidance target: the guidance classifier's probability of the
@@ -195,6 +200,11 @@ impl Model for FashionModels {
 
     fn image_shape(&self) -> ImageShape {
         ImageShape { channels: 1, height: flowgrad_models::fashion::SIDE, width: flowgrad_models::fashion::SIDE }
+    }
+
+    fn pads_small_inputs(&self) -> bool {
+        // Fashion-MNIST's 28×28 images are padded to 32×32 for training
+        true
     }
 
     fn classes(&self) -> &[&'static str] {

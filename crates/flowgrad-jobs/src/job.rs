@@ -142,12 +142,29 @@ impl JobSpec {
         let object = value.as_object_mut().ok_or_else(|| malformed("a job must be a table/object".into()))?;
         object.entry("schema").or_insert(SCHEMA_VERSION.into());
         object.entry("job_id").or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
-        Self::from_json(&serde_json::to_vec(&value).map_err(|e| malformed(e.to_string()))?)
+        Self::from_value(value, "job file")
     }
 
     /// Parses and validates a job from JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
-        let job: Self = crate::from_json("job", bytes)?;
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ValidationError::Malformed { what: "job", reason: e.to_string() })?;
+        Self::from_value(value, "job")
+    }
+
+    /// A job from its parsed document: the schema version is checked first (a job of another
+    /// version fails on that, not on a field it lacks), and a bad field is named by its path
+    /// (`params.steps: invalid value: integer `-5`, expected usize`).
+    fn from_value(value: serde_json::Value, what: &'static str) -> Result<Self, ValidationError> {
+        if let Some(schema) = value.get("schema")
+            && schema.as_u64() != Some(u64::from(SCHEMA_VERSION))
+        {
+            return Err(invalid("schema", format!("version {schema} is not supported: this flowgrad reads job schema version {SCHEMA_VERSION}")));
+        }
+        let job: Self = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+            ValidationError::Malformed { what, reason }
+        })?;
         job.validate()?;
         Ok(job)
     }

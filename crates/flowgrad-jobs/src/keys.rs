@@ -13,9 +13,14 @@ pub fn tasks(job: Uuid) -> String {
     format!("jobs/{job}/tasks.json")
 }
 
+/// `jobs/{job}/checkpoints/`: the checkpoints of the job's unfinished tasks.
+pub fn checkpoints_prefix(job: Uuid) -> String {
+    format!("jobs/{job}/checkpoints/")
+}
+
 /// `jobs/{job}/checkpoints/{task}.safetensors`: the control state after the last iteration.
 pub fn checkpoint(job: Uuid, task: &str) -> String {
-    format!("jobs/{job}/checkpoints/{task}.safetensors")
+    format!("{}{task}.safetensors", checkpoints_prefix(job))
 }
 
 /// `jobs/{job}/results/`: one record per finished task.
@@ -65,6 +70,21 @@ pub fn output(output_prefix: &str, input_root: Option<&str>, input_key: &str) ->
     format!("{output_prefix}{stem}.png")
 }
 
+/// The first two of `inputs` whose outputs (see [`output`]) would be the same object, e.g.
+/// `shoe.jpg` and `shoe.png`, as a rejection reason; `None` when every output is distinct.
+pub fn output_collision<'a>(output_prefix: &str, input_root: Option<&str>, inputs: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut seen = std::collections::HashMap::new();
+    for input in inputs {
+        let key = output(output_prefix, input_root, input);
+        if let Some(first) = seen.insert(key.clone(), input) {
+            return Some(format!(
+                "inputs `{first}` and `{input}` would both be written to `{key}` (an output is the input's name with `.png` for its extension): rename or remove one of them"
+            ));
+        }
+    }
+    None
+}
+
 /// A task id for the `index`-th batch of a job: stable across coordinator restarts.
 pub fn task_id(index: usize) -> String {
     format!("task-{index:06}")
@@ -81,4 +101,19 @@ pub fn stream<'a>(input_keys: impl IntoIterator<Item = &'a str>) -> u64 {
     }
     let digest = hasher.finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_differing_only_in_extension_collide_and_are_named() {
+        let reason = output_collision("out/", Some("in/"), ["in/a.png", "in/collide/shoe.jpg", "in/b.jpg", "in/collide/shoe.png"]).expect("a collision");
+        assert!(reason.contains("`in/collide/shoe.jpg`") && reason.contains("`in/collide/shoe.png`") && reason.contains("`out/collide/shoe.png`"), "{reason}");
+        assert_eq!(output_collision("out/", Some("in/"), ["in/a.png", "in/a/b.png", "in/a.b.png"]), None);
+        // manifests keep the whole key, so the same names in two folders do not collide
+        assert_eq!(output_collision("out/", None, ["x/shoe.png", "y/shoe.png"]), None);
+        assert!(output_collision("out/", None, ["x/shoe.png", "x/shoe.jpeg"]).is_some());
+    }
 }

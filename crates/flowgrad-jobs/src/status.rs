@@ -23,6 +23,20 @@ pub enum JobState {
     Cancelled,
 }
 
+impl std::fmt::Display for JobState {
+    /// The state as status.json spells it (`completed_with_failures`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Accepted => "accepted",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::CompletedWithFailures => "completed_with_failures",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+        })
+    }
+}
+
 impl JobState {
     /// True for states that never change again.
     pub fn is_final(self) -> bool {

@@ -40,6 +40,21 @@ pub struct TaskSpec {
     /// The job's global direction, to learn (this task holds all its images) or to apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<DirectionSpec>,
+    /// Unfinished deliveries of this task's earlier messages (a worker crashed or lost its
+    /// connection), carried over when a stopping worker republishes the task: a planned stop
+    /// does not count towards the delivery limit, crashes still do.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub earlier_deliveries: u32,
+}
+
+/// Why a task delivered `deliveries` times without finishing (the broker's delivery limit is
+/// `limit`) is given up on: its failure reason, whoever records it.
+pub fn crash_limit_reason(deliveries: u32, limit: u32) -> String {
+    format!("delivered {deliveries} times without finishing: its workers crashed or lost their broker connection each time (delivery limit {limit})")
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TaskSpec {
@@ -111,9 +126,16 @@ pub struct ImageResult {
     /// Score of the guidance target before the edit: the guidance classifier's probability of
     /// the target class, or CLIP's cosine to the text prompt.
     pub guidance_score_before: f64,
-    /// After the edit.
+    /// After the edit (of the output as written).
     pub guidance_score_after: f64,
-    /// Mean absolute difference between input and output (values in [-1, 1]).
+    /// The independent judge's probability of the target class before the edit, where the
+    /// model has a judge for the guidance (class targets of the bundled model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_target_prob_before: Option<f64>,
+    /// The judge's probability after the edit (of the output as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_target_prob_after: Option<f64>,
+    /// Mean absolute difference between input and output as written (values in [-1, 1]).
     pub l1_to_input: f64,
 }
 

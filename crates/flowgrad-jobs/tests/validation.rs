@@ -121,3 +121,29 @@ fn job_files_without_params_take_the_one_set_of_defaults() {
     let err = JobSpec::from_job_file("input = [", false).unwrap_err().to_string();
     assert!(err.contains("malformed job file"), "{err}");
 }
+
+#[test]
+fn a_job_of_another_schema_version_says_so_before_any_field() {
+    // a version-2 job lacks fields this version needs: the version is what the error names
+    let toml = "schema = 2\noutput_prefix = \"out/\"\nmodel = \"fashion-mnist\"\n";
+    let err = JobSpec::from_job_file(toml, false).unwrap_err().to_string();
+    assert!(err.contains("version 2 is not supported") && err.contains(&format!("version {SCHEMA_VERSION}")), "{err}");
+    assert!(!err.contains("missing field"), "{err}");
+    let json = format!("{{\"schema\": 7, \"job_id\": \"{}\"}}", uuid::Uuid::new_v4());
+    assert!(JobSpec::from_json(json.as_bytes()).unwrap_err().to_string().contains("version 7 is not supported"));
+}
+
+#[test]
+fn a_bad_value_in_a_job_file_is_named_by_its_field_path() {
+    let toml = "input = { prefix = \"in/\" }\noutput_prefix = \"out/\"\nmodel = \"fashion-mnist\"\nguidance = { class = \"coat\" }\nseed = 0\nbatch_size = 1\n[params]\nsteps = -5\n";
+    let err = JobSpec::from_job_file(toml, false).unwrap_err().to_string();
+    assert!(err.contains("params.steps") && err.contains("-5"), "{err}");
+}
+
+#[test]
+fn job_states_print_as_status_json_spells_them() {
+    use flowgrad_jobs::JobState::*;
+    for state in [Accepted, Running, Completed, CompletedWithFailures, Rejected, Cancelled] {
+        assert_eq!(serde_json::to_value(state).unwrap(), serde_json::Value::String(state.to_string()));
+    }
+}

@@ -115,6 +115,9 @@ pub trait Broker: Send + Sync + 'static {
         queue: Queue,
         prefetch: u16,
     ) -> Result<Box<dyn Consumer>, QueueError>;
+    /// Unfinished deliveries after which the broker dead-letters a message: it is delivered at
+    /// most `delivery_limit() + 1` times.
+    fn delivery_limit(&self) -> u32;
 }
 
 /// A stream of deliveries from one queue. Dropping it returns its unacknowledged deliveries to
@@ -125,6 +128,12 @@ pub trait Consumer: Send {
     /// handled inside (reconnect with backoff, re-declare topology, resume consuming) and is NOT
     /// surfaced as `None`. Cancel-safe: dropping the future (e.g. in a `timeout`) loses nothing.
     async fn next(&mut self) -> Option<Result<Delivery, QueueError>>;
+    /// Stops receiving: the broker sends this consumer nothing more; `next` still yields what it
+    /// had already sent (so a stopping service can hand those back itself), then `None`.
+    /// Deliveries already received can still be settled. A stopping service calls it before
+    /// settling its last delivery, so no message comes back, counted as a failed delivery, when
+    /// the process exits.
+    async fn stop(&mut self) -> Result<(), QueueError>;
 }
 
 /// A broker shared between tasks.

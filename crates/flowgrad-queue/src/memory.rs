@@ -108,6 +108,7 @@ impl InProcessBroker {
             inner: self.inner.clone(),
             slot,
             id,
+            stopped: false,
         })
     }
 
@@ -200,12 +201,17 @@ impl Broker for InProcessBroker {
     ) -> Result<Box<dyn Consumer>, QueueError> {
         Ok(self.subscribe(Slot { queue, dead: true }, prefetch))
     }
+
+    fn delivery_limit(&self) -> u32 {
+        self.inner.delivery_limit
+    }
 }
 
 struct MemoryConsumer {
     inner: Arc<Inner>,
     slot: Slot,
     id: u64,
+    stopped: bool,
 }
 
 impl MemoryConsumer {
@@ -237,6 +243,9 @@ impl MemoryConsumer {
 #[async_trait::async_trait]
 impl Consumer for MemoryConsumer {
     async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
+        if self.stopped {
+            return None;
+        }
         let notify = self.inner.notify[self.slot.index()].clone();
         loop {
             let notified = notify.notified();
@@ -247,6 +256,11 @@ impl Consumer for MemoryConsumer {
             }
             notified.await;
         }
+    }
+
+    async fn stop(&mut self) -> Result<(), QueueError> {
+        self.stopped = true;
+        Ok(())
     }
 }
 

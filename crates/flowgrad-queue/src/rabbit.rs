@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -189,6 +189,7 @@ impl RabbitBroker {
             active: None,
             started_before: false,
             finished: false,
+            stopped: false,
         };
         // Start now so that the caller sees configuration errors and the consumer is registered
         // on return.
@@ -401,6 +402,10 @@ impl Broker for RabbitBroker {
         self.subscribe(self.shared.cfg.topology.dead_letter_name(queue), prefetch)
             .await
     }
+
+    fn delivery_limit(&self) -> u32 {
+        self.shared.cfg.topology.delivery_limit
+    }
 }
 
 /// A consumer on its own connection; resumes on a new connection after connection loss.
@@ -412,8 +417,12 @@ struct RabbitConsumer {
     active: Option<(Link, lapin::Consumer)>,
     /// Whether this consumer ever started (later starts are reconnects).
     started_before: bool,
-    /// The broker cancelled the consumer (its queue was deleted).
+    /// No delivery will come any more (the broker cancelled the consumer because its queue was
+    /// deleted, or it was stopped and its buffer is drained).
     finished: bool,
+    /// [`Consumer::stop`] cancelled it: deliveries already buffered are still handed out, then
+    /// `next` ends instead of reconnecting.
+    stopped: bool,
 }
 
 impl RabbitConsumer {
@@ -461,7 +470,7 @@ impl RabbitConsumer {
 impl Consumer for RabbitConsumer {
     async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
         loop {
-            if self.finished {
+            if self.finished || (self.stopped && self.active.is_none()) {
                 return None;
             }
             if let Err(e) = self.ensure_started().await {
@@ -470,6 +479,10 @@ impl Consumer for RabbitConsumer {
             let (link, stream) = self.active.as_mut()?;
             match stream.next().await {
                 Some(Ok(delivery)) => return Some(Ok(convert(delivery))),
+                _ if self.stopped => {
+                    // cancelled by us and drained: nothing to reconnect for
+                    self.finished = true;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(queue = %self.queue, error = %e, "consumer connection lost, reconnecting");
                     self.active = None;
@@ -484,6 +497,18 @@ impl Consumer for RabbitConsumer {
                     self.active = None;
                 }
             }
+        }
+    }
+
+    async fn stop(&mut self) -> Result<(), QueueError> {
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
+        }
+        // the connection stays open: deliveries already received are settled on its channel,
+        // and those the broker had already sent are still handed out by `next`
+        match &self.active {
+            Some((link, consumer)) => link.channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.map_err(classify),
+            None => Ok(()),
         }
     }
 }

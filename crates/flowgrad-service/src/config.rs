@@ -28,6 +28,8 @@ pub enum StorageConfig {
 pub struct HttpConfig {
     /// Listen address, e.g. "0.0.0.0:9090" (port 0 picks a free one).
     pub listen: String,
+    /// Milliseconds between the readiness checks of broker and storage.
+    pub ready_check_ms: u64,
 }
 
 /// Log output.
@@ -68,6 +70,12 @@ pub struct FleetConfig<S> {
     pub service: S,
 }
 
+/// The default name of a service instance in logs, events, results and leases: the host name
+/// (the pod name on Kubernetes) and the process id, so two instances never share one.
+pub fn instance_id() -> String {
+    format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id())
+}
+
 /// Built-in defaults (a local RabbitMQ, JSON logs, port 9090); storage has no default.
 const DEFAULTS: &str = r#"
 [broker]
@@ -77,6 +85,7 @@ prefix = "flowgrad"
 delivery_limit = 5
 [http]
 listen = "0.0.0.0:9090"
+ready_check_ms = 1000
 [log]
 format = "json"
 filter = "info"

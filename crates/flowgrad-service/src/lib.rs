@@ -8,9 +8,9 @@ pub mod http;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{FleetConfig, HttpConfig, LogConfig, LogFormat, StorageConfig};
+pub use config::{FleetConfig, HttpConfig, LogConfig, LogFormat, StorageConfig, instance_id};
 pub use connect::{connect_broker, connect_store};
-pub use http::{Readiness, serve};
+pub use http::{Readiness, serve, watch_dependencies};
 pub use shutdown::shutdown_on_signals;
 pub use telemetry::init_logging;
 
@@ -31,7 +31,7 @@ pub struct Started<S> {
     pub store: flowgrad_storage::SharedStore,
     /// The broker.
     pub broker: flowgrad_queue::SharedBroker,
-    /// Set to true once the service consumes.
+    /// Set to true once the service consumes (`/readyz` also needs broker and storage reachable).
     pub readiness: Readiness,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -50,5 +50,7 @@ pub async fn start<S: serde::de::DeserializeOwned + std::fmt::Debug>(service_def
     serve(&config.http.listen, registry, readiness.clone(), shutdown.child_token()).await?;
     let store = connect_store(&config.storage, &config.storage_retry).await?;
     let broker = connect_broker(&config.broker).await?;
+    let interval = std::time::Duration::from_millis(config.http.ready_check_ms.max(1));
+    watch_dependencies(readiness.clone(), store.clone(), broker.clone(), interval, shutdown.child_token());
     Ok(Started { config, store, broker, readiness, shutdown })
 }

@@ -11,7 +11,7 @@ use ::image::{
     ColorType, DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat, ImageReader, Limits,
 };
 
-/// Largest input accepted by [`decode_for_model`].
+/// What [`decode_for_model`] accepts, and how it fits smaller inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageLimits {
     /// Largest encoded size in bytes (default 32 MiB).
@@ -20,6 +20,10 @@ pub struct ImageLimits {
     pub max_width: u32,
     /// Largest height in pixels (default 8192).
     pub max_height: u32,
+    /// Centre an input smaller than the model's frame on black (its [`ModelImage::region`]
+    /// says where) instead of stretching it: for models trained on images padded that way
+    /// (default false: stretch).
+    pub pad_smaller: bool,
 }
 
 impl Default for ImageLimits {
@@ -28,6 +32,7 @@ impl Default for ImageLimits {
             max_bytes: 32 << 20,
             max_width: 8192,
             max_height: 8192,
+            pad_smaller: false,
         }
     }
 }
@@ -46,6 +51,36 @@ pub struct ModelImage {
     /// What was changed, e.g. "resized 640×480 RGB → 32×32 gray"; `None` when the image
     /// already had the requested size and colour type.
     pub note: Option<String>,
+    /// Where a smaller input sits inside the model's frame (it was centred on black, not
+    /// stretched); its edit is cropped back to this region ([`crop`]), so the output has the
+    /// input's size. `None` when the image fills the frame.
+    pub region: Option<Region>,
+}
+
+/// A rectangle of an image: `width`×`height` pixels from column `left`, row `top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// First column.
+    pub left: usize,
+    /// First row.
+    pub top: usize,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+}
+
+/// The `region` of a CHW tensor of `channels`×`height`×`width`, as a CHW tensor of the region's size.
+pub fn crop(values: &[f32], channels: usize, height: usize, width: usize, region: Region) -> Vec<f32> {
+    debug_assert_eq!(values.len(), channels * height * width);
+    let mut out = Vec::with_capacity(channels * region.height * region.width);
+    for c in 0..channels {
+        for row in region.top..region.top + region.height {
+            let start = (c * height + row) * width + region.left;
+            out.extend_from_slice(&values[start..start + region.width]);
+        }
+    }
+    out
 }
 
 /// Why an image could not be decoded or encoded.
@@ -102,7 +137,8 @@ pub enum ImageError {
 /// Decodes a PNG or JPEG into a `channels`×`height`×`width` tensor in [-1, 1].
 ///
 /// Colour conversion: gray uses luma (Rec. 709 weights); alpha is dropped. Resizing: Lanczos3
-/// when shrinking, triangle (bilinear) when enlarging; the aspect ratio is not kept. Inputs over
+/// when shrinking, triangle (bilinear) when enlarging (or centring on black with
+/// [`ImageLimits::pad_smaller`]); the aspect ratio is not kept. Inputs over
 /// `limits` are rejected before their pixels are decoded.
 pub fn decode_for_model(
     bytes: &[u8],
@@ -163,6 +199,22 @@ pub fn decode_for_model(
     } else {
         DynamicImage::ImageRgb8(decoded.to_rgb8())
     };
+    let dst_color = if channels == 1 { "gray" } else { "RGB" };
+    if limits.pad_smaller && src_w <= target_w && src_h <= target_h && (src_w, src_h) != (target_w, target_h) {
+        // smaller, for a model trained on padded images: centred on black, cropped back on output
+        let region = Region { left: (width - src_w as usize) / 2, top: (height - src_h as usize) / 2, width: src_w as usize, height: src_h as usize };
+        let small = chw_values(converted.into_bytes(), channels, region.height, region.width);
+        let mut values = vec![-1.0f32; channels * height * width];
+        for c in 0..channels {
+            for row in 0..region.height {
+                let src = (c * region.height + row) * region.width;
+                let dst = (c * height + region.top + row) * width + region.left;
+                values[dst..dst + region.width].copy_from_slice(&small[src..src + region.width]);
+            }
+        }
+        let note = format!("padded {src_w}×{src_h} {src_color} → {target_w}×{target_h} {dst_color} (centred on black; the output is cropped back to {src_w}×{src_h})");
+        return Ok(ModelImage { channels, height, width, values, note: Some(note), region: Some(region) });
+    }
     let resized = (src_w, src_h) != (target_w, target_h);
     let converted = if resized {
         let filter = if target_w < src_w || target_h < src_h {
@@ -174,25 +226,22 @@ pub fn decode_for_model(
     } else {
         converted
     };
-    let dst_color = if channels == 1 { "gray" } else { "RGB" };
     let note = (resized || src_color != dst_color).then(|| {
         let verb = if resized { "resized" } else { "converted" };
         format!("{verb} {src_w}×{src_h} {src_color} → {target_w}×{target_h} {dst_color}")
     });
+    let values = chw_values(converted.into_bytes(), channels, height, width);
+    Ok(ModelImage { channels, height, width, values, note, region: None })
+}
 
-    let pixels = converted.into_bytes(); // HWC u8
+/// HWC 8-bit pixels as CHW values in [-1, 1].
+fn chw_values(pixels: Vec<u8>, channels: usize, height: usize, width: usize) -> Vec<f32> {
     let plane = height * width;
     let mut values = vec![0.0f32; channels * plane];
     for (i, &p) in pixels.iter().enumerate() {
         values[(i % channels) * plane + i / channels] = f32::from(p) / 127.5 - 1.0;
     }
-    Ok(ModelImage {
-        channels,
-        height,
-        width,
-        values,
-        note,
-    })
+    values
 }
 
 /// Encodes a CHW tensor in [-1, 1] (values outside are clamped) as an 8-bit PNG.

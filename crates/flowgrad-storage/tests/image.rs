@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use flowgrad_storage::image::{ImageError, ImageLimits, decode_for_model, encode_png, grid_png};
+use flowgrad_storage::image::{ImageError, ImageLimits, Region, crop, decode_for_model, encode_png, grid_png};
 use image::{ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 
 /// A smooth colour gradient (smooth so that JPEG stays close to it).
@@ -191,6 +191,7 @@ fn oversize_inputs_are_rejected() {
         max_bytes: png.len(),
         max_width: 40,
         max_height: 30,
+        pad_smaller: false,
     };
     decode_for_model(&png, 3, 8, 8, &exact).unwrap();
 }
@@ -279,4 +280,27 @@ fn grid_places_images_with_white_padding() {
         grid_png(&short, 3, 2, 3, 1, 1),
         Err(ImageError::Shape(_))
     ));
+}
+
+#[test]
+fn smaller_inputs_are_centred_on_black_when_asked_and_crop_back_exactly() {
+    let img = gradient(5, 3);
+    let png = encode(&img, ImageFormat::Png);
+    let pad = ImageLimits { pad_smaller: true, ..ImageLimits::default() };
+    let m = decode_for_model(&png, 3, 8, 9, &pad).unwrap();
+    let region = Region { left: 2, top: 2, width: 5, height: 3 };
+    assert_eq!(m.region, Some(region));
+    assert_eq!(m.note.as_deref(), Some("padded 5×3 RGB → 9×8 RGB (centred on black; the output is cropped back to 5×3)"));
+    // the border is black in every channel, the inside is the image
+    assert_eq!(m.values[0], -1.0);
+    assert_eq!(m.values[2 * 8 * 9 + 7 * 9 + 8], -1.0);
+    let inside = crop(&m.values, 3, 8, 9, region);
+    let exact = decode_for_model(&png, 3, 3, 5, &ImageLimits::default()).unwrap();
+    assert_eq!(inside, exact.values);
+    // cropped back and encoded, it is the input again
+    let back = encode_png(&inside, 3, 3, 5).unwrap();
+    assert_eq!(decode_for_model(&back, 3, 3, 5, &ImageLimits::default()).unwrap().values, exact.values);
+    // larger or equal inputs are not padded; without the flag smaller ones are stretched
+    assert_eq!(decode_for_model(&png, 3, 3, 5, &pad).unwrap().region, None);
+    assert_eq!(decode_for_model(&png, 3, 8, 9, &ImageLimits::default()).unwrap().region, None);
 }

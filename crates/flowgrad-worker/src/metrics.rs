@@ -15,10 +15,12 @@ pub struct WorkerMetrics {
     pub tasks_retried: IntCounter,
     /// Tasks that continued from a checkpoint.
     pub tasks_resumed: IntCounter,
-    /// Tasks requeued on shutdown.
+    /// Tasks checkpointed and handed back to the queue on shutdown.
     pub tasks_requeued: IntCounter,
     /// Tasks stopped because their job was cancelled.
     pub tasks_cancelled: IntCounter,
+    /// Duplicate copies of a task stopped because another worker recorded its result first.
+    pub tasks_superseded: IntCounter,
     /// Seconds per FlowGrad iteration.
     pub iteration_seconds: Histogram,
     /// Seconds per checkpoint write.
@@ -53,8 +55,9 @@ impl WorkerMetrics {
             tasks_failed: counter(&registry, "flowgrad_tasks_failed_total", "Tasks given up with a failed result"),
             tasks_retried: counter(&registry, "flowgrad_tasks_retried_total", "Transient task failures requeued"),
             tasks_resumed: counter(&registry, "flowgrad_tasks_resumed_total", "Tasks resumed from a checkpoint"),
-            tasks_requeued: counter(&registry, "flowgrad_tasks_requeued_total", "Tasks checkpointed and requeued on shutdown"),
+            tasks_requeued: counter(&registry, "flowgrad_tasks_requeued_total", "Tasks checkpointed and handed back to the queue on shutdown"),
             tasks_cancelled: counter(&registry, "flowgrad_tasks_cancelled_total", "Tasks stopped by a job cancellation"),
+            tasks_superseded: counter(&registry, "flowgrad_tasks_superseded_total", "Duplicate task copies stopped because another worker finished first"),
             iteration_seconds: histogram(&registry, "flowgrad_iteration_seconds", "Seconds per FlowGrad iteration", seconds.clone()),
             checkpoint_seconds: histogram(&registry, "flowgrad_checkpoint_seconds", "Seconds per checkpoint write", seconds.clone()),
             queue_lag_seconds: histogram(&registry, "flowgrad_queue_lag_seconds", "Seconds from publication to start", seconds),

@@ -8,7 +8,8 @@ use serde::Deserialize;
 /// Worker settings (`[worker]` in flowgrad.toml, `FLOWGRAD__WORKER__...` in the environment).
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
-    /// Name in logs, events and result records (defaults to the host name).
+    /// Name in logs, events and result records (defaults to host name and process id).
+    #[serde(default = "flowgrad_service::instance_id")]
     pub id: String,
     /// Folder with the bundled model weights.
     pub assets: PathBuf,
@@ -42,7 +43,6 @@ pub struct WorkerSection {
 /// TOML defaults of `[worker]`.
 pub const DEFAULTS: &str = r#"
 [worker]
-id = "worker"
 assets = "assets"
 shutdown_grace_seconds = 25
 max_attempts = 4
@@ -59,5 +59,21 @@ impl WorkerSettings {
     /// Delay before requeueing after the `attempt`-th failure.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
         Duration::from_millis(self.retry_backoff_ms.saturating_mul(1 << attempt.min(16))).min(Duration::from_secs(30))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_configured_id_a_worker_is_named_by_its_host_and_process() {
+        let file = std::env::temp_dir().join(format!("flowgrad-worker-id-{}.toml", std::process::id()));
+        std::fs::write(&file, "[storage]\nkind = \"local\"\nroot = \"/tmp\"\n").unwrap();
+        let loaded = flowgrad_service::FleetConfig::<WorkerSection>::load(Some(&file), DEFAULTS);
+        std::fs::remove_file(&file).unwrap();
+        let id = loaded.unwrap().service.worker.id;
+        let host = id.strip_suffix(&format!("-{}", std::process::id())).unwrap_or_else(|| panic!("`{id}` ends with the process id"));
+        assert!(!host.is_empty(), "`{id}` starts with the host name");
     }
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use flowgrad::{ControlState, GlobalDirection};
 use flowgrad_engine::{EditSession, Model, ModelRegistry, direction_bytes, read_direction};
 use flowgrad_jobs::{DirectionSpec, Failure, GuidanceSpec, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec, keys};
-use flowgrad_queue::{Delivery, Queue, SharedBroker};
-use flowgrad_storage::image::{ImageLimits, decode_for_model, encode_png};
+use flowgrad_queue::{Consumer, Delivery, Queue, SharedBroker};
+use flowgrad_storage::image::{ImageLimits, ModelImage, crop, decode_for_model, encode_png};
 use flowgrad_storage::{Bytes, SharedStore, StorageError};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -54,9 +54,8 @@ pub struct Worker {
     metrics: WorkerMetrics,
 }
 
-/// An input image decoded for the model: where it goes, its values in [-1, 1], and the
-/// conversion note (resize, gray) if any.
-type LoadedInput = (flowgrad_jobs::TaskInput, Vec<f32>, Option<String>);
+/// An input image decoded for the model and where its edit goes.
+type LoadedInput = (flowgrad_jobs::TaskInput, ModelImage);
 
 /// Per-task bookkeeping carried through an attempt.
 struct Progress {
@@ -84,7 +83,11 @@ impl Worker {
         info!(worker = %self.settings.id, "waiting for tasks");
         loop {
             let delivery = tokio::select! {
-                _ = shutdown.cancelled() => break,
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.drain(consumer.as_mut()).await;
+                    break;
+                }
                 next = consumer.next() => next,
             };
             match delivery {
@@ -93,14 +96,14 @@ impl Worker {
                     warn!(%err, "task consumer error");
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
-                Some(Ok(delivery)) => self.handle(delivery, &shutdown).await,
+                Some(Ok(delivery)) => self.handle(delivery, &shutdown, consumer.as_mut()).await,
             }
         }
         info!(worker = %self.settings.id, "worker stopped");
         Ok(())
     }
 
-    async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken) {
+    async fn handle(&self, delivery: Delivery, shutdown: &CancellationToken, consumer: &mut dyn Consumer) {
         let task = match TaskSpec::from_json(&delivery.payload) {
             Ok(task) => task,
             Err(err) => {
@@ -115,15 +118,25 @@ impl Worker {
         async {
             let started = Instant::now();
             self.metrics.queue_lag_seconds.observe((flowgrad_jobs::unix_now() - task.published_at).max(0.0));
-            let redeliveries = delivery.redeliveries;
-            let outcome = self.attempt(&task, redeliveries, started, shutdown).await;
+            // unfinished deliveries so far: this message's and those of the messages it replaced
+            let redeliveries = delivery.redeliveries + task.earlier_deliveries;
+            let limit = self.broker.delivery_limit();
+            let outcome = if redeliveries > limit {
+                Err(TaskError::Permanent(flowgrad_jobs::crash_limit_reason(redeliveries + 1, limit)))
+            } else {
+                self.attempt(&task, redeliveries, started, shutdown).await
+            };
             let settle = match outcome {
                 Ok(Attempt::Done) => delivery.ack().await,
                 Ok(Attempt::Interrupted { completed }) => {
-                    info!(completed, "shutdown: checkpointed and requeued");
+                    info!(completed, "shutdown: checkpointed and handed back");
                     self.metrics.tasks_requeued.inc();
                     self.event(&task, TaskEventKind::Requeued { completed }).await;
-                    delivery.requeue().await
+                    // no further delivery for this worker: one would come back counted when it exits
+                    if let Err(err) = consumer.stop().await {
+                        warn!(%err, "could not stop consuming before handing the task back");
+                    }
+                    self.hand_back(task.clone(), redeliveries, delivery).await
                 }
                 Err(TaskError::Transient(reason)) if redeliveries + 1 < self.settings.max_attempts => {
                     let delay = self.settings.retry_delay(redeliveries);
@@ -137,6 +150,9 @@ impl Worker {
                     warn!(reason = %err, "task failed: recording the failure and dead-lettering");
                     self.metrics.tasks_failed.inc();
                     self.record_failure(&task, redeliveries, started, &err.to_string()).await;
+                    if let Err(err) = self.store.delete(&keys::checkpoint(task.job_id, &task.task_id)).await {
+                        warn!(%err, "could not delete the checkpoint of a failed task");
+                    }
                     delivery.dead_letter().await
                 }
             };
@@ -146,6 +162,42 @@ impl Worker {
         }
         .instrument(span)
         .await
+    }
+
+    /// On shutdown: stops consuming and hands back, uncounted, any task the broker had already
+    /// sent this worker (it would otherwise return counted as a failed delivery at exit).
+    async fn drain(&self, consumer: &mut dyn Consumer) {
+        if let Err(err) = consumer.stop().await {
+            warn!(%err, "could not stop consuming");
+        }
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await {
+            let Ok(task) = TaskSpec::from_json(&delivery.payload) else {
+                // unreadable: it goes back and the next worker dead-letters it
+                continue;
+            };
+            let redeliveries = delivery.redeliveries + task.earlier_deliveries;
+            info!(job_id = %task.job_id, task_id = %task.task_id, "shutdown: handing back a task not started");
+            if let Err(err) = self.hand_back(task, redeliveries, delivery).await {
+                warn!(%err, "could not hand a task back (it returns to the queue when the worker exits)");
+            }
+        }
+    }
+
+    /// Returns a task interrupted by a planned stop to the queue without counting the stop as a
+    /// failed delivery: a copy carrying the unfinished deliveries so far is published (confirmed),
+    /// then this delivery is acknowledged. If publishing fails the delivery is requeued instead
+    /// (counted, never lost); a crash between the two leaves a duplicate, which the result record
+    /// makes harmless.
+    async fn hand_back(&self, mut task: TaskSpec, redeliveries: u32, delivery: Delivery) -> Result<(), flowgrad_queue::QueueError> {
+        task.earlier_deliveries = redeliveries;
+        let message_id = format!("{}/{}", task.job_id, task.task_id);
+        match self.broker.publish(Queue::Tasks, Bytes::from(flowgrad_jobs::to_json(&task)), &message_id).await {
+            Ok(()) => delivery.ack().await,
+            Err(err) => {
+                warn!(%err, "could not republish the interrupted task: requeued (counts as a delivery)");
+                delivery.requeue().await
+            }
+        }
     }
 
     async fn event(&self, task: &TaskSpec, kind: TaskEventKind) {
@@ -165,8 +217,7 @@ impl Worker {
     }
 
     async fn attempt(&self, task: &TaskSpec, redeliveries: u32, started: Instant, shutdown: &CancellationToken) -> Result<Attempt, TaskError> {
-        let result_key = keys::result(task.job_id, &task.task_id);
-        if self.store.get(&result_key).await?.is_some() {
+        if self.store.get(&keys::result(task.job_id, &task.task_id)).await?.is_some() {
             info!("result already recorded: duplicate delivery acknowledged");
             return Ok(Attempt::Done);
         }
@@ -181,7 +232,7 @@ impl Worker {
         let checkpoint_key = keys::checkpoint(task.job_id, &task.task_id);
         let (inputs, rejected) = self.usable_inputs(task, model.as_ref()).await?;
         let batch = inputs.len();
-        let pixels: Vec<f32> = inputs.iter().flat_map(|(_, values, _)| values.iter().copied()).collect();
+        let pixels: Vec<f32> = inputs.iter().flat_map(|(_, image)| image.values.iter().copied()).collect();
 
         let mut progress = Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0, checkpoint_seconds: 0.0 };
         let mut state = match self.store.get(&checkpoint_key).await? {
@@ -212,7 +263,7 @@ impl Worker {
                 self.save(&checkpoint_key, unsaved.take()).await?;
                 return Ok(Attempt::Interrupted { completed: state.iteration });
             }
-            if self.stopped_by_cancellation(task, redeliveries, started).await? {
+            if self.stopped_by_cancellation(task, redeliveries, started).await? || self.finished_elsewhere(task).await? {
                 return Ok(Attempt::Done);
             }
             let clock = Instant::now();
@@ -247,6 +298,9 @@ impl Worker {
 
         if let Some(DirectionSpec::Learn(key)) = &task.direction {
             self.store_direction(task, model.as_ref(), &finished.controls, key, batch).await?;
+        }
+        if self.finished_elsewhere(task).await? {
+            return Ok(Attempt::Done);
         }
         let objectives_before: Vec<f64> = (0..batch).map(|i| state.history.first().map_or(0.0, |r| r.per_image[i])).collect();
         let images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &finished.images, &objectives_before).await?;
@@ -288,25 +342,42 @@ impl Worker {
         Ok(())
     }
 
-    /// Writes the edited images as PNGs and measures each edit (guidance scores, L1 to input).
+    /// Writes the edited images as PNGs and measures each edit as written (the 8-bit output the
+    /// user gets): guidance scores, the judge's where the model has one, L1 to the input.
     async fn write_outputs(&self, model: &dyn Model, guidance: &GuidanceSpec, inputs: &[LoadedInput], pixels: &[f32], edited: &[f32], objectives_before: &[f64]) -> Result<Vec<ImageResult>, TaskError> {
         let batch = inputs.len();
-        let before = model.guidance_scores(guidance, pixels, batch).map_err(permanent)?;
-        let after = model.guidance_scores(guidance, edited, batch).map_err(permanent)?;
         let shape = model.image_shape();
         let per = shape.len();
+        let limits = Self::image_limits(model, usize::MAX);
+        let mut pngs = Vec::with_capacity(batch);
+        let mut written = Vec::with_capacity(edited.len());
+        for (output, (_, input)) in edited.chunks(per).zip(inputs) {
+            // a padded input's edit is cropped back to the input's size
+            let png = match input.region {
+                Some(r) => encode_png(&crop(output, shape.channels, shape.height, shape.width, r), shape.channels, r.height, r.width),
+                None => encode_png(output, shape.channels, shape.height, shape.width),
+            }
+            .map_err(permanent)?;
+            written.extend(decode_for_model(&png, shape.channels, shape.height, shape.width, &limits).map_err(permanent)?.values);
+            pngs.push(png);
+        }
+        let before = model.guidance_scores(guidance, pixels, batch).map_err(permanent)?;
+        let after = model.guidance_scores(guidance, &written, batch).map_err(permanent)?;
+        let judge_before = model.judge_scores(guidance, pixels, batch).map_err(permanent)?;
+        let judge_after = model.judge_scores(guidance, &written, batch).map_err(permanent)?;
         let mut images = Vec::with_capacity(batch);
-        for (i, (input, original, note)) in inputs.iter().enumerate() {
-            let output = &edited[i * per..(i + 1) * per];
-            let png = encode_png(output, shape.channels, shape.height, shape.width).map_err(permanent)?;
+        for (i, ((input, image), png)) in inputs.iter().zip(pngs).enumerate() {
             self.store.put(&input.output_key, Bytes::from(png)).await?;
+            let (output, original) = (&written[i * per..(i + 1) * per], &image.values);
             images.push(ImageResult {
                 input_key: input.key.clone(),
                 output_key: input.output_key.clone(),
-                note: note.clone(),
+                note: image.note.clone(),
                 objective_before: objectives_before[i],
                 guidance_score_before: before[i] as f64,
                 guidance_score_after: after[i] as f64,
+                judge_target_prob_before: judge_before.as_ref().map(|p| p[i] as f64),
+                judge_target_prob_after: judge_after.as_ref().map(|p| p[i] as f64),
                 l1_to_input: output.iter().zip(original).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / per as f64,
             });
         }
@@ -337,7 +408,7 @@ impl Worker {
         let session: Arc<dyn EditSession> = Arc::from(model.session(&task.guidance, direction.params()).map_err(permanent)?);
         let (inputs, rejected) = self.usable_inputs(task, model.as_ref()).await?;
         let batch = inputs.len();
-        let pixels: Vec<f32> = inputs.iter().flat_map(|(_, values, _)| values.iter().copied()).collect();
+        let pixels: Vec<f32> = inputs.iter().flat_map(|(_, image)| image.values.iter().copied()).collect();
         let clock = Instant::now();
         let edit_pixels = pixels.clone();
         let edited = tokio::task::spawn_blocking(move || session.apply(&direction, &edit_pixels, batch))
@@ -356,6 +427,17 @@ impl Worker {
         self.record_success(&result).await?;
         info!(key, seconds = result.total_seconds, "direction applied: task done");
         Ok(Attempt::Done)
+    }
+
+    /// Whether another copy of this task (a duplicate delivery after a broker outage) already
+    /// recorded its result: then this copy stops without writing anything more.
+    async fn finished_elsewhere(&self, task: &TaskSpec) -> Result<bool, TaskError> {
+        let finished = self.store.get(&keys::result(task.job_id, &task.task_id)).await?.is_some();
+        if finished {
+            info!("another worker recorded this task's result: stopping this copy");
+            self.metrics.tasks_superseded.inc();
+        }
+        Ok(finished)
     }
 
     /// When the task's job was cancelled: records the task as cancelled, drops its checkpoint
@@ -406,6 +488,12 @@ impl Worker {
         Ok(seconds)
     }
 
+    /// How images are decoded for `model`: at most `max_bytes`, smaller ones padded where the
+    /// model was trained on padded images.
+    fn image_limits(model: &dyn Model, max_bytes: usize) -> ImageLimits {
+        ImageLimits { max_bytes, pad_smaller: model.pads_small_inputs(), ..ImageLimits::default() }
+    }
+
     /// [`Worker::load_inputs`], failing the task when no input is usable.
     async fn usable_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
         let (inputs, rejected) = self.load_inputs(task, model).await?;
@@ -419,7 +507,7 @@ impl Worker {
     /// Downloads and decodes the task's images; unusable ones are reported, not fatal.
     async fn load_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
         let shape = model.image_shape();
-        let limits = ImageLimits { max_bytes: self.settings.max_image_bytes, ..ImageLimits::default() };
+        let limits = Self::image_limits(model, self.settings.max_image_bytes);
         let mut inputs = vec![];
         let mut rejected = vec![];
         for input in &task.inputs {
@@ -427,7 +515,7 @@ impl Worker {
             match self.store.get(&input.key).await? {
                 None => rejected.push(reject("input object does not exist".into())),
                 Some(bytes) => match decode_for_model(&bytes, shape.channels, shape.height, shape.width, &limits) {
-                    Ok(image) => inputs.push((input.clone(), image.values, image.note)),
+                    Ok(image) => inputs.push((input.clone(), image)),
                     Err(err) => rejected.push(reject(err.to_string())),
                 },
             }

@@ -169,7 +169,7 @@ pub fn decode_for_model(
     };
     let corrupt = |e: ::image::ImageError| ImageError::Corrupt {
         format: format_name,
-        message: e.to_string(),
+        message: readable_decoder_message(&e.to_string()),
     };
     let (src_w, src_h) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
@@ -232,6 +232,24 @@ pub fn decode_for_model(
     });
     let values = chw_values(converted.into_bytes(), channels, height, width);
     Ok(ModelImage { channels, height, width, values, note, region: None })
+}
+
+/// A decoder's complaint without the Rust debug dumps some of them embed: the PNG decoder
+/// writes a chunk as `ChunkType { type: IDAT, critical: true, … }`, shown here as `IDAT chunk`.
+fn readable_decoder_message(message: &str) -> String {
+    const DUMP: &str = "ChunkType { type: ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(DUMP) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + DUMP.len()..];
+        let name_end = after.find([',', ' ', '}']).unwrap_or(after.len());
+        out.push_str(&after[..name_end]);
+        out.push_str(" chunk");
+        rest = after.find('}').map_or("", |close| &after[close + 1..]);
+    }
+    out.push_str(rest);
+    out.trim_end().to_string()
 }
 
 /// HWC 8-bit pixels as CHW values in [-1, 1].
@@ -360,5 +378,17 @@ fn color_name(color: ColorType) -> &'static str {
         (false, true) => "gray+alpha",
         (true, false) => "RGB",
         (true, true) => "RGBA",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_decoder_message;
+
+    #[test]
+    fn chunk_debug_dumps_become_chunk_names() {
+        let raw = "Format error decoding Png: ChunkType { type: IDAT, critical: true, private: false, reserved: false, safecopy: false } is out of order\n";
+        assert_eq!(readable_decoder_message(raw), "Format error decoding Png: IDAT chunk is out of order");
+        assert_eq!(readable_decoder_message("unexpected end of file"), "unexpected end of file");
     }
 }

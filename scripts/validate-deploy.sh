@@ -169,7 +169,7 @@ for name, feature in [("Dockerfile.cpu", False), ("Dockerfile.cuda", True)]:
     users = [r for w, r in ins[last_stage:] if w == "USER"]
     assert users and not users[-1].startswith(("0", "root")), f"{name}: the runtime stage must switch to a non-root USER"
     body = path.read_text()
-    for needle in ["flowgrad-worker", "flowgrad-coordinator", "target/release/flowgrad ", "/opt/flowgrad/assets", "--locked", "--mount=type=cache"]:
+    for needle in ["flowgrad-worker", "flowgrad-coordinator", "target/release/flowgrad ", "COPY . .", "--locked", "--mount=type=cache"]:
         assert needle in body, f"{name}: missing {needle!r}"
     assert ("flowgrad-worker/cuda" in body) == feature and ("flowgrad-cli/cuda" in body) == feature, f"{name}: cuda feature"
     print(f"{name}: {len(ins)} instructions, {len(froms)} stages, runtime {runtime}, USER {users[-1]}")

@@ -148,7 +148,7 @@ fn rendered_configs_load_with_the_services_loaders() {
 
         let settings = &worker.service.worker;
         assert_eq!(settings.id, "flowgrad-worker-7d9f8b6c4-x2x9q", "{name}: worker id from the pod name");
-        assert_eq!(settings.assets, Path::new("/opt/flowgrad/assets"), "{name}: assets baked into the image");
+        assert_eq!(settings.assets, None, "{name}: the bundled models are built into the binaries");
         assert_eq!(settings.shutdown_grace_seconds, want.grace, "{name}: shutdown grace");
         assert_eq!(settings.recorded_forwards, want.recorded_forwards, "{name}: recorded forwards");
         assert!(settings.max_attempts < want.delivery_limit, "{name}: max_attempts must stay below the delivery limit");

@@ -330,7 +330,7 @@ async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
 
     // each output is exactly the direction applied in this process, and differs from a plain
     // reconstruction: the direction did the edit
-    let registry = ModelRegistry::new(ModelRegistry::bundled_assets());
+    let registry = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
     let model = registry.get("fashion-mnist").unwrap();
     let session = model.session(&GuidanceSpec::Class("coat".into()), direction.params()).unwrap();
     let zero = flowgrad::GlobalDirection::from_controls(

@@ -65,7 +65,6 @@ impl Fleet {
         let prefix = format!("test-{}", &id[..12]);
         let (endpoint, access, secret) = (endpoint.to_string(), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
         let amqp = std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets");
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("flowgrad.toml");
         let toml = format!(
@@ -92,14 +91,12 @@ format = "json"
 filter = "info"
 
 [worker]
-assets = "{assets}"
 shutdown_grace_seconds = 20
 retry_backoff_ms = 200
 
 [coordinator]
 status_interval_ms = 300
 "#,
-            assets = assets.display()
         );
         std::fs::write(&config, toml).expect("config written");
         let s3 = S3Config {

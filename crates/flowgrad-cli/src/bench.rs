@@ -31,9 +31,9 @@ pub enum Suite {
         /// Velocity field: the bundled Fashion-MNIST UNet, or a seeded conv net.
         #[arg(long, value_enum, default_value_t = BenchModel::Bundled)]
         model: BenchModel,
-        /// Assets folder of the bundled model.
-        #[arg(long, default_value_os_t = flowgrad_engine::ModelRegistry::bundled_assets())]
-        assets: std::path::PathBuf,
+        /// Folder with the bundled models' weights (default: the copies built into this binary).
+        #[arg(long)]
+        assets: Option<std::path::PathBuf>,
         /// Image side of the conv net (square, 3 channels).
         #[arg(long, default_value_t = 32)]
         size: usize,
@@ -173,11 +173,11 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
             let device = backend::device();
             match model {
                 BenchModel::Bundled => {
-                    let flow = flowgrad_models::load_flow::<Backend>(assets, &device)?.no_grad();
+                    let flow = flowgrad_models::load_flow::<Backend>(&flowgrad_engine::Assets::from_option(assets.clone()), &device)?.no_grad();
                     table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], &settings)
                 }
                 BenchModel::Reflow => {
-                    let flow = flowgrad_models::load_reflow::<Backend>(assets, &device)?.no_grad();
+                    let flow = flowgrad_models::load_reflow::<Backend>(&flowgrad_engine::Assets::from_option(assets.clone()), &device)?.no_grad();
                     table1(&flow, "bundled reflowed UNet (1x32x32)", [1, 1, 32, 32], &settings)
                 }
                 BenchModel::Conv => {

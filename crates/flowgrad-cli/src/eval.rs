@@ -17,7 +17,7 @@ use burn::tensor::Tensor;
 use clap::Args;
 use flowgrad::baselines::{guided_sample, optimise_noise};
 use flowgrad::{ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, encode, energy, simulate, straightness};
-use flowgrad_engine::ModelRegistry;
+use flowgrad_engine::Assets;
 use flowgrad_engine::backend::{self, Backend};
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
 use flowgrad_models::{CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge, load_reflow};
@@ -75,9 +75,9 @@ pub struct EvalArgs {
     /// Fashion-MNIST folder (IDX files).
     #[arg(long, default_value = DEFAULT_DIR)]
     pub data: PathBuf,
-    /// Folder with the bundled model weights.
-    #[arg(long, default_value_os_t = ModelRegistry::bundled_assets())]
-    pub assets: PathBuf,
+    /// Folder with the bundled models' weights (default: the copies built into this binary).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
     /// Evaluate the reflowed flow (`flow-reflow.safetensors`) instead of the 1-rectified one.
     #[arg(long)]
     pub reflow: bool,
@@ -245,15 +245,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
 
     let device = backend::device();
+    let assets = Assets::from_option(args.assets.clone());
     // Frozen weights: VJPs then skip the (useless, costly) parameter gradients.
     let (flow, flow_name) = match args.reflow {
-        true => (load_reflow(&args.assets, &device)?, flowgrad_models::REFLOW_STEM),
-        false => (load_flow(&args.assets, &device)?, "flow"),
+        true => (load_reflow(&assets, &device)?, flowgrad_models::REFLOW_STEM),
+        false => (load_flow(&assets, &device)?, "flow"),
     };
     let models = Models {
         flow: flow.no_grad(),
-        classifier: load_classifier(&args.assets, &device)?.no_grad(),
-        judge: load_judge(&args.assets, &device)?.no_grad(),
+        classifier: load_classifier(&assets, &device)?.no_grad(),
+        judge: load_judge(&assets, &device)?.no_grad(),
     };
     let test = FashionMnist::load(&args.data, Split::Test)?;
     ensure!(args.images <= test.len(), "--images {} exceeds the {} test images", args.images, test.len());

@@ -11,7 +11,7 @@ use clap::Args;
 use flowgrad::EditParams;
 use flowgrad_coordinator::settings::CoordinatorSettings;
 use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
-use flowgrad_engine::{BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
+use flowgrad_engine::{Assets, BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
 use flowgrad_jobs::{DirectionSpec, GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, TaskEventKind, keys};
 use flowgrad_queue::{InProcessBroker, Queue, RabbitConfig, SharedBroker};
 use flowgrad_storage::{Bytes, LocalStore, RetryPolicy, RetryingStore, SharedStore};
@@ -71,9 +71,9 @@ pub struct RunArgs {
     /// Worker threads editing in parallel.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Folder with the bundled model weights.
-    #[arg(long, default_value_os_t = ModelRegistry::bundled_assets())]
-    pub assets: PathBuf,
+    /// Folder with the bundled models' weights (default: the copies built into this binary).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
     /// Learn one global direction shared by all the inputs (at most 64) and save it to this
     /// file (safetensors); the inputs are written edited with it.
     #[arg(long, conflicts_with = "apply_direction")]
@@ -156,7 +156,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ncsnpp: args.checkpoint.clone().map(|checkpoint| NcsnppSource { checkpoint, config: args.model_config.clone(), weights: args.weights.clone() }),
         clip: args.clip.clone().map(|checkpoint| ClipSource { checkpoint, config: args.clip_config.clone() }),
     };
-    let registry = Arc::new(ModelRegistry::with_catalog(&args.assets, catalog).with_recorded_forwards(args.recorded_forwards));
+    let registry = Arc::new(ModelRegistry::with_catalog(Assets::from_option(args.assets.clone()), catalog).with_recorded_forwards(args.recorded_forwards));
     let (guidance, target) = match (&args.target, &args.text) {
         (Some(class), _) => (GuidanceSpec::Class(class.clone()), class.clone()),
         (None, Some(prompt)) => (GuidanceSpec::Text(prompt.clone()), prompt.clone()),

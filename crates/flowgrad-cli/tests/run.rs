@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 mod common;
-use common::{fixtures, flowgrad, repo, text};
+use common::{fixtures, flowgrad, repo, stdout, text};
 
 /// Edits that look like edits at the default update rule (reduced N and M to stay fast): the
 /// independent judge calls at least 5 of the 8 examples a coat and they keep a mean SSIM of at
@@ -147,4 +147,30 @@ fn learn_a_direction_on_some_images_and_apply_it_to_others() {
     let not_a_direction = flowgrad(&["run", "--input", apply_in.path().to_str().unwrap(), "--output", out.path().join("refused").to_str().unwrap(), "--target", "coat", "--apply-direction", examples[0].to_str().unwrap()]);
     assert!(!not_a_direction.status.success());
     assert!(text(&not_a_direction).contains("unusable direction"), "{}", text(&not_a_direction));
+}
+
+/// The binary carries its bundled models: a copy in a folder far from the checkout, run there on
+/// copies of the examples with no `--assets`, edits them.
+#[test]
+fn a_copied_binary_edits_with_its_built_in_models() {
+    let place = tempfile::tempdir().unwrap();
+    let binary = place.path().join("flowgrad");
+    std::fs::copy(env!("CARGO_BIN_EXE_flowgrad"), &binary).unwrap();
+    let inputs = place.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    for name in ["00-tshirt-test19.png", "02-pullover-test1.png"] {
+        std::fs::copy(PathBuf::from(repo("examples")).join(name), inputs.join(name)).unwrap();
+    }
+    let result = std::process::Command::new(&binary)
+        .current_dir(place.path())
+        .args(["run", "--input", "in", "--output", "out", "--target", "coat", "--steps", "4", "--iterations", "1"])
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "{}", text(&result));
+    let edited = std::fs::read_dir(place.path().join("out")).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "png") && e.file_name() != "grid.png").count();
+    assert_eq!(edited, 2, "{}", text(&result));
+    // nothing points back at the machine that built it
+    let help = std::process::Command::new(&binary).args(["run", "--help"]).output().unwrap();
+    let checkout = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_string_lossy().into_owned();
+    assert!(!stdout(&help).contains(&checkout), "`run --help` names the build checkout {checkout}");
 }

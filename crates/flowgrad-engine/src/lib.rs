@@ -8,6 +8,7 @@ pub mod guidance;
 pub mod registry;
 pub mod session;
 
+pub use flowgrad_models::Assets;
 pub use catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
 pub use direction::{direction_bytes, read_direction};
 pub use registry::{BUNDLED_MODEL, BUNDLED_RECORDED_FORWARDS, EngineError, ImageShape, Model, ModelRegistry, REFLOW_MODEL};

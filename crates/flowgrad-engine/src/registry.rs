@@ -3,7 +3,6 @@
 //! them when a CLIP checkpoint is configured. Loaded once, frozen, shared by every session.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
@@ -13,7 +12,7 @@ use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
-use flowgrad_models::{CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, top_classes};
+use flowgrad_models::{Assets, CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, top_classes};
 
 use crate::backend::{Backend, device};
 use crate::catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
@@ -290,7 +289,7 @@ pub const BUNDLED_RECORDED_FORWARDS: usize = 16;
 
 /// Loads models by name, once, and shares them.
 pub struct ModelRegistry {
-    assets: PathBuf,
+    assets: Assets,
     catalog: ModelCatalog,
     loaded: Mutex<HashMap<String, Arc<dyn Model>>>,
     clip: Mutex<Option<Clip>>,
@@ -298,16 +297,15 @@ pub struct ModelRegistry {
 }
 
 impl ModelRegistry {
-    /// A registry serving the bundled model from `assets` (the repository's `assets/` folder by
-    /// default) and nothing else.
-    pub fn new(assets: impl Into<PathBuf>) -> Self {
+    /// A registry serving the bundled models from `assets` and nothing else.
+    pub fn new(assets: Assets) -> Self {
         Self::with_catalog(assets, ModelCatalog::default())
     }
 
-    /// A registry serving the bundled model from `assets` and the models of `catalog`.
-    pub fn with_catalog(assets: impl Into<PathBuf>, catalog: ModelCatalog) -> Self {
+    /// A registry serving the bundled models from `assets` and the models of `catalog`.
+    pub fn with_catalog(assets: Assets, catalog: ModelCatalog) -> Self {
         Self {
-            assets: assets.into(),
+            assets,
             catalog,
             loaded: Mutex::new(HashMap::new()),
             clip: Mutex::new(None),
@@ -324,15 +322,10 @@ impl ModelRegistry {
         self
     }
 
-    /// The assets folder shipped with this source tree.
-    pub fn bundled_assets() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets")
-    }
-
     /// Names this registry can load.
     pub fn available(&self) -> Vec<&'static str> {
         let mut names = vec![BUNDLED_MODEL];
-        if self.assets.join(format!("{}.safetensors", flowgrad_models::REFLOW_STEM)).exists() {
+        if self.assets.has(&format!("{}.safetensors", flowgrad_models::REFLOW_STEM)) {
             names.push(REFLOW_MODEL);
         }
         if self.catalog.ncsnpp.is_some() {
@@ -402,7 +395,7 @@ impl ModelRegistry {
     }
 
     fn load_ncsnpp(&self, source: &NcsnppSource) -> Result<NcsnppModel, EngineError> {
-        let err = |e: &dyn std::fmt::Display| load_error(NCSNPP_MODEL, &source.checkpoint, e);
+        let err = |e: &dyn std::fmt::Display| load_error(NCSNPP_MODEL, &source.checkpoint.display(), e);
         let config = match &source.config {
             Some(path) => NcsnppConfig::from_json_file(path).map_err(|e| err(&e))?,
             None => NcsnppConfig::celeba_hq_256(),
@@ -419,12 +412,12 @@ impl ModelRegistry {
     }
 }
 
-fn load_error(name: &str, path: &Path, reason: impl std::fmt::Display) -> EngineError {
-    EngineError::Load { name: name.into(), dir: path.display().to_string(), reason: reason.to_string() }
+fn load_error(name: &str, source: &dyn std::fmt::Display, reason: impl std::fmt::Display) -> EngineError {
+    EngineError::Load { name: name.into(), dir: source.to_string(), reason: reason.to_string() }
 }
 
 fn load_clip(source: &ClipSource) -> Result<Clip, EngineError> {
-    let err = |e: &dyn std::fmt::Display| load_error("clip", &source.checkpoint, e);
+    let err = |e: &dyn std::fmt::Display| load_error("clip", &source.checkpoint.display(), e);
     let device = device();
     let model = match &source.config {
         Some(path) => {

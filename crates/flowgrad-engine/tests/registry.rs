@@ -25,12 +25,12 @@ fn text(prompt: &str) -> GuidanceSpec {
 
 #[test]
 fn validation_names_what_is_missing() {
-    let bare = ModelRegistry::new(ModelRegistry::bundled_assets());
+    let bare = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
     bare.validate(BUNDLED_MODEL, &GuidanceSpec::Class("coat".into())).unwrap();
     assert!(matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(EngineError::UnknownModel { .. })), "ncsnpp is served only when configured");
     let no_clip = bare.validate(BUNDLED_MODEL, &text("a coat")).unwrap_err().to_string();
     assert!(no_clip.contains("[models.clip]"), "{no_clip}");
-    let full = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), catalog());
+    let full = ModelRegistry::with_catalog(flowgrad_engine::Assets::Embedded, catalog());
     full.validate(NCSNPP_MODEL, &text("a smiling face")).unwrap();
     full.validate(BUNDLED_MODEL, &text("a long coat")).unwrap();
     let class_on_ncsnpp = full.validate(NCSNPP_MODEL, &GuidanceSpec::Class("coat".into())).unwrap_err().to_string();
@@ -40,7 +40,7 @@ fn validation_names_what_is_missing() {
 
 #[test]
 fn ncsnpp_with_text_guidance_edits_rgb_images() {
-    let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), catalog());
+    let registry = ModelRegistry::with_catalog(flowgrad_engine::Assets::Embedded, catalog());
     let model = registry.get(NCSNPP_MODEL).unwrap();
     let shape = model.image_shape();
     assert_eq!((shape.channels, shape.height, shape.width), (3, 32, 32), "shape from the fixture's config");
@@ -65,7 +65,7 @@ fn ncsnpp_with_text_guidance_edits_rgb_images() {
 
 #[test]
 fn text_guidance_on_the_bundled_gray_model_uses_clip_on_replicated_channels() {
-    let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), catalog());
+    let registry = ModelRegistry::with_catalog(flowgrad_engine::Assets::Embedded, catalog());
     let model = registry.get(BUNDLED_MODEL).unwrap();
     let gray: Vec<f32> = (0..model.image_shape().len()).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect();
     let guidance = text("a coat");
@@ -88,7 +88,7 @@ fn text_guidance_on_the_bundled_gray_model_uses_clip_on_replicated_channels() {
 fn a_missing_checkpoint_is_a_load_error_naming_the_file() {
     let mut broken = catalog();
     broken.ncsnpp.as_mut().unwrap().checkpoint = PathBuf::from("/nonexistent/ncsnpp.pth");
-    let registry = ModelRegistry::with_catalog(ModelRegistry::bundled_assets(), broken);
+    let registry = ModelRegistry::with_catalog(flowgrad_engine::Assets::Embedded, broken);
     let err = registry.get(NCSNPP_MODEL).err().expect("load fails").to_string();
     assert!(err.contains("/nonexistent/ncsnpp.pth"), "{err}");
 }
@@ -98,7 +98,7 @@ fn a_missing_checkpoint_is_a_load_error_naming_the_file() {
 #[test]
 fn reflowed_model_edits_with_fewer_vjps_than_the_bundled_flow() {
     use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
-    let registry = ModelRegistry::new(ModelRegistry::bundled_assets());
+    let registry = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
     assert!(registry.available().contains(&REFLOW_MODEL), "{:?}", registry.available());
     let coat = GuidanceSpec::Class("coat".into());
     registry.validate(REFLOW_MODEL, &coat).unwrap();
@@ -121,7 +121,7 @@ fn reflowed_model_edits_with_fewer_vjps_than_the_bundled_flow() {
 /// ends in the same bits as one that never stopped, and another seed draws other views.
 #[test]
 fn class_guidance_views_are_seeded_and_resume_bit_for_bit() {
-    let registry = ModelRegistry::new(ModelRegistry::bundled_assets());
+    let registry = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
     let model = registry.get(BUNDLED_MODEL).unwrap();
     let coat = GuidanceSpec::Class("coat".into());
     let params = EditParams { steps: 8, iterations: 4, ..EditParams::default() };

@@ -1,6 +1,7 @@
 //! Networks for FlowGrad: velocity fields (the generative ODEs) and guidance models, with their
 //! weight loading. Everything here is generic over burn backends.
 
+pub mod assets;
 pub mod class_views;
 pub mod classifier;
 pub mod clip;
@@ -11,6 +12,7 @@ pub mod time_embedding;
 pub mod unet;
 pub mod weights;
 
+pub use assets::Assets;
 pub use classifier::{
     ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy, top_classes,
 };

@@ -10,6 +10,7 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::backend::Backend;
 use sha2::{Digest, Sha256};
 
+use crate::assets::Assets;
 use crate::classifier::{Classifier, ClassifierConfig, Judge, JudgeConfig};
 use crate::unet::{UNet, UNetConfig};
 
@@ -60,8 +61,13 @@ pub fn save<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<(), Weig
 
 /// Loads `path` into `model`: every model tensor must be present with its shape, and no file
 /// tensor may be left over, otherwise a [`WeightsError::Mismatch`] names the offending keys.
-pub fn load<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M, WeightsError> {
-    let mut store = SafetensorsStore::from_file(path).allow_partial(true).validate(false);
+pub fn load<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M, WeightsError> {
+    load_from_store(model, SafetensorsStore::from_file(path), path)
+}
+
+/// [`load`] from safetensors bytes; `path` names them in errors.
+fn load_from_store<B: Backend, M: Module<B>>(mut model: M, store: SafetensorsStore, path: &Path) -> Result<M, WeightsError> {
+    let mut store = store.allow_partial(true).validate(false);
     let result = model.load_from(&mut store).map_err(|e| WeightsError::Store {
         action: "load",
         path: path.to_path_buf(),
@@ -112,38 +118,41 @@ pub(crate) fn seeded_init<B: Backend, M: Module<B>>(device: &B::Device, seed: u6
     model
 }
 
-/// Builds the model described by `dir/{name}.config.json` with `init` and loads
-/// `dir/{name}.safetensors` into it (strictly, see [`load`]).
+/// Builds the model described by `{name}.config.json` of `assets` with `init` and loads
+/// `{name}.safetensors` into it (strictly, see [`load`]).
 fn load_bundled<B: Backend, C: Config, M: Module<B>>(
-    dir: &Path,
+    assets: &Assets,
     name: &str,
     init: impl FnOnce(&C) -> M,
 ) -> Result<M, WeightsError> {
-    let config_path = dir.join(format!("{name}.config.json"));
-    let config = C::load(&config_path)
-        .map_err(|e| WeightsError::Config { path: config_path, message: e.to_string() })?;
-    load(init(&config), &dir.join(format!("{name}.safetensors")))
+    let config_file = format!("{name}.config.json");
+    let config_error = |message: String| WeightsError::Config { path: assets.locate(&config_file), message };
+    let config = C::load_binary(&assets.read(&config_file).map_err(config_error)?).map_err(|e| config_error(e.to_string()))?;
+    let weights_file = format!("{name}.safetensors");
+    let path = assets.locate(&weights_file);
+    let bytes = assets.read(&weights_file).map_err(|message| WeightsError::Store { action: "load", path: path.clone(), message })?;
+    load_from_store(init(&config), SafetensorsStore::from_bytes(Some(bytes.into_owned())), &path)
 }
 
-/// The trained velocity field `flow.safetensors` in `dir` (usually `assets/`).
-pub fn load_flow<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet<B>, WeightsError> {
-    load_bundled(dir, "flow", |c: &UNetConfig| c.init(device))
+/// The trained velocity field `flow.safetensors` of `assets`.
+pub fn load_flow<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
+    load_bundled(assets, "flow", |c: &UNetConfig| c.init(device))
 }
 
 /// File stem of the reflowed (2-rectified) flow: `flow-reflow.safetensors`, `.config.json`.
 pub const REFLOW_STEM: &str = "flow-reflow";
 
-/// The reflowed (2-rectified) velocity field `flow-reflow.safetensors` in `dir`.
-pub fn load_reflow<B: Backend>(dir: &Path, device: &B::Device) -> Result<UNet<B>, WeightsError> {
-    load_bundled(dir, REFLOW_STEM, |c: &UNetConfig| c.init(device))
+/// The reflowed (2-rectified) velocity field `flow-reflow.safetensors` of `assets`.
+pub fn load_reflow<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
+    load_bundled(assets, REFLOW_STEM, |c: &UNetConfig| c.init(device))
 }
 
-/// The trained guidance classifier `classifier.safetensors` in `dir`.
-pub fn load_classifier<B: Backend>(dir: &Path, device: &B::Device) -> Result<Classifier<B>, WeightsError> {
-    load_bundled(dir, "classifier", |c: &ClassifierConfig| c.init(device))
+/// The trained guidance classifier `classifier.safetensors` of `assets`.
+pub fn load_classifier<B: Backend>(assets: &Assets, device: &B::Device) -> Result<Classifier<B>, WeightsError> {
+    load_bundled(assets, "classifier", |c: &ClassifierConfig| c.init(device))
 }
 
-/// The trained evaluation judge `judge.safetensors` in `dir`.
-pub fn load_judge<B: Backend>(dir: &Path, device: &B::Device) -> Result<Judge<B>, WeightsError> {
-    load_bundled(dir, "judge", |c: &JudgeConfig| c.init(device))
+/// The trained evaluation judge `judge.safetensors` of `assets`.
+pub fn load_judge<B: Backend>(assets: &Assets, device: &B::Device) -> Result<Judge<B>, WeightsError> {
+    load_bundled(assets, "judge", |c: &JudgeConfig| c.init(device))
 }

@@ -12,7 +12,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Tensor, backend::Backend};
 use flowgrad::{Grid, Mode, TimeGrid, VelocityField, simulate, straightness};
 use flowgrad_models::fashion::{FashionMnist, SIDE, Split};
-use flowgrad_models::{UNetConfig, load_flow, load_reflow, save, weights_digest};
+use flowgrad_models::{Assets, UNetConfig, load_flow, load_reflow, save, weights_digest};
 use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::{Deserialize, Serialize};
@@ -237,7 +237,7 @@ fn draw_pairs<F: VelocityField<EvalBackend>>(teacher: &F, cfg: &ReflowTrainConfi
 /// report the new one keeps as `previous`.
 pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<ReflowReport> {
     let device = Default::default();
-    let teacher = load_flow::<EvalBackend>(&cfg.teacher_dir, &device)
+    let teacher = load_flow::<EvalBackend>(&Assets::Dir(cfg.teacher_dir.clone()), &device)
         .with_context(|| format!("loading the teacher from {}", cfg.teacher_dir.display()))?;
     let key = cache_key(cfg, &weights_digest(&teacher));
     let cache = out_dir.join("checkpoints").join("reflow").join("pairs.safetensors");
@@ -252,11 +252,11 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
     };
 
     let (student, previous) = match &cfg.init_dir {
-        None => (load_flow::<TrainBackend>(&cfg.teacher_dir, &device)?, None),
+        None => (load_flow::<TrainBackend>(&Assets::Dir(cfg.teacher_dir.clone()), &device)?, None),
         Some(dir) => {
             let previous: ReflowReport = crate::card::read_report(dir, REFLOW_NAME)?
                 .with_context(|| format!("no earlier round's {REFLOW_NAME}.report.json in {}", dir.display()))?;
-            let student = load_reflow::<TrainBackend>(dir, &device).with_context(|| format!("loading the earlier round from {}", dir.display()))?;
+            let student = load_reflow::<TrainBackend>(&Assets::Dir(dir.clone()), &device).with_context(|| format!("loading the earlier round from {}", dir.display()))?;
             (student, Some(Box::new(previous)))
         }
     };

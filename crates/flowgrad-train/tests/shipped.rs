@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::Flex;
 use flowgrad::VelocityField;
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
-use flowgrad_models::{ImageClassifier, load_classifier, load_flow, load_judge, load_reflow, weights_digest};
+use flowgrad_models::{Assets, ImageClassifier, load_classifier, load_flow, load_judge, load_reflow, weights_digest};
 use flowgrad_train::ReflowReport;
 use flowgrad_train::reflow::{comparison_noise, straightness_stats};
 use flowgrad_train::classify::SUBSET;
@@ -43,20 +43,20 @@ fn check_accuracy<C: ImageClassifier<Flex>>(name: &str, model: &C) {
 
 #[test]
 fn shipped_classifier_reproduces_its_accuracy() {
-    let model = load_classifier::<Flex>(&assets(), &Default::default()).unwrap();
+    let model = load_classifier::<Flex>(&Assets::Dir(assets()), &Default::default()).unwrap();
     check_accuracy("classifier", &model);
 }
 
 #[test]
 fn shipped_judge_reproduces_its_accuracy() {
-    let model = load_judge::<Flex>(&assets(), &Default::default()).unwrap();
+    let model = load_judge::<Flex>(&Assets::Dir(assets()), &Default::default()).unwrap();
     check_accuracy("judge", &model);
 }
 
 #[test]
 fn shipped_flow_predicts_velocities() {
     let device = Default::default();
-    let model = load_flow::<Flex>(&assets(), &device).unwrap();
+    let model = load_flow::<Flex>(&Assets::Dir(assets()), &device).unwrap();
     assert!(model.fingerprint().ends_with(&weights_digest(&model)));
     // Regression MSE at t = ½ on test images: a trained field beats predicting zero by far.
     let test = FashionMnist::load(Path::new(DEFAULT_DIR), Split::Test).unwrap();
@@ -77,8 +77,8 @@ fn shipped_reflow_is_straighter_than_its_teacher_as_documented() {
     let device = Default::default();
     let text = std::fs::read_to_string(assets().join("flow-reflow.report.json")).expect("assets/flow-reflow.report.json");
     let report: ReflowReport = serde_json::from_str(&text).unwrap();
-    let teacher = straightness_stats(&load_flow::<Flex>(&assets(), &device).unwrap(), comparison_noise(&report.config, &device));
-    let reflow = straightness_stats(&load_reflow::<Flex>(&assets(), &device).unwrap(), comparison_noise(&report.config, &device));
+    let teacher = straightness_stats(&load_flow::<Flex>(&Assets::Dir(assets()), &device).unwrap(), comparison_noise(&report.config, &device));
+    let reflow = straightness_stats(&load_reflow::<Flex>(&Assets::Dir(assets()), &device).unwrap(), comparison_noise(&report.config, &device));
     for (name, measured, documented) in [("teacher", teacher, report.teacher_straightness), ("reflow", reflow, report.straightness)] {
         assert!((measured.mean_segments - documented.mean_segments).abs() <= 0.25, "{name}: {measured:?} vs documented {documented:?}");
         assert!((measured.mean_total_s - documented.mean_total_s).abs() <= 0.02 * documented.mean_total_s, "{name}: {measured:?} vs documented {documented:?}");

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use flowgrad_engine::ModelRegistry;
+use flowgrad_engine::{Assets, ModelRegistry};
 use flowgrad_worker::settings::{DEFAULTS, WorkerSection};
 use flowgrad_worker::{Worker, WorkerMetrics};
 use tracing::warn;
@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     let started = flowgrad_service::start::<WorkerSection>(DEFAULTS, metrics.registry.clone()).await?;
     let settings = started.config.service.worker.clone();
     tracing::info!(backend = flowgrad_engine::backend::name(), "worker ready");
-    let models = Arc::new(ModelRegistry::with_catalog(&settings.assets, started.config.service.models.clone()).with_recorded_forwards(settings.recorded_forwards));
+    let models = Arc::new(ModelRegistry::with_catalog(Assets::from_option(settings.assets.clone()), started.config.service.models.clone()).with_recorded_forwards(settings.recorded_forwards));
     let grace = settings.shutdown_grace();
     let worker = Worker::new(started.store, started.broker, models, settings, metrics);
     started.readiness.set(true);

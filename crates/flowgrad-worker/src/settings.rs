@@ -11,8 +11,9 @@ pub struct WorkerSettings {
     /// Name in logs, events and result records (defaults to host name and process id).
     #[serde(default = "flowgrad_service::instance_id")]
     pub id: String,
-    /// Folder with the bundled model weights.
-    pub assets: PathBuf,
+    /// Folder with the bundled models' weights; unset: the copies built into the binary.
+    #[serde(default)]
+    pub assets: Option<PathBuf>,
     /// Seconds to finish the current iteration after SIGTERM before exiting anyway; keep it
     /// below the pod's terminationGracePeriodSeconds and above one iteration + checkpoint.
     pub shutdown_grace_seconds: u64,
@@ -43,7 +44,6 @@ pub struct WorkerSection {
 /// TOML defaults of `[worker]`.
 pub const DEFAULTS: &str = r#"
 [worker]
-assets = "assets"
 shutdown_grace_seconds = 25
 max_attempts = 4
 retry_backoff_ms = 500

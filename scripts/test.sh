@@ -60,4 +60,8 @@ cargo check --locked -p flowgrad-cli --features cuda
 
 log "tests"
 cargo build --locked --workspace --bins
-cargo nextest run --locked --workspace --no-fail-fast "$@"
+# the container tests need the image: scripts/images.sh builds it and runs them
+cargo nextest run --locked --workspace --no-fail-fast -E 'not binary(containers)' "$@"
+
+log "container image: build docker/Dockerfile.cpu, smoke tests, a fleet of containers"
+bash scripts/images.sh

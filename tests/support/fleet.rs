@@ -14,6 +14,11 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh, which starts the S3 server"))
 }
 
+/// The Docker client (`FLOWGRAD_TEST_DOCKER`, else `docker` on the PATH).
+pub fn docker() -> String {
+    std::env::var("FLOWGRAD_TEST_DOCKER").unwrap_or_else(|_| "docker".into())
+}
+
 /// A binary of this workspace, built next to the test executable (`cargo build --bins`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -36,6 +41,11 @@ pub struct Fleet {
     /// Extra environment of every process started from now on (e.g. `FLOWGRAD__BROKER__URL`
     /// through a proxy).
     pub process_env: Vec<(String, String)>,
+    /// Run the processes as containers of this image (host network, read-only root, uid 10001,
+    /// the config mounted) instead of the workspace's binaries.
+    pub image: Option<String>,
+    /// Containers started, removed when the fleet is dropped.
+    containers: Vec<String>,
     /// The fleet's queues, deleted when it is dropped.
     rabbit: RabbitConfig,
     workers: Vec<Option<Child>>,
@@ -114,22 +124,61 @@ status_interval_ms = 300
         rabbit.topology.prefix = prefix;
         rabbit.topology.delivery_limit = delivery_limit;
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
-        Self { dir, config, store, broker, process_env: vec![], rabbit, workers: vec![], coordinators: vec![], spawned: 0 }
+        Self { dir, config, store, broker, process_env: vec![], image: None, containers: vec![], rabbit, workers: vec![], coordinators: vec![], spawned: 0 }
     }
 
     fn spawn(&mut self, binary_name: &str, id: &str) -> Child {
         self.spawned += 1;
         let log = std::fs::File::create(self.log_path(id, self.spawned)).expect("log file");
-        Command::new(binary(binary_name))
-            .arg("--config")
-            .arg(&self.config)
-            .env("FLOWGRAD__WORKER__ID", id)
-            .env("FLOWGRAD__COORDINATOR__ID", id)
-            .envs(self.process_env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("process starts")
+        let ids = [("FLOWGRAD__WORKER__ID".to_string(), id.to_string()), ("FLOWGRAD__COORDINATOR__ID".to_string(), id.to_string())];
+        let mut command = match &self.image {
+            None => {
+                let mut command = Command::new(binary(binary_name));
+                command.arg("--config").arg(&self.config).envs(ids.iter().chain(&self.process_env).map(|(k, v)| (k, v)));
+                command
+            }
+            Some(image) => {
+                let name = self.container_name(id);
+                self.containers.push(name.clone());
+                let mut command = self.container(&name);
+                for (key, value) in ids.iter().chain(&self.process_env) {
+                    command.arg("--env").arg(format!("{key}={value}"));
+                }
+                command.args([image.as_str(), binary_name, "--config", "/etc/flowgrad/flowgrad.toml"]);
+                command
+            }
+        };
+        command.stdout(Stdio::null()).stderr(log).spawn().expect("process starts")
+    }
+
+    /// `docker run` as the fleet runs its containers, named `name`, up to the image and command: host network, read-only root, uid 10001, /tmp in memory, the fleet's
+    /// config at /etc/flowgrad/flowgrad.toml and its folder at /fleet.
+    pub fn container(&self, name: &str) -> Command {
+        let mut command = Command::new(docker());
+        command
+            .args(["run", "--rm", "--name", name, "--network", "host", "--read-only", "--user", "10001:10001", "--tmpfs", "/tmp"])
+            .arg("--volume")
+            .arg(format!("{}:/etc/flowgrad/flowgrad.toml:ro", self.config.display()))
+            .arg("--volume")
+            .arg(format!("{}:/fleet:ro", self.dir.path().display()));
+        command
+    }
+
+    /// A container name unique to this fleet and spawn.
+    fn container_name(&self, id: &str) -> String {
+        format!("{}-{id}-{}", self.rabbit.topology.prefix, self.spawned)
+    }
+
+    /// `docker stop` (SIGTERM through the container runtime, then SIGKILL after `grace`) of the
+    /// container of worker `index`; returns how long it took and the `docker run` client's exit.
+    pub fn docker_stop_worker(&mut self, index: usize, grace: Duration) -> (Duration, std::process::ExitStatus) {
+        let mut child = self.workers[index].take().expect("worker running");
+        let name = self.containers.iter().rev().find(|n| n.contains(&format!("-worker-{index}-"))).expect("worker container").clone();
+        let started = Instant::now();
+        let stopped = Command::new(docker()).args(["stop", "--time", &grace.as_secs().to_string(), &name]).output().expect("docker stop runs");
+        assert!(stopped.status.success(), "docker stop {name}: {}", String::from_utf8_lossy(&stopped.stderr));
+        let status = child.wait().expect("docker run exits");
+        (started.elapsed(), status)
     }
 
     fn log_path(&self, id: &str, spawn: usize) -> PathBuf {
@@ -335,6 +384,10 @@ impl Drop for Fleet {
         for child in self.workers.iter_mut().chain(self.coordinators.iter_mut()).flatten() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // killing a `docker run` client leaves its container running
+        for name in &self.containers {
+            let _ = Command::new(docker()).args(["rm", "--force", name]).output();
         }
         let mut rabbit = self.rabbit.clone();
         rabbit.reconnect.max_elapsed = Some(Duration::from_secs(10));

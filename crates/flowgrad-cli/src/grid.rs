@@ -27,8 +27,9 @@ pub struct GridRow<'a> {
 }
 
 /// Draws the rows as a PNG: columns "input" and "edit", images enlarged by an integer factor
-/// to at least [`MIN_CELL`] pixels a side. Text needs [`crate::font::load_font`] first.
-pub fn labelled_grid(rows: &[GridRow<'_>], channels: usize, height: usize, width: usize) -> anyhow::Result<Vec<u8>> {
+/// to at least [`MIN_CELL`] pixels a side. With `text` (which needs [`crate::font::load_font`]
+/// first) the header and labels are written, without it their bands stay blank.
+pub fn labelled_grid(rows: &[GridRow<'_>], channels: usize, height: usize, width: usize, text: bool) -> anyhow::Result<Vec<u8>> {
     let scale = MIN_CELL.div_ceil(height.min(width)).max(1);
     let (cell_w, cell_h) = (width * scale, height * scale);
     let size = (2 * cell_w as u32 + 3 * GAP, HEADER + rows.len() as u32 * (LABEL_BAND + cell_h as u32 + GAP));
@@ -50,7 +51,7 @@ pub fn labelled_grid(rows: &[GridRow<'_>], channels: usize, height: usize, width
             }
         }
     }
-    {
+    if text {
         let root: DrawingArea<BitMapBackend<'_>, Shift> = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         let header = ("sans-serif", 16).into_font().color(&BLACK);
         let caption = ("sans-serif", 13).into_font().color(&BLACK);
@@ -79,7 +80,7 @@ mod tests {
         let input: Vec<f32> = (0..32 * 32).map(|i| if i % 2 == 0 { -1.0 } else { 1.0 }).collect();
         let edit = vec![1.0f32; 32 * 32];
         let rows = [GridRow { input: &input, edit: &edit, input_label: "a".into(), edit_label: "p 0 → 1".into() }];
-        let png = labelled_grid(&rows, 1, 32, 32).unwrap();
+        let png = labelled_grid(&rows, 1, 32, 32, true).unwrap();
         let decoded = image::load_from_memory(&png).unwrap().to_rgb8();
         assert_eq!(decoded.dimensions(), (2 * 160 + 3 * GAP, HEADER + LABEL_BAND + 160 + GAP));
         let top = HEADER + LABEL_BAND;
@@ -90,5 +91,10 @@ mod tests {
         assert_eq!(decoded.get_pixel(GAP + 5, top).0, [255, 255, 255]);
         // the edit column is white throughout
         assert_eq!(decoded.get_pixel(2 * GAP + 160 + 80, top + 80).0, [255, 255, 255]);
+        // where no font can be had the same grid comes without text, never as an error
+        let plain = image::load_from_memory(&labelled_grid(&rows, 1, 32, 32, false).unwrap()).unwrap().to_rgb8();
+        assert_eq!(plain.dimensions(), decoded.dimensions());
+        assert!(plain.pixels().take((HEADER * plain.width()) as usize).all(|p| p.0 == [255, 255, 255]), "blank header");
+        assert_eq!(plain.get_pixel(GAP, top).0, [0, 0, 0]);
     }
 }

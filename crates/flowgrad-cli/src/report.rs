@@ -212,10 +212,14 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
             .iter()
             .map(|(input, edit, name, label)| GridRow { input, edit, input_label: name.chars().take(22).collect(), edit_label: label.clone() })
             .collect();
-        if let Err(e) = crate::font::load_font(None) {
-            eprintln!("grid.png without labels: {e:#}");
-        }
-        std::fs::write(output.join("grid.png"), labelled_grid(&rows, shape.channels, shape.height, shape.width)?)?;
+        let text = match crate::font::load_font(None) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("grid.png without labels: {e:#}");
+                false
+            }
+        };
+        std::fs::write(output.join("grid.png"), labelled_grid(&rows, shape.channels, shape.height, shape.width, text)?)?;
     }
     Ok(summary)
 }

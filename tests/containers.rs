@@ -54,11 +54,7 @@ async fn a_fleet_of_containers_runs_a_reflow_job_through_a_docker_stop() {
     fleet.start_worker(0);
     fleet.start_worker(1);
     for id in ["coordinator", "worker-0", "worker-1"] {
-        let deadline = std::time::Instant::now() + MINUTES;
-        while !fleet.logs(id).contains("serving /healthz") {
-            assert!(std::time::Instant::now() < deadline, "{id} never started:\n{}", fleet.logs(id));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        fleet.wait_serving(id, MINUTES).await;
         assert_eq!(fleet.http_get(id, "/healthz").await.0, 200, "{id}");
     }
     let job_id = uuid::Uuid::new_v4();

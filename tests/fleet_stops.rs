@@ -147,6 +147,7 @@ async fn readiness_follows_the_broker_and_liveness_does_not() {
     fleet.start_coordinator();
     fleet.start_worker(0);
     for id in ["coordinator", "worker-0"] {
+        fleet.wait_serving(id, MINUTES).await;
         readiness_becomes(&fleet, id, 200).await;
     }
     proxy.cut();

@@ -197,6 +197,15 @@ status_interval_ms = 300
         body
     }
 
+    /// Waits until the latest process named `id` serves its HTTP endpoint.
+    pub async fn wait_serving(&self, id: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logs(id).contains("serving /healthz") {
+            assert!(Instant::now() < deadline, "{id} did not start serving in {timeout:?}:\n{}", self.logs(id));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// GETs `path` from the HTTP endpoint of the latest process named `id` (address taken from
     /// its log); returns the status code and the body.
     pub async fn http_get(&self, id: &str, path: &str) -> (u16, String) {

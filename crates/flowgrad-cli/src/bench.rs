@@ -13,6 +13,7 @@ use flowgrad_models::ConvFieldConfig;
 use flowgrad_engine::backend::{self, Backend};
 
 mod clip;
+mod edit;
 mod iteration;
 mod ncsnpp;
 
@@ -101,6 +102,9 @@ pub enum Suite {
     /// One FlowGrad edit iteration on an `ncsnpp/` fixture's network as the original's
     /// `flowgrad_optimization` does it (MSE to a target), for bench/pytorch_side_by_side.py.
     Iteration(iteration::IterationArgs),
+    /// Throughput of real edits with the bundled model (`flowgrad run` end to end): images/s
+    /// for each number of workers and batch size, and the ratio to 1 worker at batch 1.
+    Edit(edit::EditBenchArgs),
     /// One memory case of `bench ncsnpp` (run in a child process).
     #[command(hide = true)]
     NcsnppMemory {
@@ -159,6 +163,7 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::NcsnppMemory { fixture, steps, method } => ncsnpp::memory_case(fixture, *steps, *method),
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Iteration(args) => iteration::run(args),
+        Suite::Edit(args) => edit::run(args),
         Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls, mode, segment_gradient, segment_anchor, repeats, recorded_forwards } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let settings = Table1Settings {

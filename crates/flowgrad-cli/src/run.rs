@@ -68,9 +68,13 @@ pub struct RunArgs {
     /// NCSN++). The edits are the same either way.
     #[arg(long)]
     pub recorded_forwards: Option<usize>,
-    /// Worker threads editing in parallel.
-    #[arg(long, default_value_t = 1)]
+    /// Workers editing in parallel (default: one per CPU core).
+    #[arg(long, default_value_t = default_workers())]
     pub workers: usize,
+    /// Images per task, edited together in one batch (each keeps its own controls; the
+    /// augmentations of a batch are drawn once for all its images).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
     /// Folder with the bundled models' weights (default: the copies built into this binary).
     #[arg(long)]
     pub assets: Option<PathBuf>,
@@ -85,6 +89,11 @@ pub struct RunArgs {
 }
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// One worker per CPU core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 /// A file of an input folder that is not edited, and why.
 #[derive(Debug, serde::Serialize)]
@@ -143,6 +152,10 @@ fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams, appl
     }
     hasher.update(serde_json::to_vec(params).expect("params serialise"));
     hasher.update(format!("{}:{:?}:{:?}:{:?}:{:?}:{}", args.model, args.target, args.text, args.checkpoint, args.clip, args.seed).as_bytes());
+    if args.batch_size != 1 {
+        // tasks of another size are other tasks: a rerun resumes only the same batching
+        hasher.update(format!("batch:{}", args.batch_size).as_bytes());
+    }
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &hasher.finalize())
 }
 
@@ -236,7 +249,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         guidance: guidance.clone(),
         params: params.clone(),
         seed: args.seed,
-        batch_size: 1,
+        batch_size: args.batch_size,
         direction,
     };
     broker.publish(Queue::Jobs, Bytes::from(flowgrad_jobs::to_json(&job)), &job_id.to_string()).await?;

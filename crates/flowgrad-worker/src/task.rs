@@ -434,6 +434,8 @@ impl Worker {
     async fn finished_elsewhere(&self, task: &TaskSpec) -> Result<bool, TaskError> {
         let finished = self.store.get(&keys::result(task.job_id, &task.task_id)).await?.is_some();
         if finished {
+            // this copy may have written its checkpoint after the job ended and its checkpoints were deleted
+            self.store.delete(&keys::checkpoint(task.job_id, &task.task_id)).await?;
             info!("another worker recorded this task's result: stopping this copy");
             self.metrics.tasks_superseded.inc();
         }

@@ -93,3 +93,16 @@ fn table1_summarises_the_chosen_variant() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("expected `start` or `middle`"));
 }
+
+#[test]
+fn bench_edit_times_every_workers_and_batch_pair_against_the_first() {
+    let out = flowgrad(&["bench", "edit", "--images", "2", "--workers", "1,2", "--batches", "1,2", "--steps", "4", "--iterations", "1"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Vec<&str>> = text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| workers")).map(|l| l.split('|').map(str::trim).collect()).collect();
+    assert_eq!(rows.iter().map(|r| (r[1], r[2])).collect::<Vec<_>>(), [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")], "{text}");
+    assert_eq!(rows[0][5], "1.00×", "{text}");
+    for row in &rows {
+        assert!(row[4].parse::<f64>().is_ok_and(|rate| rate > 0.0), "{text}");
+    }
+}

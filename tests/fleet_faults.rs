@@ -9,14 +9,10 @@ use std::time::Duration;
 use flowgrad_jobs::{JobState, TaskOutcome, keys};
 use flowgrad_queue::Queue;
 use flowgrad_testkit::{TcpProxy, upstream, via};
-use flowgrad_tests::fleet::Fleet;
+use flowgrad_tests::fleet::{Fleet, amqp_url};
 use flowgrad_tests::s3_server::PrivateS3;
 
 const MINUTES: Duration = Duration::from_secs(60);
-
-fn amqp_url() -> String {
-    std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// Every input has exactly one output and one successful result.
 async fn assert_exactly_once(fleet: &Fleet, job: uuid::Uuid, inputs: &[String], input_prefix: &str, output_prefix: &str) {

@@ -10,13 +10,9 @@ use flowgrad_queue::Queue;
 use flowgrad_storage::Bytes;
 use flowgrad_storage::image::{ImageLimits, decode_for_model, encode_png};
 use flowgrad_testkit::{TcpProxy, upstream, via};
-use flowgrad_tests::fleet::Fleet;
+use flowgrad_tests::fleet::{Fleet, amqp_url};
 
 const MINUTES: Duration = Duration::from_secs(60);
-
-fn amqp_url() -> String {
-    std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 async fn result_of(fleet: &Fleet, job: uuid::Uuid) -> TaskResult {
     let bytes = fleet.store.get(&keys::result(job, &keys::task_id(0))).await.unwrap().expect("result recorded");

@@ -14,6 +14,11 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh, which starts the S3 server"))
 }
 
+/// The test RabbitMQ (`FLOWGRAD_TEST_AMQP_URL`, else the local guest account).
+pub fn amqp_url() -> String {
+    std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
 /// The Docker client (`FLOWGRAD_TEST_DOCKER`, else `docker` on the PATH).
 pub fn docker() -> String {
     std::env::var("FLOWGRAD_TEST_DOCKER").unwrap_or_else(|_| "docker".into())
@@ -74,7 +79,7 @@ impl Fleet {
         let bucket = format!("fleet-{}", &id[..12]);
         let prefix = format!("test-{}", &id[..12]);
         let (endpoint, access, secret) = (endpoint.to_string(), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
-        let amqp = std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let amqp = amqp_url();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("flowgrad.toml");
         let toml = format!(

@@ -58,6 +58,11 @@ if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features 
 fi
 cargo check --locked -p flowgrad-cli --features cuda
 
+log "the job schema links no tensor library"
+if cargo tree --locked -e normal -p flowgrad-jobs | grep -Eq 'burn|cubecl'; then
+  echo "flowgrad-jobs depends on burn: the wire schema must stay tensor-free (see ARCHITECTURE.md)"; exit 1
+fi
+
 log "tests"
 cargo build --locked --workspace --bins
 # the container tests need the image: scripts/images.sh builds it and runs them

@@ -95,7 +95,7 @@ pub struct JobSpec {
     pub guidance: GuidanceSpec,
     /// FlowGrad parameters (paper defaults for omitted fields).
     #[serde(default)]
-    pub params: flowgrad::EditParams,
+    pub params: flowgrad_params::EditParams,
     /// Seed of all randomness; with the task id it makes every task reproducible.
     #[serde(default)]
     pub seed: u64,

@@ -32,7 +32,7 @@ pub struct TaskSpec {
     /// Edit target.
     pub guidance: GuidanceSpec,
     /// FlowGrad parameters.
-    pub params: flowgrad::EditParams,
+    pub params: flowgrad_params::EditParams,
     /// Job seed.
     pub seed: u64,
     /// Unix seconds when the coordinator published the task (for queue-lag metrics).

@@ -10,7 +10,7 @@ fn job() -> JobSpec {
         output_prefix: "out/".into(),
         model: "fashion-mnist".into(),
         guidance: GuidanceSpec::Class("coat".into()),
-        params: flowgrad::EditParams::default(),
+        params: flowgrad_params::EditParams::default(),
         seed: 0,
         batch_size: 1,
         direction: None,
@@ -49,7 +49,7 @@ fn oversize_fields_are_rejected() {
     assert_eq!(field_of(&JobSpec { input: InputSpec::Manifest(vec![long_key]), ..job() }), "input.manifest");
     assert_eq!(field_of(&JobSpec { model: "m".repeat(200), ..job() }), "model");
     assert_eq!(field_of(&JobSpec { guidance: GuidanceSpec::Class("c".repeat(200)), ..job() }), "guidance.class");
-    let mut params = flowgrad::EditParams::default();
+    let mut params = flowgrad_params::EditParams::default();
     params.iterations = flowgrad_jobs::job::MAX_STEPS + 1;
     assert_eq!(field_of(&JobSpec { params, ..job() }), "params.iterations");
     let keys: Vec<String> = (0..=flowgrad_jobs::job::MAX_MANIFEST_KEYS).map(|i| format!("in/{i}.png")).collect();
@@ -113,11 +113,11 @@ fn job_files_without_params_take_the_one_set_of_defaults() {
     let json_job = r#"{"input": {"prefix": "in/"}, "output_prefix": "out/", "model": "fashion-mnist", "guidance": {"class": "coat"}}"#;
     for (text, json) in [(toml_job, false), (json_job, true)] {
         let job = JobSpec::from_job_file(text, json).unwrap();
-        assert_eq!(job.params, flowgrad::EditParams::default(), "json: {json}");
+        assert_eq!(job.params, flowgrad_params::EditParams::default(), "json: {json}");
         assert!(!job.job_id.is_nil());
     }
     let partial = JobSpec::from_job_file(&format!("{toml_job}params = {{ steps = 20 }}\n"), false).unwrap();
-    assert_eq!(partial.params, flowgrad::EditParams { steps: 20, ..flowgrad::EditParams::default() });
+    assert_eq!(partial.params, flowgrad_params::EditParams { steps: 20, ..flowgrad_params::EditParams::default() });
     let err = JobSpec::from_job_file("input = [", false).unwrap_err().to_string();
     assert!(err.contains("malformed job file"), "{err}");
 }

@@ -47,6 +47,12 @@ pub enum FlowGradError {
     },
 }
 
+impl From<flowgrad_params::InvalidParameter> for FlowGradError {
+    fn from(err: flowgrad_params::InvalidParameter) -> Self {
+        FlowGradError::InvalidParameter { name: err.name, reason: err.reason }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, FlowGradError>;
 

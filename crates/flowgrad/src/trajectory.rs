@@ -171,23 +171,7 @@ fn simulate_with<B: Backend>(
     Trajectory { states, velocities }
 }
 
-/// ODE solver for encoding (integrating from t = 1 back to t = ε).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Solver {
-    /// Backward Euler-explicit steps x_k = x_{k+1} − h·v(x_{k+1}, t_{k+1}).
-    Euler,
-    /// Heun's second-order method.
-    Heun,
-    /// Classical fourth-order Runge–Kutta.
-    Rk4,
-    /// Solves x_k + h·v(x_k, t_k) = x_{k+1} by fixed-point iteration: the exact inverse of the
-    /// Euler decoder, so encode → decode reproduces the input when the iteration converges.
-    InverseEuler {
-        /// Fixed-point iterations per step.
-        iterations: usize,
-    },
-}
+pub use flowgrad_params::Solver;
 
 /// Encodes images `x1` into noise x_0 by integrating the ODE backwards over `grid`.
 pub fn encode<B: Backend, F: VelocityField<B>>(

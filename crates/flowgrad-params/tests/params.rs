@@ -1,10 +1,10 @@
 //! Parameter validation: the defaults are the paper's and every bad value is named.
 
-use flowgrad::{EditParams, FlowGradError, Solver};
+use flowgrad_params::{EditParams, InvalidParameter, Solver};
 
 fn rejected(params: EditParams, name: &str) {
     match params.validate() {
-        Err(FlowGradError::InvalidParameter { name: got, .. }) => assert_eq!(got, name),
+        Err(InvalidParameter { name: got, .. }) => assert_eq!(got, name),
         other => panic!("expected `{name}` to be rejected, got {other:?}"),
     }
 }
@@ -14,7 +14,7 @@ fn paper_defaults() {
     let p = EditParams::default();
     assert_eq!((p.steps, p.iterations), (100, 10));
     assert_eq!((p.step_size, p.eta, p.lambda, p.xi), (10.0, 0.7, 1e-3, 5e-3));
-    assert_eq!(p.mode, flowgrad::Mode::Reference, "the parametrisation α = 10 was tuned for");
+    assert_eq!(p.mode, flowgrad_params::Mode::Reference, "the parametrisation α = 10 was tuned for");
     p.validate().unwrap();
 }
 

@@ -66,7 +66,7 @@ async fn a_fleet_of_containers_runs_a_reflow_job_through_a_docker_stop() {
     assert!(submitted.status.success(), "{}", text(&submitted));
     assert_eq!(String::from_utf8_lossy(&submitted.stdout).trim(), job_id.to_string());
     // a worker container stopped mid-task hands the task back within its grace period
-    fleet.wait_progress(job_id, 1, 5 * MINUTES).await;
+    fleet.wait_checkpoint(job_id, 2, 5 * MINUTES).await;
     let (took, status) = fleet.docker_stop_worker(0, Duration::from_secs(30));
     assert!(took < Duration::from_secs(25), "the worker container took {took:?} to stop");
     assert!(status.success(), "the worker exited cleanly on SIGTERM: {status:?}");

@@ -31,7 +31,7 @@ async fn stop_repeatedly(fleet: &mut Fleet, job: uuid::Uuid, signal: i32, stops:
     let mut seen = vec![];
     for _ in 0..stops {
         let last = fleet.checkpoint_iteration(job).await;
-        fleet.wait_progress(job, last, 3 * MINUTES).await;
+        fleet.wait_checkpoint(job, last + 1, 3 * MINUTES).await;
         let mut child = fleet.signal_worker(0, signal);
         child.wait().expect("worker exits");
         seen.push(fleet.checkpoint_iteration(job).await);
@@ -101,7 +101,7 @@ async fn a_duplicate_copy_of_a_task_stops_once_the_other_records_the_result() {
     fleet.start_worker(0);
     let job = Fleet::job("in/", "out/", 16, 30);
     fleet.submit(&job).await;
-    fleet.wait_progress(job.job_id, 3, 3 * MINUTES).await;
+    fleet.wait_checkpoint(job.job_id, 4, 3 * MINUTES).await;
     // what a broker outage can cause: the same task delivered a second time while it runs
     let tasks: Vec<TaskSpec> = flowgrad_jobs::from_json("tasks", &fleet.store.get(&keys::tasks(job.job_id)).await.unwrap().unwrap()).unwrap();
     fleet.broker.publish(Queue::Tasks, Bytes::from(flowgrad_jobs::to_json(&tasks[0])), "duplicate").await.unwrap();

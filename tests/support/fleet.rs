@@ -350,28 +350,14 @@ status_interval_ms = 300
         }
     }
 
-    /// Waits for a checkpoint of `job` with at least `iteration` iterations that has no result
-    /// yet (a task in flight); returns its key.
-    pub async fn wait_checkpoint(&self, job: uuid::Uuid, iteration: usize, timeout: Duration) -> String {
+    /// Waits for a checkpoint of `job` with at least `iteration` iterations (a task in flight:
+    /// finished tasks delete theirs).
+    pub async fn wait_checkpoint(&self, job: uuid::Uuid, iteration: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let prefix = format!("jobs/{job}/checkpoints/");
-        loop {
-            for key in self.store.list(&prefix).await.expect("storage") {
-                if let Some(bytes) = self.store.get(&key).await.expect("storage") {
-                    let state = flowgrad::ControlState::from_bytes(&bytes).expect("checkpoint parses");
-                    if state.iteration >= iteration {
-                        return key;
-                    }
-                }
-            }
+        while self.checkpoint_iteration(job).await < iteration {
             assert!(Instant::now() < deadline, "no checkpoint of job {job} reached iteration {iteration} in {timeout:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Waits until a checkpoint of `job` has more than `after` iterations.
-    pub async fn wait_progress(&self, job: uuid::Uuid, after: usize, timeout: Duration) {
-        self.wait_checkpoint(job, after + 1, timeout).await;
     }
 
     /// The most iterations any checkpoint of `job` holds now (0 without one).

@@ -337,9 +337,10 @@ impl Coordinator {
             // the failures it dead-letters itself first). The dead-letter queue's own delivery
             // count says nothing about the task's.
             let limit = self.broker.delivery_limit();
-            let deliveries = limit + 1 + task.earlier_deliveries;
+            let redeliveries = task.redeliveries(limit);
+            let deliveries = redeliveries + 1;
             let reason = format!("dead-lettered by the broker: {}", flowgrad_jobs::crash_limit_reason(deliveries, limit));
-            let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, deliveries - 1, reason, 0.0);
+            let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, redeliveries, reason, 0.0);
             if self.store.put_if_absent(&key, json(&result)).await? {
                 warn!(job_id = %task.job_id, task_id = %task.task_id, deliveries, "task dead-lettered by the broker: recorded as failed");
                 self.metrics.tasks_dead_lettered.inc();

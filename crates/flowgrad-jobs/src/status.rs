@@ -24,16 +24,12 @@ pub enum JobState {
 }
 
 impl std::fmt::Display for JobState {
-    /// The state as status.json spells it (`completed_with_failures`).
+    /// The state as status.json spells it (`completed_with_failures`): its serde name.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Accepted => "accepted",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::CompletedWithFailures => "completed_with_failures",
-            Self::Rejected => "rejected",
-            Self::Cancelled => "cancelled",
-        })
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => unreachable!("a unit variant serialises as its name"),
+        }
     }
 }
 

@@ -58,6 +58,13 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl TaskSpec {
+    /// Unfinished deliveries before the current one: the broker's count for this message
+    /// (`x-delivery-count`, `message_redeliveries`) plus those carried over from the messages it
+    /// replaced ([`TaskSpec::earlier_deliveries`]).
+    pub fn redeliveries(&self, message_redeliveries: u32) -> u32 {
+        message_redeliveries + self.earlier_deliveries
+    }
+
     /// Parses a task message.
     pub fn from_json(bytes: &[u8]) -> Result<Self, crate::ValidationError> {
         crate::from_json("task", bytes)

@@ -28,11 +28,6 @@ impl Readiness {
         self.serving.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether the service consumes and both dependencies answered the last check.
-    pub fn get(&self) -> bool {
-        [&self.serving, &self.broker, &self.storage].iter().all(|flag| flag.load(Ordering::SeqCst))
-    }
-
     /// Why the service is not ready (empty when it is).
     fn problems(&self) -> Vec<&'static str> {
         [(&self.serving, "not consuming"), (&self.broker, "broker unreachable"), (&self.storage, "storage unreachable")]

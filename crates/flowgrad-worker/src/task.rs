@@ -118,8 +118,7 @@ impl Worker {
         async {
             let started = Instant::now();
             self.metrics.queue_lag_seconds.observe((flowgrad_jobs::unix_now() - task.published_at).max(0.0));
-            // unfinished deliveries so far: this message's and those of the messages it replaced
-            let redeliveries = delivery.redeliveries + task.earlier_deliveries;
+            let redeliveries = task.redeliveries(delivery.redeliveries);
             let limit = self.broker.delivery_limit();
             let outcome = if redeliveries > limit {
                 Err(TaskError::Permanent(flowgrad_jobs::crash_limit_reason(redeliveries + 1, limit)))
@@ -175,7 +174,7 @@ impl Worker {
                 // unreadable: it goes back and the next worker dead-letters it
                 continue;
             };
-            let redeliveries = delivery.redeliveries + task.earlier_deliveries;
+            let redeliveries = task.redeliveries(delivery.redeliveries);
             info!(job_id = %task.job_id, task_id = %task.task_id, "shutdown: handing back a task not started");
             if let Err(err) = self.hand_back(task, redeliveries, delivery).await {
                 warn!(%err, "could not hand a task back (it returns to the queue when the worker exits)");

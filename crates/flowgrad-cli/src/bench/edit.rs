@@ -7,7 +7,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, ensure};
-use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split, to_padded};
+use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, SIDE, Split, to_padded};
 
 /// Arguments of `flowgrad bench edit`.
 #[derive(clap::Args, Debug)]
@@ -40,7 +40,7 @@ pub fn run(args: &EditBenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir(&inputs)?;
     let test = FashionMnist::load(&args.data, Split::Test)?;
     for i in 0..args.images {
-        let png = flowgrad_storage::image::encode_png(&to_padded(test.raw(i)), 1, 32, 32)?;
+        let png = flowgrad_storage::image::encode_png(&to_padded(test.raw(i)), 1, SIDE, SIDE)?;
         std::fs::write(inputs.join(format!("{i:04}.png")), png)?;
     }
     let exe = std::env::current_exe().context("locating the flowgrad binary")?;

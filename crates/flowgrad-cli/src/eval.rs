@@ -394,7 +394,7 @@ fn frontier_edit(args: &EvalArgs, params: &EditParams, models: &Models, target: 
         Method::FlowGrad => run_editor(&editor, editor.start_encoded(HostTensor::from_tensor(original.clone()), x0, args.seed, stream)?),
         _ => {
             let ctx = GuidanceContext { iteration: 0, seed: args.seed };
-            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&backend::device())?, &editor.time_grid(), value, &ctx);
+            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&backend::device())?, &editor.time_grid(), value, &ctx).images;
             Ok(Edited { images, seconds: 0.0, vjps: editor.params().steps, control_energy: 0.0, x0_shift: 0.0 })
         }
     })
@@ -447,7 +447,7 @@ fn edit_all(args: &EvalArgs, params: &EditParams, models: &Models, target: usize
         Method::Guided,
         timed(|| {
             let ctx = GuidanceContext { iteration: 0, seed: args.seed };
-            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&device)?, &fast.time_grid(), args.guidance_scale, &ctx);
+            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&device)?, &fast.time_grid(), args.guidance_scale, &ctx).images;
             Ok(Edited { images, seconds: 0.0, vjps: params.steps, control_energy: 0.0, x0_shift: 0.0 })
         })?,
     ));
@@ -468,7 +468,7 @@ fn run_editor(editor: &ClassEditor<'_>, mut state: ControlState) -> anyhow::Resu
     Ok(Edited {
         images: outcome.images,
         seconds: 0.0,
-        vjps: state.history.iter().map(|r| r.segments).sum(),
+        vjps: editor.params().warm_start_vjps() + state.history.iter().map(|r| r.segments).sum::<usize>(),
         control_energy: energy(&outcome.controls),
         x0_shift: 0.0,
     })

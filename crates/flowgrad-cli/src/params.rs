@@ -33,6 +33,10 @@ pub struct ParamArgs {
     /// Guidance weight η (1 − η weighs faithfulness).
     #[arg(long, default_value_t = defaults().eta)]
     pub eta: f32,
+    /// Guidance scale s of the guided-sampling warm start (controls start at guided sampling's
+    /// −s·∇G instead of zero); 0 starts from u = 0, as the paper does.
+    #[arg(long, default_value_t = defaults().warm_start)]
+    pub warm_start: f32,
     /// How a merged segment's gradient reaches its steps: `copy` (the paper's, the default) or
     /// `interpolate` (`params.segment_gradient`).
     #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>)]
@@ -55,6 +59,7 @@ impl ParamArgs {
             step_size: self.step_size,
             xi: self.xi,
             eta: self.eta,
+            warm_start: self.warm_start,
             segment_gradient: self.segment_gradient.unwrap_or(base.segment_gradient),
             segment_anchor: self.segment_anchor.unwrap_or(base.segment_anchor),
             ..base

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use flowgrad::EditParams;
 use flowgrad_engine::Model;
 use flowgrad_jobs::{GuidanceSpec, JobReport, TaskOutcome};
 use flowgrad_storage::ObjectStore;
@@ -126,9 +127,10 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
-/// Why iteration 0 was selected: no trial beat the unedited reconstruction's objective.
-fn no_edit_reason(history: &[f64], selected_iteration: usize) -> Option<String> {
-    (selected_iteration == 0).then(|| {
+/// Why iteration 0 was selected when it is the unedited reconstruction (no warm start): no trial
+/// beat its objective. With a warm start iteration 0 is the guided sample, an edit.
+fn no_edit_reason(history: &[f64], selected_iteration: usize, warm_start: bool) -> Option<String> {
+    (selected_iteration == 0 && !warm_start).then(|| {
         let tried: Vec<String> = history.iter().map(|o| format!("{o:.4}")).collect();
         format!(
             "no iteration lowered the objective below the unedited reconstruction's {} (objective per iteration: {}): the guidance gain never paid for the change to the image; raise eta or trust_radius",
@@ -140,7 +142,7 @@ fn no_edit_reason(history: &[f64], selected_iteration: usize) -> Option<String> 
 
 /// Copies the edited images out of the store and writes `<name>.json` per image and `grid.png`
 /// (each input next to its edit, enlarged and labelled); returns the run's summary.
-pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, guidance: &GuidanceSpec) -> anyhow::Result<RunSummary> {
+pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, guidance: &GuidanceSpec, params: &EditParams) -> anyhow::Result<RunSummary> {
     let shape = model.image_shape();
     let target = match guidance {
         GuidanceSpec::Class(class) => class.clone(),
@@ -166,7 +168,7 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 loss_per_iteration: result.objective_history.clone(),
                 final_objective: result.objective_after,
                 selected_iteration: result.selected_iteration,
-                no_edit_reason: no_edit_reason(&result.objective_history, result.selected_iteration),
+                no_edit_reason: no_edit_reason(&result.objective_history, result.selected_iteration, params.warm_start > 0.0),
                 judge_target_prob_before: image.judge_target_prob_before,
                 judge_target_prob_after: image.judge_target_prob_after,
                 guidance_score_before: image.guidance_score_before,

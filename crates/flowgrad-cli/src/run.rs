@@ -314,7 +314,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let report: JobReport = flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
     std::fs::write(args.output.join("report.json"), flowgrad_jobs::to_json(&report))?;
-    let mut summary = write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance).await?;
+    let mut summary = write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance, &params).await?;
     summary.skipped = skipped.len();
     let skipped_path = args.output.join("skipped.json");
     if skipped.is_empty() {

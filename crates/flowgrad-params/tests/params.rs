@@ -10,12 +10,18 @@ fn rejected(params: EditParams, name: &str) {
 }
 
 #[test]
-fn paper_defaults() {
-    let p = EditParams::default();
+fn paper_parameters_and_the_defaults_built_on_them() {
+    let p = EditParams::paper();
     assert_eq!((p.steps, p.iterations), (100, 10));
-    assert_eq!((p.step_size, p.eta, p.lambda, p.xi), (10.0, 0.7, 1e-3, 5e-3));
+    assert_eq!((p.step_size, p.eta, p.lambda, p.xi, p.warm_start), (10.0, 0.7, 1e-3, 5e-3, 0.0));
+    assert_eq!(p.update, flowgrad_params::UpdateRule::Gradient);
     assert_eq!(p.mode, flowgrad_params::Mode::Reference, "the parametrisation α = 10 was tuned for");
     p.validate().unwrap();
+    let d = EditParams::default();
+    assert_eq!((d.steps, d.iterations, d.lambda, d.xi, d.mode), (p.steps, p.iterations, p.lambda, p.xi, p.mode), "the paper's size and grid");
+    assert_eq!((d.update, d.eta, d.warm_start), (flowgrad_params::UpdateRule::TrustRegion, 0.5, 20.0), "the edit-quality defaults");
+    d.validate().unwrap();
+    assert_eq!(EditParams { warm_start: -1.0, ..d }.validate().unwrap_err().name, "warm_start");
 }
 
 #[test]

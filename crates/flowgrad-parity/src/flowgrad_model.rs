@@ -113,7 +113,7 @@ fn check_editor(report: &mut ParityReport, model: &Ncsnpp<B>, r: &Recorded<'_>, 
         mode: Mode::Reference,
         time_eps: r.time.eps,
         selection: Selection::Last,
-        ..EditParams::default()
+        ..EditParams::paper()
     };
     let editor_error = |e: flowgrad::FlowGradError| format_error(r.data_path, format!("editor: {e}"));
     let editor = Editor::new(model, guidance, params, Default::default()).map_err(editor_error)?;

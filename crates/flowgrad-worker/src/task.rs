@@ -467,6 +467,7 @@ impl Worker {
             .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
             .map_err(permanent)?;
         progress.edit_seconds += clock.elapsed().as_secs_f64();
+        progress.vjps += task.params.warm_start_vjps();
         Ok(state)
     }
 

@@ -92,6 +92,16 @@ where
     Ok(NoiseEdit { images, shift, objectives, selected_iteration, vjps })
 }
 
+/// A guided sample and the controls that reproduce it (see [`guided_sample`]).
+#[derive(Debug, Clone)]
+pub struct GuidedSample<B: AutodiffBackend> {
+    /// The sampled images x_N, `[B, C, H, W]`.
+    pub images: Tensor<B, 4>,
+    /// The guidance term of every step, u_k = −s·∇_{x_k} G(x̂_1), in the paper's units
+    /// (x_{k+1} = x_k + h·(v + u_k)): N tensors of the images' shape.
+    pub controls: Vec<Tensor<B, 4>>,
+}
+
 /// Classifier-guided Euler sampling from `x0` over `time`, without controls or optimisation:
 ///
 /// x_{k+1} = x_k + h·(v(x_k, t_k) − s·∇_{x_k} G(x̂_1)),  x̂_1 = x_k + (1 − t_k)·v(x_k, t_k),
@@ -99,7 +109,7 @@ where
 /// i.e. the guidance loss (for a class, −log p(target | ·)) of the one-step prediction of the
 /// endpoint, differentiated through the field. This is how a rectified flow is guided by a
 /// classifier trained on clean images. Costs one VJP of the field per step (N per image).
-pub fn guided_sample<B, F, G>(field: &F, guidance: &G, x0: Tensor<B, 4>, time: &TimeGrid, scale: f32, ctx: &GuidanceContext) -> Tensor<B, 4>
+pub fn guided_sample<B, F, G>(field: &F, guidance: &G, x0: Tensor<B, 4>, time: &TimeGrid, scale: f32, ctx: &GuidanceContext) -> GuidedSample<B>
 where
     B: AutodiffBackend,
     F: VelocityField<B>,
@@ -108,16 +118,18 @@ where
     let [batch, ..] = x0.dims();
     let device = x0.device();
     let mut x = x0.detach();
+    let mut controls = Vec::with_capacity(time.steps);
     for k in 0..time.steps {
         let t = time.t(k);
         let leaf = x.clone().require_grad();
         let v = field.velocity(leaf.clone(), time.t_tensor(k, batch, &device));
         let endpoint = leaf.clone() + v.clone() * (1.0 - t);
         let grads = guidance.loss(endpoint, ctx).sum().backward();
-        let grad = leaf.grad(&grads).map_or_else(|| x.zeros_like(), Tensor::from_inner);
-        x = (x + (v.detach() - grad * scale) * time.dt()).detach();
+        let control = leaf.grad(&grads).map_or_else(|| x.zeros_like(), Tensor::from_inner) * (-scale);
+        x = (x + (v.detach() + control.clone()) * time.dt()).detach();
+        controls.push(control);
     }
-    x
+    GuidedSample { images: x, controls }
 }
 
 #[cfg(test)]
@@ -221,6 +233,8 @@ mod tests {
         let guidance = MseToTarget::new(tensor(target.clone()));
         let ctx = GuidanceContext { iteration: 0, seed: 0 };
         let sampled = guided_sample(&affine.field(), &guidance, tensor(x0.clone()), &time, scale, &ctx);
+        let replayed = simulate_untracked(&affine.field(), tensor(x0.clone()), Some(&sampled.controls), &time, crate::params::Mode::Paper).last();
+        assert!(max_rel_err(&to_vec(replayed), &to_vec(sampled.images.clone()).iter().map(|&v| f64::from(v)).collect::<Vec<_>>()) < 1e-6, "the controls replay the sample");
 
         // ∇_x G(x + (1 − t)v(x, t)) = (I + (1 − t)A(t))ᵀ ∇G(x̂_1), ∇G(x̂) = 2(x̂ − y)/D.
         let h = time.dt() as f64;
@@ -236,7 +250,7 @@ mod tests {
             }
             expected.extend(x);
         }
-        let err = max_rel_err(&to_vec(sampled), &expected);
+        let err = max_rel_err(&to_vec(sampled.images), &expected);
         assert!(err < 1e-5, "guided sample off by {err:e}");
     }
 }

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
 use crate::backprop::decomposed_backprop_recorded;
+use crate::baselines::guided_sample;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff};
 use crate::params::{ControlSharing, EditParams, Mode, Selection, UpdateRule};
@@ -13,7 +14,7 @@ use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
 use crate::recording::AnchorPlan;
 use crate::trajectory::{TimeGrid, encode, simulate_recording, simulate_untracked};
-use crate::trust::{TrustRegion, acceptance, entry_energies};
+use crate::trust::{TrustRegion, acceptance, entry_energies, zero_entries};
 
 /// The result of a finished edit.
 #[derive(Debug, Clone)]
@@ -116,7 +117,10 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
     /// The state before iteration 0 for `original` already encoded to `x0` (both `[B, C, H, W]`,
     /// `x0` from [`Editor::encode`] with these parameters): lets editors that differ only in
-    /// guidance or ξ share one encoding.
+    /// guidance or ξ share one encoding. The controls are zero, or with a `warm_start` scale the
+    /// controls of that guided sample (see [`Editor::warm_controls`]) for every image whose
+    /// objective they lower below the unedited reconstruction's (2N more forwards), so an edit
+    /// never starts, and with the trust region never ends, worse than either.
     pub fn start_encoded(&self, original: HostTensor, x0: HostTensor, seed: u64, stream: u64) -> Result<ControlState> {
         let mismatch = || FlowGradError::ShapeMismatch { what: "x0", expected: original.shape.clone(), actual: x0.shape.clone() };
         let [b, c, h, w]: [usize; 4] = original.shape.clone().try_into().map_err(|_| mismatch())?;
@@ -128,7 +132,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             shape: vec![self.params.steps, control_batch, c, h, w],
             values: vec![0.0; self.params.steps * control_batch * c * h * w],
         };
-        Ok(ControlState {
+        let mut state = ControlState {
             iteration: 0,
             controls,
             x0,
@@ -139,7 +143,45 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             trust: None,
             seed,
             stream,
-        })
+        };
+        if self.params.warm_start > 0.0 {
+            let warm = self.warm_controls(&state)?;
+            let (cold, hot) = (self.objectives(&state, &state.controls, 0)?, self.objectives(&state, &warm, 0)?);
+            let mut controls = warm;
+            // not strictly better (or not finite): start that entry from zero
+            zero_entries(&mut controls, &cold.iter().zip(&hot).map(|(c, h)| h.partial_cmp(c) != Some(std::cmp::Ordering::Less)).collect::<Vec<_>>());
+            state.controls = controls;
+        }
+        Ok(state)
+    }
+
+    /// Each control entry's objective (iteration `iteration`'s guidance views) with `controls`.
+    fn objectives(&self, state: &ControlState, controls: &HostTensor, iteration: usize) -> Result<Vec<f64>> {
+        let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
+        let images = self.decode(state, controls)?;
+        let parts = self.loss_parts(images, state.original.to_tensor::<B, 4>(&self.device)?, &ctx);
+        let per_image: Vec<f64> = to_vec(parts.weighted).into_iter().map(f64::from).collect();
+        Ok(self.entry_objectives(&per_image, controls))
+    }
+
+    /// The warm start's controls for `state`: guided sampling's ([`guided_sample`]) from its x_0
+    /// with scale `warm_start` and iteration 0's guidance views, in this mode's units (times h in
+    /// `Reference` mode, where u_k acts on the state directly), averaged over the batch for
+    /// shared controls. Costs N VJPs of the field.
+    pub fn warm_controls(&self, state: &ControlState) -> Result<HostTensor> {
+        let ctx = GuidanceContext { iteration: 0, seed: state.iteration_seed(0) };
+        let x0 = state.x0.to_tensor::<B, 4>(&self.device)?;
+        let sample = guided_sample(&self.field, &self.guidance, x0, &self.time_grid(), self.params.warm_start, &ctx);
+        let scale = self.control_scale();
+        let steps = sample
+            .controls
+            .into_iter()
+            .map(|u| match self.params.sharing {
+                ControlSharing::PerImage => u * scale,
+                ControlSharing::Shared => u.mean_dim(0) * scale,
+            })
+            .collect();
+        Ok(HostTensor::from_tensor(Tensor::stack::<5>(steps, 0)))
     }
 
     /// True once every iteration of the parameters has run.

@@ -39,6 +39,16 @@ pub fn entry_energies(controls: &HostTensor) -> Vec<f64> {
         .collect()
 }
 
+/// Sets the controls of every entry `i` with `zero[i]` to zero.
+pub fn zero_entries(controls: &mut HostTensor, zero: &[bool]) {
+    let shape = controls.shape.clone();
+    for (entry, _) in zero.iter().enumerate().filter(|(_, z)| **z) {
+        for range in entry_ranges(&shape, entry) {
+            controls.values[range].iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+}
+
 /// Whether each entry's trial objective is accepted: always on the first iteration, afterwards
 /// only when strictly below the accepted objective.
 pub fn acceptance(trust: Option<&TrustRegion>, objectives: &[f64]) -> Vec<bool> {

@@ -30,7 +30,7 @@ fn image() -> Tensor<B, 4> {
 }
 
 fn params(steps: usize, mode: Mode) -> EditParams {
-    EditParams { steps, iterations: 8, xi: 0.02, eta: 0.9, lambda: 1e-4, mode, ..EditParams::default() }
+    EditParams { steps, iterations: 8, xi: 0.02, eta: 0.9, lambda: 1e-4, mode, warm_start: 0.0, ..EditParams::default() }
 }
 
 fn editor(params: EditParams, scale: f32) -> Editor<B, flowgrad::analytic::AffineField<B>, Scaled> {

@@ -438,7 +438,9 @@ fn edit_all(args: &EvalArgs, params: &EditParams, models: &Models, target: usize
     out.push((
         Method::NoiseOnly,
         timed(|| {
-            let edit = optimise_noise(&fast, &start(&fast)?)?;
+            // x_0 only: no controls, so no warm start to compute
+            let cold = Editor::new(&models.flow, &guidance, EditParams { warm_start: 0.0, ..params.clone() }, backend::device())?;
+            let edit = optimise_noise(&cold, &start(&cold)?)?;
             let shift = flowgrad::tensor_util::scalar(edit.shift.powi_scalar(2).sum());
             Ok(Edited { images: edit.images, seconds: 0.0, vjps: edit.vjps, control_energy: 0.0, x0_shift: shift })
         })?,

@@ -2,7 +2,7 @@
 //! one source the job files, helm values and docs also read): a flag left out keeps it.
 
 use clap::Args;
-use flowgrad::{EditParams, SegmentAnchor, SegmentGradient, UpdateRule};
+use flowgrad::{EditParams, Faithfulness, SegmentAnchor, SegmentGradient, UpdateRule};
 
 fn defaults() -> EditParams {
     EditParams::default()
@@ -37,6 +37,9 @@ pub struct ParamArgs {
     /// −s·∇G instead of zero); 0 starts from u = 0, as the paper does.
     #[arg(long, default_value_t = defaults().warm_start)]
     pub warm_start: f32,
+    /// What faithfulness measures: `l1` (mean absolute difference) or `l1_ssim` (plus 1 − SSIM).
+    #[arg(long, value_parser = crate::serde_enum::<Faithfulness>)]
+    pub faithfulness: Option<Faithfulness>,
     /// How a merged segment's gradient reaches its steps: `copy` (the paper's, the default) or
     /// `interpolate` (`params.segment_gradient`).
     #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>)]
@@ -60,6 +63,7 @@ impl ParamArgs {
             xi: self.xi,
             eta: self.eta,
             warm_start: self.warm_start,
+            faithfulness: self.faithfulness.unwrap_or(base.faithfulness),
             segment_gradient: self.segment_gradient.unwrap_or(base.segment_gradient),
             segment_anchor: self.segment_anchor.unwrap_or(base.segment_anchor),
             ..base

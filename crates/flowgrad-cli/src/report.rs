@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use flowgrad::EditParams;
+use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad_engine::Model;
+use flowgrad_engine::backend::{self, Backend};
 use flowgrad_jobs::{GuidanceSpec, JobReport, TaskOutcome};
 use flowgrad_storage::ObjectStore;
 use flowgrad_storage::image::{ImageLimits, decode_for_model};
@@ -57,40 +59,12 @@ pub struct ImageReport {
     pub vjps: usize,
 }
 
-/// Mean SSIM over 8×8 windows (stride 4) of two single-image buffers in [-1, 1].
+/// SSIM of two single-channel images in [-1, 1] (`flowgrad::ssim`: 8×8 windows, stride 4; the
+/// measure the `l1_ssim` faithfulness term optimises).
 pub fn ssim(a: &[f32], b: &[f32], height: usize, width: usize) -> f64 {
-    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
-    let px = |v: &[f32], y: usize, x: usize| (v[y * width + x] as f64 + 1.0) / 2.0;
-    let mut total = 0.0;
-    let mut windows = 0;
-    let win = 8.min(height).min(width);
-    for y0 in (0..=height - win).step_by(4) {
-        for x0 in (0..=width - win).step_by(4) {
-            let n = (win * win) as f64;
-            let (mut ma, mut mb) = (0.0, 0.0);
-            for y in y0..y0 + win {
-                for x in x0..x0 + win {
-                    ma += px(a, y, x);
-                    mb += px(b, y, x);
-                }
-            }
-            ma /= n;
-            mb /= n;
-            let (mut va, mut vb, mut cov) = (0.0, 0.0, 0.0);
-            for y in y0..y0 + win {
-                for x in x0..x0 + win {
-                    let (da, db) = (px(a, y, x) - ma, px(b, y, x) - mb);
-                    va += da * da;
-                    vb += db * db;
-                    cov += da * db;
-                }
-            }
-            let (va, vb, cov) = (va / (n - 1.0), vb / (n - 1.0), cov / (n - 1.0));
-            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
-            windows += 1;
-        }
-    }
-    total / windows as f64
+    let device = backend::device();
+    let image = |v: &[f32]| from_vec::<Backend, 4>(v.to_vec(), [1, 1, height, width], &device);
+    f64::from(to_vec(flowgrad::ssim(image(a), image(b)))[0])
 }
 
 /// What a run's edits add up to (the line `flowgrad run` ends with).

@@ -111,6 +111,24 @@ impl SegmentAnchor {
     }
 }
 
+/// What the faithfulness term measures between the output and the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Faithfulness {
+    /// Mean absolute pixel difference (data units), as the paper.
+    #[default]
+    L1,
+    /// Mean absolute difference plus 1 − SSIM: also keeps the input's local structure (edges,
+    /// contrast), not only its pixel values.
+    L1Ssim,
+}
+
+impl Faithfulness {
+    fn is_l1(&self) -> bool {
+        *self == Faithfulness::L1
+    }
+}
+
 /// Which controls an edit returns at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -202,6 +220,10 @@ pub struct EditParams {
     /// fingerprints of checkpoints written before it existed stay valid.
     #[serde(skip_serializing_if = "is_zero")]
     pub warm_start: f32,
+    /// What the faithfulness term (weight 1 − η) measures (left out of the serialised form when
+    /// `l1`, for the fingerprints of existing checkpoints).
+    #[serde(skip_serializing_if = "Faithfulness::is_l1")]
+    pub faithfulness: Faithfulness,
 }
 
 fn is_zero(value: &f32) -> bool {
@@ -232,6 +254,7 @@ impl Default for EditParams {
             segment_gradient: SegmentGradient::Copy,
             segment_anchor: SegmentAnchor::Start,
             warm_start: 20.0,
+            faithfulness: Faithfulness::L1,
         }
     }
 }

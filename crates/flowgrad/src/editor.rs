@@ -7,8 +7,8 @@ use burn::tensor::{Tensor, backend::AutodiffBackend};
 use crate::backprop::decomposed_backprop_recorded;
 use crate::baselines::guided_sample;
 use crate::error::{FlowGradError, Result};
-use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff};
-use crate::params::{ControlSharing, EditParams, Mode, Selection, UpdateRule};
+use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff, ssim};
+use crate::params::{ControlSharing, EditParams, Faithfulness, Mode, Selection, UpdateRule};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
@@ -399,7 +399,10 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
     pub(crate) fn loss_parts(&self, x1: Tensor<B, 4>, original: Tensor<B, 4>, ctx: &GuidanceContext) -> LossParts<B> {
         let guidance = self.guidance.loss(x1.clone(), ctx);
-        let faithfulness = mean_abs_diff(x1, original);
+        let faithfulness = match self.params.faithfulness {
+            Faithfulness::L1 => mean_abs_diff(x1, original),
+            Faithfulness::L1Ssim => mean_abs_diff(x1.clone(), original.clone()) - ssim(x1, original) + 1.0,
+        };
         let eta = self.params.eta;
         let weighted = guidance.clone() * eta + faithfulness.clone() * (1.0 - eta);
         LossParts { guidance, faithfulness, weighted }

@@ -1,6 +1,6 @@
 //! The two things FlowGrad is generic over: the velocity field and the guidance loss.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend, module::avg_pool2d};
 
 /// A (frozen) generative ODE dx/dt = v(x, t) on images `[B, C, H, W]`.
 pub trait VelocityField<B: Backend> {
@@ -82,4 +82,31 @@ impl<B: Backend> Guidance<B> for MseToTarget<B> {
 pub fn mean_abs_diff<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 1> {
     let [n, ..] = a.dims();
     (a - b).abs().reshape([n as i32, -1]).mean_dim(1).reshape([n])
+}
+
+/// Side of the square SSIM windows (smaller images use one window of their smaller side).
+pub const SSIM_WINDOW: usize = 8;
+/// Stride between SSIM windows.
+pub const SSIM_STRIDE: usize = 4;
+
+/// Per-image structural similarity of `a` and `b` (`[B, C, H, W]`, values in [−1, 1]) → `[B]`,
+/// differentiable: on pixels mapped to [0, 1], the mean over channels and over
+/// [`SSIM_WINDOW`]² windows ([`SSIM_STRIDE`] apart) of
+/// (2μ_aμ_b + c₁)(2σ_ab + c₂) / ((μ_a² + μ_b² + c₁)(σ_a² + σ_b² + c₂)), c₁ = 0.01², c₂ = 0.03²,
+/// with unbiased (co)variances. 1 for identical images.
+pub fn ssim<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 1> {
+    let [n, _, h, w] = a.dims();
+    let window = SSIM_WINDOW.min(h).min(w);
+    let pool = |x: Tensor<B, 4>| avg_pool2d(x, [window, window], [SSIM_STRIDE, SSIM_STRIDE], [0, 0], true, false);
+    let (a, b) = ((a + 1.0) / 2.0, (b + 1.0) / 2.0);
+    let count = (window * window) as f32;
+    let unbiased = if count > 1.0 { count / (count - 1.0) } else { 1.0 };
+    let (mean_a, mean_b) = (pool(a.clone()), pool(b.clone()));
+    let var_a = (pool(a.clone() * a.clone()) - mean_a.clone() * mean_a.clone()) * unbiased;
+    let var_b = (pool(b.clone() * b.clone()) - mean_b.clone() * mean_b.clone()) * unbiased;
+    let cov = (pool(a * b) - mean_a.clone() * mean_b.clone()) * unbiased;
+    let (c1, c2) = (1e-4f32, 9e-4f32);
+    let luminance = (mean_a.clone() * mean_b.clone() * 2.0 + c1) / (mean_a.clone() * mean_a + mean_b.clone() * mean_b + c1);
+    let structure = (cov * 2.0 + c2) / (var_a + var_b + c2);
+    (luminance * structure).reshape([n as i32, -1]).mean_dim(1).reshape([n])
 }

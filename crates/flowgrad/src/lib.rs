@@ -23,8 +23,8 @@ pub use backprop::{DecomposedGradient, FullGradient, RecordedSimulation, decompo
 pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
-pub use field::{Guidance, GuidanceContext, MseToTarget, VelocityField, mean_abs_diff};
-pub use params::{ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Mode, SegmentAnchor, SegmentGradient, Selection, TRUST_GROWTH, TRUST_SHRINK, UpdateRule};
+pub use field::{Guidance, GuidanceContext, MseToTarget, SSIM_STRIDE, SSIM_WINDOW, VelocityField, mean_abs_diff, ssim};
+pub use params::{ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Faithfulness, Mode, SegmentAnchor, SegmentGradient, Selection, TRUST_GROWTH, TRUST_SHRINK, UpdateRule};
 pub use recording::{AnchorPlan, RecordedForwards};
 pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
 pub use straightness::{Grid, GridPrefix, Straightness, straightness, straightness_from_sums};

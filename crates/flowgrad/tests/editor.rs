@@ -114,7 +114,7 @@ fn iteration_seeds_differ_by_stream_and_iteration() {
 
 #[test]
 fn shared_direction_sums_the_batch_and_applies_to_new_images() {
-    let one_step = EditParams { iterations: 1, lambda: 0.0, ..params() };
+    let one_step = EditParams { iterations: 1, lambda: 0.0, warm_start: 0.0, ..params() };
     let per_image = editor(one_step.clone());
     let mut state = per_image.start(image(), 0, 0).unwrap();
     per_image.step(&mut state).unwrap();

@@ -78,12 +78,6 @@ pub enum SegmentGradient {
     Interpolate,
 }
 
-impl SegmentGradient {
-    fn is_copy(&self) -> bool {
-        *self == SegmentGradient::Copy
-    }
-}
-
 /// The Euler step whose state a merged segment's one vector-Jacobian product is evaluated at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -98,10 +92,6 @@ pub enum SegmentAnchor {
 }
 
 impl SegmentAnchor {
-    fn is_start(&self) -> bool {
-        *self == SegmentAnchor::Start
-    }
-
     /// The anchored step of the segment of `len` steps from `start`.
     pub fn step(self, start: usize, len: usize) -> usize {
         match self {
@@ -112,21 +102,14 @@ impl SegmentAnchor {
 }
 
 /// What the faithfulness term measures between the output and the input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Faithfulness {
     /// Mean absolute pixel difference (data units), as the paper.
-    #[default]
     L1,
     /// Mean absolute difference plus 1 − SSIM: also keeps the input's local structure (edges,
-    /// contrast), not only its pixel values.
+    /// contrast), not only its pixel values (the default: README, "Edit quality").
     L1Ssim,
-}
-
-impl Faithfulness {
-    fn is_l1(&self) -> bool {
-        *self == Faithfulness::L1
-    }
 }
 
 /// Which controls an edit returns at the end.
@@ -158,12 +141,6 @@ pub enum UpdateRule {
     TrustRegion,
 }
 
-impl UpdateRule {
-    fn is_gradient(&self) -> bool {
-        *self == UpdateRule::Gradient
-    }
-}
-
 /// Factor a trust radius grows by after an accepted iteration.
 pub const TRUST_GROWTH: f32 = 1.5;
 /// Factor a trust radius shrinks by after a rejected iteration.
@@ -178,9 +155,7 @@ pub struct EditParams {
     pub steps: usize,
     /// M: gradient-descent iterations.
     pub iterations: usize,
-    /// How the controls are updated (left out of the serialised form when `gradient`, so the
-    /// fingerprints of checkpoints written before the rule existed stay valid).
-    #[serde(skip_serializing_if = "UpdateRule::is_gradient")]
+    /// How the controls are updated.
     pub update: UpdateRule,
     /// α: step size of the `gradient` rule (the paper's 10; unused by `trust_region`).
     pub step_size: f32,
@@ -205,29 +180,17 @@ pub struct EditParams {
     pub encode_solver: Solver,
     /// Steps of the encoder; `None` uses N (needed for `inverse_euler` to invert the decoder exactly).
     pub encode_steps: Option<usize>,
-    /// Gradient of the steps inside a segment (left out of the serialised form when `Copy`, so
-    /// fingerprints of existing checkpoints stay valid).
-    #[serde(skip_serializing_if = "SegmentGradient::is_copy")]
+    /// Gradient of the steps inside a segment.
     pub segment_gradient: SegmentGradient,
-    /// Step whose state each merged segment's VJP is evaluated at (left out of the serialised
-    /// form when `Start`, for the same reason).
-    #[serde(skip_serializing_if = "SegmentAnchor::is_start")]
+    /// Step whose state each merged segment's VJP is evaluated at.
     pub segment_anchor: SegmentAnchor,
     /// s: guidance scale of a guided-sampling warm start. The controls start where classifier
     /// guidance through the one-step endpoint prediction would put them, u_k = −s·∇G(x̂_1) along
     /// the guided trajectory, instead of at zero; FlowGrad then improves on that sample's
-    /// objective. 0 starts from u = 0 (the paper). Left out of the serialised form when 0, so
-    /// fingerprints of checkpoints written before it existed stay valid.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// objective. 0 starts from u = 0 (the paper).
     pub warm_start: f32,
-    /// What the faithfulness term (weight 1 − η) measures (left out of the serialised form when
-    /// `l1`, for the fingerprints of existing checkpoints).
-    #[serde(skip_serializing_if = "Faithfulness::is_l1")]
+    /// What the faithfulness term (weight 1 − η) measures.
     pub faithfulness: Faithfulness,
-}
-
-fn is_zero(value: &f32) -> bool {
-    *value == 0.0
 }
 
 /// ρ's default (see [`EditParams::trust_radius`]), chosen by measurement (README, "Edit quality"):
@@ -254,7 +217,7 @@ impl Default for EditParams {
             segment_gradient: SegmentGradient::Copy,
             segment_anchor: SegmentAnchor::Start,
             warm_start: 20.0,
-            faithfulness: Faithfulness::L1,
+            faithfulness: Faithfulness::L1Ssim,
         }
     }
 }
@@ -293,16 +256,30 @@ impl EditParams {
         Ok(())
     }
 
+    /// The form a checkpoint's fingerprint hashes: the JSON of every field, less the fields added
+    /// after checkpoints existed wherever they hold the value that reproduces the earlier
+    /// behaviour, so checkpoints written before them keep their fingerprint. (The serialised
+    /// form a job or task carries keeps every field: a choice must survive the queue.)
+    pub fn fingerprint_form(&self) -> String {
+        const ADDED_LATER: [(&str, &str); 5] =
+            [("update", "\"gradient\""), ("segment_gradient", "\"copy\""), ("segment_anchor", "\"start\""), ("warm_start", "0.0"), ("faithfulness", "\"l1\"")];
+        let mut json = serde_json::to_string(self).expect("parameters serialise");
+        for (field, earlier) in ADDED_LATER {
+            json = json.replace(&format!(",\"{field}\":{earlier}"), "");
+        }
+        json
+    }
+
     /// Steps the encoder takes.
     pub fn encoder_steps(&self) -> usize {
         self.encode_steps.unwrap_or(self.steps)
     }
 
     /// The parameters of the paper and the original code: the plain gradient rule with α = 10
-    /// from u = 0 and η = 0.7 (everything else as [`EditParams::default`]); the parity fixtures
+    /// from u = 0, η = 0.7 and L1 faithfulness (everything else as [`EditParams::default`]); the parity fixtures
     /// pin this update.
     pub fn paper() -> Self {
-        Self { update: UpdateRule::Gradient, eta: 0.7, warm_start: 0.0, ..Self::default() }
+        Self { update: UpdateRule::Gradient, eta: 0.7, warm_start: 0.0, faithfulness: Faithfulness::L1, ..Self::default() }
     }
 
     /// VJPs of the field the warm start costs before iteration 0 (N with a `warm_start` scale, else 0).

@@ -1,6 +1,6 @@
 //! Parameter validation: the defaults are the paper's and every bad value is named.
 
-use flowgrad_params::{EditParams, InvalidParameter, Solver};
+use flowgrad_params::{EditParams, Faithfulness, InvalidParameter, Solver};
 
 fn rejected(params: EditParams, name: &str) {
     match params.validate() {
@@ -19,7 +19,8 @@ fn paper_parameters_and_the_defaults_built_on_them() {
     p.validate().unwrap();
     let d = EditParams::default();
     assert_eq!((d.steps, d.iterations, d.lambda, d.xi, d.mode), (p.steps, p.iterations, p.lambda, p.xi, p.mode), "the paper's size and grid");
-    assert_eq!((d.update, d.eta, d.warm_start), (flowgrad_params::UpdateRule::TrustRegion, 0.5, 20.0), "the edit-quality defaults");
+    assert_eq!((d.update, d.eta, d.warm_start, d.faithfulness), (flowgrad_params::UpdateRule::TrustRegion, 0.5, 20.0, Faithfulness::L1Ssim), "the edit-quality defaults");
+    assert_eq!(p.faithfulness, Faithfulness::L1);
     d.validate().unwrap();
     assert_eq!(EditParams { warm_start: -1.0, ..d }.validate().unwrap_err().name, "warm_start");
 }
@@ -43,4 +44,25 @@ fn unknown_fields_are_rejected_in_json() {
     assert!(err.to_string().contains("stepz"), "{err}");
     let p: EditParams = serde_json::from_str(r#"{"steps": 20, "xi": 0.01}"#).unwrap();
     assert_eq!((p.steps, p.xi, p.iterations), (20, 0.01, 10));
+}
+
+/// Every choice survives the serialised form a job or task carries (a job asking for the paper's
+/// gradient rule, no warm start or L1 faithfulness gets them on the worker), while the
+/// fingerprint form leaves the later fields out at their earlier behaviour's values, so
+/// checkpoints written before those fields existed keep their fingerprint.
+#[test]
+fn every_choice_survives_the_wire_and_old_fingerprints_stay() {
+    for params in [EditParams::paper(), EditParams::default()] {
+        let wire: EditParams = serde_json::from_str(&serde_json::to_string(&params).unwrap()).unwrap();
+        assert_eq!(wire, params);
+    }
+    let paper = EditParams::paper().fingerprint_form();
+    for later in ["update", "warm_start", "faithfulness", "segment_gradient", "segment_anchor"] {
+        assert!(!paper.contains(later), "{later} in {paper}");
+    }
+    assert!(paper.starts_with("{\"steps\":100,\"iterations\":10,\"step_size\":10.0,") && paper.ends_with("\"encode_steps\":null}"), "{paper}");
+    let default = EditParams::default().fingerprint_form();
+    for later in ["\"update\":\"trust_region\"", "\"warm_start\":20.0", "\"faithfulness\":\"l1_ssim\""] {
+        assert!(default.contains(later), "{later} missing from {default}");
+    }
 }

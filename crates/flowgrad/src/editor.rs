@@ -88,7 +88,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
     /// Fingerprint of this editor applied to `original` with `seed` and `stream`.
     pub fn fingerprint(&self, original: &HostTensor, seed: u64, stream: u64) -> String {
-        let params = serde_json::to_string(&self.params).expect("params serialise");
+        let params = self.params.fingerprint_form();
         digest_parts(&[
             &self.field.fingerprint(),
             &self.guidance.fingerprint(),

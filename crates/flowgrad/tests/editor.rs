@@ -178,14 +178,14 @@ fn segment_options_edit_and_are_fingerprinted() {
         ("\"segment_gradient\":\"interpolate\"", EditParams { segment_gradient: SegmentGradient::Interpolate, ..params() }),
         ("\"segment_anchor\":\"middle\"", EditParams { segment_anchor: SegmentAnchor::Middle, ..params() }),
     ];
-    let default_json = serde_json::to_string(&params()).unwrap();
-    assert!(!default_json.contains("segment_gradient") && !default_json.contains("segment_anchor"), "{default_json}");
+    let default_form = params().fingerprint_form();
+    assert!(!default_form.contains("segment_gradient") && !default_form.contains("segment_anchor"), "{default_form}");
     let paper = editor(params());
     let mut reference = paper.start(image(), 1, 2).unwrap();
     let record = paper.step(&mut reference).unwrap();
     assert!(record.segments < 12, "the grid must merge steps: {} segments", record.segments);
     for (serialised, option) in options {
-        assert!(serde_json::to_string(&option).unwrap().contains(serialised), "{option:?}");
+        assert!(option.fingerprint_form().contains(serialised), "{option:?}");
         let varied = editor(option);
         let mut state = varied.start(image(), 1, 2).unwrap();
         assert_ne!(state.fingerprint, reference.fingerprint, "{serialised}");
@@ -218,4 +218,25 @@ fn recorded_forwards_do_not_change_the_edit() {
         let outcome = recording.run(&mut all_recorded, |_, _| {}).unwrap();
         assert_eq!(bits(&outcome.controls.values), bits(&expected.controls.values), "{mode:?} {anchor:?}");
     }
+}
+
+/// `l1_ssim` faithfulness is mean |x_1 − input| + 1 − SSIM(x_1, input) per image, and the
+/// structure term changes the gradient.
+#[test]
+fn l1_ssim_faithfulness_adds_one_minus_ssim() {
+    use flowgrad::tensor_util::to_vec;
+    let base = EditParams { iterations: 2, warm_start: 0.0, ..params() };
+    let l1 = editor(base.clone());
+    let both = editor(EditParams { faithfulness: flowgrad::Faithfulness::L1Ssim, ..base });
+    let (mut a, mut b) = (l1.start(image(), 0, 0).unwrap(), both.start(image(), 0, 0).unwrap());
+    let (ra, rb) = (l1.step(&mut a).unwrap(), both.step(&mut b).unwrap());
+    assert_eq!(ra.guidance, rb.guidance, "same controls, same guidance");
+    assert_ne!(a.controls, b.controls, "the structure term changes the gradient");
+    // after one step the output differs from the input: check the term on it
+    let x1 = both.decode(&b, &b.controls).unwrap();
+    let l1_part: f64 = to_vec(flowgrad::mean_abs_diff(x1.clone(), image())).iter().map(|&v| f64::from(v)).sum();
+    let dissimilarity: f64 = to_vec(flowgrad::ssim(x1, image())).iter().map(|s| 1.0 - f64::from(*s)).sum();
+    assert!(dissimilarity > 1e-3, "the step moved the output: {dissimilarity}");
+    let record = both.step(&mut b).unwrap();
+    assert!((record.faithfulness - l1_part - dissimilarity).abs() < 1e-4, "{} vs {l1_part} + {dissimilarity}", record.faithfulness);
 }

@@ -225,7 +225,7 @@ fn recorded_forwards_do_not_change_the_edit() {
 #[test]
 fn l1_ssim_faithfulness_adds_one_minus_ssim() {
     use flowgrad::tensor_util::to_vec;
-    let base = EditParams { iterations: 2, warm_start: 0.0, ..params() };
+    let base = EditParams { iterations: 2, warm_start: 0.0, faithfulness: flowgrad::Faithfulness::L1, ..params() };
     let l1 = editor(base.clone());
     let both = editor(EditParams { faithfulness: flowgrad::Faithfulness::L1Ssim, ..base });
     let (mut a, mut b) = (l1.start(image(), 0, 0).unwrap(), both.start(image(), 0, 0).unwrap());

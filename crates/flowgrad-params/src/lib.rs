@@ -162,7 +162,8 @@ pub struct EditParams {
     /// ρ: the `trust_region` rule's first radius, the RMS change of the output per iteration in
     /// data units (images in [−1, 1]); it adapts per image from there (unused by `gradient`).
     pub trust_radius: f32,
-    /// η: weight of the guidance loss; 1 − η weighs faithfulness (L1 to the input).
+    /// η: weight of the guidance loss; 1 − η weighs faithfulness (to the input, see
+    /// [`EditParams::faithfulness`]).
     pub eta: f32,
     /// λ: weight of the control energy Σ‖u_k‖².
     pub lambda: f32,

@@ -146,7 +146,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         };
         if self.params.warm_start > 0.0 {
             let warm = self.warm_controls(&state)?;
-            let (cold, hot) = (self.objectives(&state, &state.controls, 0)?, self.objectives(&state, &warm, 0)?);
+            let (cold, hot) = (self.evaluate(&state, &state.controls, 0)?.1, self.evaluate(&state, &warm, 0)?.1);
             let mut controls = warm;
             // not strictly better (or not finite): start that entry from zero
             zero_entries(&mut controls, &cold.iter().zip(&hot).map(|(c, h)| h.partial_cmp(c) != Some(std::cmp::Ordering::Less)).collect::<Vec<_>>());
@@ -155,13 +155,14 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         Ok(state)
     }
 
-    /// Each control entry's objective (iteration `iteration`'s guidance views) with `controls`.
-    fn objectives(&self, state: &ControlState, controls: &HostTensor, iteration: usize) -> Result<Vec<f64>> {
+    /// The images `controls` decode to and each control entry's objective on them (iteration
+    /// `iteration`'s guidance views).
+    fn evaluate(&self, state: &ControlState, controls: &HostTensor, iteration: usize) -> Result<(Tensor<B, 4>, Vec<f64>)> {
         let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
         let images = self.decode(state, controls)?;
-        let parts = self.loss_parts(images, state.original.to_tensor::<B, 4>(&self.device)?, &ctx);
+        let parts = self.loss_parts(images.clone(), state.original.to_tensor::<B, 4>(&self.device)?, &ctx);
         let per_image: Vec<f64> = to_vec(parts.weighted).into_iter().map(f64::from).collect();
-        Ok(self.entry_objectives(&per_image, controls))
+        Ok((images, self.entry_objectives(&per_image, controls)))
     }
 
     /// The warm start's controls for `state`: guided sampling's ([`guided_sample`]) from its x_0
@@ -282,12 +283,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// Simulates the final controls, selects best or last, and returns the edited images.
     pub fn finish(&self, state: &ControlState) -> Result<EditOutcome<B>> {
         self.check(state)?;
-        let original = state.original.to_tensor::<B, 4>(&self.device)?;
-        let ctx = GuidanceContext { iteration: state.iteration, seed: state.iteration_seed(state.iteration) };
-        let images = self.decode(state, &state.controls)?;
-        let parts = self.loss_parts(images.clone(), original, &ctx);
-        let per_image: Vec<f64> = to_vec(parts.weighted).into_iter().map(f64::from).collect();
-        let objectives = self.entry_objectives(&per_image, &state.controls);
+        let (images, objectives) = self.evaluate(state, &state.controls, state.iteration)?;
         let last = |controls: HostTensor, images: Tensor<B, 4>, objectives: Vec<f64>, iterations: Vec<usize>| EditOutcome {
             images: images.detach(),
             controls,

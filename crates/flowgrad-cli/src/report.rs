@@ -101,14 +101,14 @@ impl std::fmt::Display for RunSummary {
     }
 }
 
-/// Why iteration 0 was selected when it is the unedited reconstruction (no warm start): no trial
-/// beat its objective. With a warm start iteration 0 is the guided sample, an edit.
-fn no_edit_reason(history: &[f64], selected_iteration: usize, warm_start: bool) -> Option<String> {
-    (selected_iteration == 0 && !warm_start).then(|| {
+/// Why an image's output is its unedited reconstruction (its selected controls are zero): no
+/// trial, nor the warm start's guided sample, lowered its objective below the reconstruction's.
+fn no_edit_reason(history: &[f64], unedited: bool, warm_start: bool) -> Option<String> {
+    unedited.then(|| {
         let tried: Vec<String> = history.iter().map(|o| format!("{o:.4}")).collect();
+        let warm = if warm_start { "neither the guided-sampling warm start nor " } else { "" };
         format!(
-            "no iteration lowered the objective below the unedited reconstruction's {} (objective per iteration: {}): the guidance gain never paid for the change to the image; raise eta or trust_radius",
-            tried.first().map_or("?", String::as_str),
+            "{warm}any iteration lowered the objective below the unedited reconstruction's (objective per iteration: {}): the guidance gain never paid for the change to the image; raise eta or trust_radius",
             tried.join(", ")
         )
     })
@@ -142,7 +142,7 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 loss_per_iteration: result.objective_history.clone(),
                 final_objective: result.objective_after,
                 selected_iteration: result.selected_iteration,
-                no_edit_reason: no_edit_reason(&result.objective_history, result.selected_iteration, params.warm_start > 0.0),
+                no_edit_reason: no_edit_reason(&result.objective_history, image.unedited, params.warm_start > 0.0),
                 judge_target_prob_before: image.judge_target_prob_before,
                 judge_target_prob_after: image.judge_target_prob_after,
                 guidance_score_before: image.guidance_score_before,

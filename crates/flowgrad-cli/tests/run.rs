@@ -71,6 +71,30 @@ fn bad_inputs_are_clear_errors_and_do_not_stop_other_images() {
     assert!(out.path().join("0001-good.png").exists(), "the good image is still edited: {}", text(&result));
 }
 
+/// With a guidance weight too small to pay for any change, neither the warm start nor a trial
+/// beats the reconstruction: the report says the output is unedited and why, and the summary
+/// counts it; at the defaults the same image is edited and its report has no such reason.
+#[test]
+fn an_image_no_trial_improves_is_reported_unedited() {
+    let input = tempfile::tempdir().unwrap();
+    std::fs::copy(repo("examples/00-tshirt-test19.png"), input.path().join("shirt.png")).unwrap();
+    let reason = |eta: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let args = ["run", "--input", input.path().to_str().unwrap(), "--output", out.path().to_str().unwrap(), "--target", "coat", "--steps", "10", "--iterations", "2", "--eta", eta];
+        let result = flowgrad(&args);
+        assert!(result.status.success(), "{}", text(&result));
+        let json = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json") && !p.ends_with("report.json")).expect("the image's report");
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        (report["no_edit_reason"].as_str().map(str::to_string), stdout(&result))
+    };
+    let (unedited, printed) = reason("0.0001");
+    let unedited = unedited.unwrap_or_else(|| panic!("an edit that cannot pay for itself is reported unedited: {printed}"));
+    assert!(unedited.contains("warm start") && unedited.contains("objective per iteration"), "{unedited}");
+    assert!(printed.contains("1 returned unedited"), "{printed}");
+    let (edited, printed) = reason("0.5");
+    assert_eq!(edited, None, "{printed}");
+}
+
 fn fixture(path: &str) -> String {
     fixtures().join(path).to_string_lossy().into_owned()
 }

@@ -144,6 +144,10 @@ pub struct ImageResult {
     pub judge_target_prob_after: Option<f64>,
     /// Mean absolute difference between input and output as written (values in [-1, 1]).
     pub l1_to_input: f64,
+    /// The selected controls of this image are all zero: the output is the model's
+    /// reconstruction of the input, not an edit (no trial, nor the warm start, beat it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unedited: bool,
 }
 
 /// How a task ended.

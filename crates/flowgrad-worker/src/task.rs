@@ -302,7 +302,12 @@ impl Worker {
             return Ok(Attempt::Done);
         }
         let objectives_before: Vec<f64> = (0..batch).map(|i| state.history.first().map_or(0.0, |r| r.per_image[i])).collect();
-        let images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &finished.images, &objectives_before).await?;
+        let mut images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &finished.images, &objectives_before).await?;
+        // per control entry: one per image, or one shared by the batch
+        let zero: Vec<bool> = flowgrad::trust::entry_energies(&finished.controls).iter().map(|&e| e == 0.0).collect();
+        for (i, image) in images.iter_mut().enumerate() {
+            image.unedited = zero[i.min(zero.len() - 1)];
+        }
         let result = TaskResult {
             schema: flowgrad_jobs::SCHEMA_VERSION,
             job_id: task.job_id,
@@ -378,6 +383,7 @@ impl Worker {
                 judge_target_prob_before: judge_before.as_ref().map(|p| p[i] as f64),
                 judge_target_prob_after: judge_after.as_ref().map(|p| p[i] as f64),
                 l1_to_input: output.iter().zip(original).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / per as f64,
+                unedited: false,
             });
         }
         Ok(images)

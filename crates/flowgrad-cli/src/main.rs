@@ -89,6 +89,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    flowgrad_engine::backend::tune_allocator();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     let result = match cli.command {

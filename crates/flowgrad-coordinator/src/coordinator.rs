@@ -431,12 +431,4 @@ impl Coordinator {
         }
         Ok(())
     }
-
-    /// Status of `job_id` as stored.
-    pub async fn stored_status(store: &SharedStore, job_id: Uuid) -> anyhow::Result<Option<flowgrad_jobs::JobStatus>> {
-        Ok(match store.get(&keys::status(job_id)).await? {
-            Some(bytes) => Some(flowgrad_jobs::from_json("status", &bytes)?),
-            None => None,
-        })
-    }
 }

@@ -31,11 +31,6 @@ impl JobTracker {
         self.spec.job_id
     }
 
-    /// True once every task has a result.
-    pub fn is_complete(&self) -> bool {
-        self.tasks.keys().all(|t| self.results.contains_key(t))
-    }
-
     /// Current status. A cancelled job ends at once: tasks still queued or running are counted
     /// as cancelled (workers record them as such when they see the request).
     pub fn status(&self, now: f64) -> JobStatus {

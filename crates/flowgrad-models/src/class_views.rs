@@ -1,7 +1,8 @@
 //! Random views for the classifier guidance: the loss of an image is the mean cross-entropy of
 //! K copies, each shifted by whole pixels (background fill), mirrored left–right at random and
 //! with Gaussian pixel noise, all drawn from the iteration's seed (a loss is a pure function of
-//! images and seed, so a resumed edit draws the same views). A gradient that only exploits one
+//! images and seed, so a resumed edit draws the same views). Every image of a batch gets the same
+//! K views, so an image's loss does not depend on the images batched with it. A gradient that only exploits one
 //! exact pixel grid of the guidance classifier does not survive the averaging; one that changes
 //! what the garment looks like does.
 
@@ -34,7 +35,7 @@ impl Default for ClassViews {
     }
 }
 
-/// The random choices of one call, per view (copy-major: view j of image i is j·B + i).
+/// The random choices of one call, per view j (shared by every image of the batch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewDraw {
     /// (row, column) shift per view.
@@ -51,7 +52,7 @@ impl ClassViews {
         Self { copies: 0, ..Self::default() }
     }
 
-    /// Draws the choices for `views` views of `[c, h, w]` images from `seed` (deterministic).
+    /// Draws the choices for `views` views of a `[c, h, w]` image from `seed` (deterministic).
     pub fn draw(&self, views: usize, [c, h, w]: [usize; 3], seed: u64) -> ViewDraw {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let s = self.max_shift as i64;
@@ -65,11 +66,12 @@ impl ClassViews {
         ViewDraw { shifts, flips, noise }
     }
 
-    /// The K views of `x` (`[B, C, H, W]`) as `[K·B, C, H, W]`, copy-major; differentiable in `x`.
+    /// The K views of `x` (`[B, C, H, W]`) as `[K·B, C, H, W]`, copy-major (view j of image i is
+    /// j·B + i, drawn as view j of every image); differentiable in `x`.
     pub fn apply<B: Backend>(&self, x: Tensor<B, 4>, seed: u64) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let views = self.copies * b;
-        let draw = self.draw(views, [c, h, w], seed);
+        let draw = self.draw(self.copies, [c, h, w], seed);
         let pad = self.max_shift;
         let (hp, wp) = ((h + 2 * pad) as i64, (w + 2 * pad) as i64);
         let mut index = Vec::with_capacity(views * c * h * w);
@@ -82,7 +84,7 @@ impl ClassViews {
                     })
                 })
                 .collect();
-            for _ in 0..c {
+            for _ in 0..b * c {
                 index.extend_from_slice(&plane);
             }
         }
@@ -93,7 +95,8 @@ impl ClassViews {
         if draw.noise.is_empty() {
             shifted
         } else {
-            shifted + Tensor::from_data(TensorData::new(draw.noise, [views, c, h, w]), &device)
+            let noise = Tensor::<B, 5>::from_data(TensorData::new(draw.noise, [self.copies, 1, c, h, w]), &device);
+            shifted + noise.expand([self.copies, b, c, h, w]).reshape([views, c, h, w])
         }
     }
 }
@@ -117,14 +120,14 @@ mod tests {
         let views = ClassViews { copies: 3, max_shift: 1, flip: true, noise_std: 0.0, fill: -1.0 };
         let x = image();
         let out = values(views.apply(x.clone(), 11));
-        let draw = views.draw(6, [1, 4, 4], 11);
+        let draw = views.draw(3, [1, 4, 4], 11);
         let src = values(x);
         for view in 0..6 {
-            let (dy, dx) = draw.shifts[view];
+            let (dy, dx) = draw.shifts[view / 2];
             let image = view % 2;
             for i in 0..4i64 {
                 for j in 0..4i64 {
-                    let jj = if draw.flips[view] { 3 - j } else { j };
+                    let jj = if draw.flips[view / 2] { 3 - j } else { j };
                     let (si, sj) = (i + dy, jj + dx);
                     let expected = if (0..4).contains(&si) && (0..4).contains(&sj) { src[image * 16 + (si * 4 + sj) as usize] } else { -1.0 };
                     assert_eq!(out[view * 16 + (i * 4 + j) as usize], expected, "view {view} pixel ({i}, {j})");
@@ -133,6 +136,18 @@ mod tests {
         }
         assert_eq!(out, values(views.apply(image(), 11)), "same seed, same views");
         assert_ne!(out, values(views.apply(image(), 12)), "another seed, other views");
+    }
+
+    #[test]
+    fn an_image_gets_the_same_views_alone_as_in_a_batch() {
+        let views = ClassViews { copies: 3, max_shift: 1, flip: true, noise_std: 0.1, fill: -1.0 };
+        let batched = values(views.apply(image(), 5));
+        for i in 0..2 {
+            let alone = values(views.apply(image().slice([i..i + 1]), 5));
+            for view in 0..3 {
+                assert_eq!(alone[view * 16..(view + 1) * 16], batched[(view * 2 + i) * 16..(view * 2 + i + 1) * 16], "image {i} view {view}");
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tracing::warn;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    flowgrad_engine::backend::tune_allocator();
     let metrics = WorkerMetrics::new();
     let started = flowgrad_service::start::<WorkerSection>(DEFAULTS, metrics.registry.clone()).await?;
     let settings = started.config.service.worker.clone();

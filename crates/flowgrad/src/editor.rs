@@ -101,7 +101,8 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     }
 
     /// Encodes `original` (`[B, C, H, W]`) to noise and returns the state before iteration 0
-    /// (all controls zero). `stream` separates the randomness of different images or tasks.
+    /// (controls as [`Editor::start_encoded`] sets them). `stream` names the task in the
+    /// checkpoint's fingerprint.
     pub fn start(&self, original: Tensor<B, 4>, seed: u64, stream: u64) -> Result<ControlState> {
         let [b, c, h, w] = original.dims();
         if b == 0 || c == 0 || h == 0 || w == 0 {

@@ -113,7 +113,8 @@ pub struct ControlState {
     pub trust: Option<TrustRegion>,
     /// Job seed.
     pub seed: u64,
-    /// Stream id (e.g. a hash of the image/task id) separating the randomness of images.
+    /// Stream id (e.g. a hash of the task's inputs): part of the fingerprint, so a checkpoint
+    /// belongs to one task; the randomness does not depend on it (see [`ControlState::iteration_seed`]).
     pub stream: u64,
     /// Digest of model, guidance, parameters, input, seed and stream.
     pub fingerprint: String,
@@ -142,10 +143,12 @@ struct TrustMetadata {
 }
 
 impl ControlState {
-    /// Seed of the randomness of `iteration`: a SplitMix64 mix of seed, stream and iteration, so
-    /// the RNG state never needs to be stored and a resumed edit draws the same numbers.
+    /// Seed of the randomness of `iteration`: a SplitMix64 mix of the job seed and iteration, so
+    /// the RNG state never needs to be stored and a resumed edit draws the same numbers. It is
+    /// the same for every task of a job (the stream is left out), so that an image edited in a
+    /// batch sees the same random guidance views as edited alone: batching does not change it.
     pub fn iteration_seed(&self, iteration: usize) -> u64 {
-        let mut z = self.seed ^ splitmix(self.stream) ^ splitmix(iteration as u64 ^ 0xA5A5_A5A5);
+        let mut z = self.seed ^ splitmix(iteration as u64 ^ 0xA5A5_A5A5);
         z = splitmix(z);
         z
     }

@@ -68,6 +68,17 @@ pub struct AugmentDraw {
     pub cutouts: Vec<(i64, i64)>,
 }
 
+impl AugmentDraw {
+    /// The draw for `images` images of each of its copies, copy-major (copy j of image i at
+    /// j·images + i takes copy j's choices).
+    pub fn for_images(&self, images: usize) -> Self {
+        fn repeat<T: Clone>(per_copy: &[T], images: usize) -> Vec<T> {
+            per_copy.iter().flat_map(|v| std::iter::repeat_n(v.clone(), images)).collect()
+        }
+        Self { color: repeat(&self.color, images), shifts: repeat(&self.shifts, images), resize_ratio: self.resize_ratio, cutouts: repeat(&self.cutouts, images) }
+    }
+}
+
 /// `int(side·ratio + 0.5)` as the original computes it.
 fn rounded(side: usize, ratio: f64) -> i64 {
     (side as f64 * ratio + 0.5) as i64

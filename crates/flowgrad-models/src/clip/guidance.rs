@@ -61,7 +61,8 @@ impl<B: Backend> ClipGuidance<B> {
     pub fn augmented_cosine(&self, x: Tensor<B, 4>, seed: u64) -> Tensor<B, 1> {
         let [b, _, h, w] = x.dims();
         let k = self.augment.copies.max(1);
-        let draw = self.augment.draw(k * b, h, w, seed);
+        // the same k draws for every image: its loss does not depend on the images batched with it
+        let draw = self.augment.draw(k, h, w, seed).for_images(b);
         // cat, not repeat_dim: burn 0.21's autodiff gets repeat_dim's backward wrong
         let copies = self.augment.apply(Tensor::cat(vec![x; k], 0), &draw);
         self.cosine(copies).reshape([k, b]).mean_dim(0).reshape([b])

@@ -14,10 +14,7 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh, which starts the S3 server"))
 }
 
-/// The test RabbitMQ (`FLOWGRAD_TEST_AMQP_URL`, else the local guest account).
-pub fn amqp_url() -> String {
-    std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+pub use flowgrad_testkit::amqp_url;
 
 /// The Docker client (`FLOWGRAD_TEST_DOCKER`, else `docker` on the PATH).
 pub fn docker() -> String {

@@ -3,17 +3,10 @@
 pub mod fleet;
 pub mod s3_server;
 
-use std::path::PathBuf;
-
 /// The CPU test backend.
 pub type B = burn::backend::Autodiff<burn::backend::Flex>;
 
-/// `shared/fixtures` beside the checkout (override with `FLOWGRAD_FIXTURES`).
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
-}
+pub use flowgrad_testkit::fixtures_dir;
 
 /// Relative L2 error ‖a − b‖ / ‖b‖ in f64.
 pub fn relative_l2(a: &[f32], b: &[f32]) -> f64 {

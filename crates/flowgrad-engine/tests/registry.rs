@@ -7,9 +7,7 @@ use flowgrad::EditParams;
 use flowgrad_engine::{BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
 use flowgrad_jobs::GuidanceSpec;
 
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+use flowgrad_testkit::fixtures_dir as fixtures;
 
 fn catalog() -> ModelCatalog {
     let f = fixtures();

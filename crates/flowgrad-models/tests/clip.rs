@@ -17,10 +17,7 @@ use sha2::{Digest, Sha256};
 type B = Autodiff<Flex>;
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-        .join("clip")
+    flowgrad_testkit::fixtures_dir().join("clip")
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -13,12 +13,7 @@ use flowgrad_models::ncsnpp::{
 
 type B = Autodiff<Flex>;
 
-/// `shared/fixtures` beside the checkout (override with `FLOWGRAD_FIXTURES`).
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+use flowgrad_testkit::fixtures_dir as fixtures;
 
 fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")

@@ -6,12 +6,7 @@ use std::path::{Path, PathBuf};
 
 use flowgrad_parity::{Outcome, ParityReport, check_clip};
 
-/// `shared/fixtures` beside the checkout (override with `FLOWGRAD_FIXTURES`).
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+use flowgrad_testkit::fixtures_dir as fixtures;
 
 fn shipped_sets() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../flowgrad-models/tests/data/clip-sets");

@@ -6,12 +6,7 @@ use std::path::PathBuf;
 
 use flowgrad_parity::{Outcome, check_flowgrad, check_flowgrad_with_model, check_ncsnpp};
 
-/// `shared/fixtures` beside the checkout (override with `FLOWGRAD_FIXTURES`).
-fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+use flowgrad_testkit::fixtures_dir as fixtures;
 
 #[test]
 fn shared_ncsnpp_set_passes() {

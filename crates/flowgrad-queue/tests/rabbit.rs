@@ -19,10 +19,7 @@ use flowgrad_queue::{
     Topology,
 };
 
-fn test_url() -> String {
-    std::env::var("FLOWGRAD_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
+use flowgrad_testkit::amqp_url as test_url;
 
 fn config(url: String, topology: &Topology) -> RabbitConfig {
     RabbitConfig {

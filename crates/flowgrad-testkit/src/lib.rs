@@ -1,11 +1,23 @@
-//! Fault injection for integration tests: a TCP proxy in front of a real service (RabbitMQ, the
-//! S3 server) that can drop every connection and refuse new ones, then accept again.
+//! What the workspace's tests share: where the parity fixtures and the test broker are, and fault
+//! injection — a TCP proxy in front of a real service (RabbitMQ, the S3 server) that can drop
+//! every connection and refuse new ones, then accept again.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
+
+/// The parity fixture sets: `$FLOWGRAD_FIXTURES`, else `shared/fixtures` beside the checkout.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+/// The RabbitMQ the tests use: `$FLOWGRAD_TEST_AMQP_URL`, else the local broker as guest.
+pub fn amqp_url() -> String {
+    std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
 
 /// A TCP proxy to `upstream` that can be cut and restored.
 pub struct TcpProxy {

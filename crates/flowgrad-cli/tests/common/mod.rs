@@ -9,12 +9,7 @@ pub fn flowgrad(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).output().expect("flowgrad runs")
 }
 
-/// The parity fixture sets: `$FLOWGRAD_FIXTURES`, else `../shared/fixtures` beside the repository.
-pub fn fixtures() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
-}
+pub use flowgrad_testkit::fixtures_dir as fixtures;
 
 /// `path` inside the repository, as a string argument.
 pub fn repo(path: &str) -> String {

@@ -58,10 +58,12 @@ if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features 
 fi
 cargo check --locked -p flowgrad-cli --features cuda
 
-log "the job schema links no tensor library"
-if cargo tree --locked -e normal -p flowgrad-jobs | grep -Eq 'burn|cubecl'; then
-  echo "flowgrad-jobs depends on burn: the wire schema must stay tensor-free (see ARCHITECTURE.md)"; exit 1
-fi
+log "the job schema, the catalog and the coordinator link no tensor library"
+for crate in flowgrad-params flowgrad-jobs flowgrad-catalog flowgrad-coordinator; do
+  if cargo tree --locked -e normal -p "$crate" | grep -Eq 'burn|cubecl'; then
+    echo "$crate depends on burn: it must stay tensor-free (see ARCHITECTURE.md)"; exit 1
+  fi
+done
 
 log "tests"
 cargo build --locked --workspace --bins

@@ -292,16 +292,9 @@ status_interval_ms = 300
     /// A job editing everything under `input` into `output` with small, fast parameters.
     pub fn job(input: &str, output: &str, steps: usize, iterations: usize) -> JobSpec {
         JobSpec {
-            schema: flowgrad_jobs::SCHEMA_VERSION,
-            job_id: uuid::Uuid::new_v4(),
-            input: InputSpec::Prefix(input.into()),
-            output_prefix: output.into(),
-            model: "fashion-mnist".into(),
-            guidance: GuidanceSpec::Class("coat".into()),
             params: flowgrad::EditParams { steps, iterations, ..Default::default() },
             seed: 3,
-            batch_size: 1,
-            direction: None,
+            ..JobSpec::new(InputSpec::Prefix(input.into()), output, "fashion-mnist", GuidanceSpec::Class("coat".into()))
         }
     }
 

@@ -1,15 +1,8 @@
 //! `flowgrad`: edit images with FlowGrad, check parity with the original code, benchmark.
 
-mod bench;
 mod convert;
-mod demo;
-mod eval;
 mod fleet;
-mod font;
-mod grid;
-mod params;
 mod parity;
-mod report;
 mod run;
 mod train;
 
@@ -30,7 +23,7 @@ struct Cli {
 enum Command {
     /// Edit a small synthetic batch on a built-in analytic ODE (no model needed) and show the
     /// objective per iteration, a checkpoint/resume round trip and the gradient cost.
-    Demo(demo::DemoArgs),
+    Demo(flowgrad_lab::demo::DemoArgs),
     /// Compare this implementation with fixtures produced by the original PyTorch code.
     Parity {
         #[command(subcommand)]
@@ -77,28 +70,28 @@ enum Command {
     Train(train::TrainArgs),
     /// Table-2 analog: FlowGrad vs exact gradient vs x_0-only vs guided sampling on Fashion-MNIST
     /// test images, judged by the independent judge; ξ and N sweeps; JSON, table and PNG plots.
-    Eval(eval::EvalArgs),
+    Eval(flowgrad_lab::eval::EvalArgs),
     /// Convert a RectifiedFlow NCSN++ checkpoint (`.pth`, EMA weights by default) or state dict to
     /// safetensors under the original keys.
     Convert(convert::ConvertArgs),
     /// Benchmarks, reported as ratios measured in one run.
     Bench {
         #[command(subcommand)]
-        suite: bench::Suite,
+        suite: flowgrad_lab::bench::Suite,
     },
 }
 
 fn main() -> ExitCode {
-    flowgrad_engine::backend::tune_allocator();
+    flowgrad_backend::tune_allocator();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo(args) => demo::run(&args),
+        Command::Demo(args) => flowgrad_lab::demo::run(&args),
         Command::Parity { set } => parity::run(&set),
-        Command::Bench { suite } => bench::run(&suite),
+        Command::Bench { suite } => flowgrad_lab::bench::run(&suite),
         Command::Convert(args) => convert::run(&args),
         Command::Train(args) => train::run(&args),
-        Command::Eval(args) => eval::run(&args),
+        Command::Eval(args) => flowgrad_lab::eval::run(&args),
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run::run(&args))),
         Command::Edit(args) => {
             let (input, output) = (args.input.first().cloned().unwrap_or_default(), args.output.clone());
@@ -115,11 +108,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Parses a value by its serialised (job parameter) name, e.g. `paper` or `interpolate`.
-fn serde_enum<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|e| e.to_string())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

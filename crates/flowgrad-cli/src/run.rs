@@ -8,20 +8,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use flowgrad::EditParams;
-use flowgrad_coordinator::settings::CoordinatorSettings;
-use flowgrad_coordinator::{Coordinator, CoordinatorMetrics};
-use flowgrad_engine::{Assets, BUNDLED_MODEL, ClipSource, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource};
-use flowgrad_jobs::{DirectionSpec, GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, TaskEventKind, keys};
-use flowgrad_queue::{InProcessBroker, Queue, RabbitConfig, SharedBroker};
-use flowgrad_storage::{Bytes, LocalStore, RetryPolicy, RetryingStore, SharedStore};
-use flowgrad_worker::{Worker, WorkerMetrics, WorkerSettings};
+use flowgrad_catalog::{BUNDLED_MODEL, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
+use flowgrad_embedded::EmbeddedFleet;
+use flowgrad_engine::{Assets, ModelRegistry};
+use flowgrad_jobs::{DirectionSpec, GuidanceSpec, InputSpec, JobReport, JobSpec, TaskEventKind, keys};
+use flowgrad_lab::report::write_image_reports;
+use flowgrad_params::EditParams;
+use flowgrad_params::cli::ParamArgs;
+use flowgrad_storage::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-
-use crate::params::ParamArgs;
-use crate::report::write_image_reports;
 
 /// Options of `flowgrad run`.
 #[derive(Args, Debug)]
@@ -181,9 +177,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     registry.validate(&args.model, &guidance)?;
     let params = args.params.to_params();
     params.validate()?;
-    if args.workers == 0 {
-        bail!("--workers must be at least 1");
-    }
     let model = registry.get(&args.model)?;
     let (files, skipped) = collect_inputs(&args.input)?;
     std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
@@ -202,7 +195,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let job_id = job_id(&named, args, &params, applied.as_deref());
-    let store: SharedStore = Arc::new(RetryingStore::new(LocalStore::new(args.output.join(".flowgrad"))?, RetryPolicy::default()));
+    let fleet = EmbeddedFleet::start(&args.output.join(".flowgrad"), registry, args.workers)?;
+    let store = fleet.store().clone();
     for (name, bytes) in &named {
         store.put(&format!("inputs/{name}"), Bytes::from(bytes.clone())).await?;
     }
@@ -215,44 +209,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => None,
     };
-    let broker: SharedBroker = Arc::new(InProcessBroker::new(RabbitConfig::default().topology));
-    let shutdown = CancellationToken::new();
-    let settings = CoordinatorSettings { id: "embedded-coordinator".into(), status_interval_ms: 200, job_prefetch: 1, lease_seconds: 30.0 };
-    let coordinator = Coordinator::new(store.clone(), broker.clone(), registry.clone(), settings, CoordinatorMetrics::new());
-    let mut events = coordinator.subscribe();
-    let mut services = vec![];
-    {
-        let (coordinator, token) = (coordinator.clone(), shutdown.clone());
-        services.push(tokio::spawn(async move { coordinator.run(token).await }));
-    }
-    for w in 0..args.workers {
-        let settings = WorkerSettings {
-            id: format!("embedded-worker-{w}"),
-            assets: args.assets.clone(),
-            shutdown_grace_seconds: 0,
-            max_attempts: 3,
-            retry_backoff_ms: 200,
-            max_image_bytes: 32 << 20,
-            recorded_forwards: args.recorded_forwards,
-        };
-        let worker = Worker::new(store.clone(), broker.clone(), registry.clone(), settings, WorkerMetrics::new());
-        let token = shutdown.clone();
-        services.push(tokio::spawn(async move { worker.run(token).await }));
-    }
-
+    let mut events = fleet.events();
     let job = JobSpec {
-        schema: flowgrad_jobs::SCHEMA_VERSION,
         job_id,
-        input: InputSpec::Prefix("inputs/".into()),
-        output_prefix: "outputs/".into(),
-        model: args.model.clone(),
-        guidance: guidance.clone(),
         params: params.clone(),
         seed: args.seed,
         batch_size: args.batch_size,
         direction,
+        ..JobSpec::new(InputSpec::Prefix("inputs/".into()), "outputs/", &args.model, guidance.clone())
     };
-    broker.publish(Queue::Jobs, Bytes::from(flowgrad_jobs::to_json(&job)), &job_id.to_string()).await?;
+    fleet.submit(&job).await?;
     eprintln!("editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)", named.len(), args.model, params.steps, params.iterations, params.xi, args.workers);
 
     let bars = MultiProgress::new();
@@ -284,15 +250,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             _ = poll.tick() => {
-                if services.iter().any(tokio::task::JoinHandle::is_finished) {
-                    shutdown.cancel();
-                    for service in services {
-                        service.await??;
-                    }
-                    bail!("an embedded coordinator or worker stopped before the job ended");
-                }
-                if let Some(bytes) = store.get(&keys::status(job_id)).await? {
-                    let status: JobStatus = flowgrad_jobs::from_json("status", &bytes)?;
+                let status = match fleet.status(job_id).await {
+                    Ok(status) => status,
+                    Err(stopped) => return Err(fleet.stop().await.err().unwrap_or(stopped)),
+                };
+                if let Some(status) = status {
                     overall.set_position((status.succeeded + status.failed) as u64);
                     if status.state.is_final() {
                         break status;
@@ -305,10 +267,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     overall.finish();
-    shutdown.cancel();
-    for service in services {
-        service.await??;
-    }
+    fleet.stop().await?;
     if let Some(reason) = &status.rejection {
         bail!("job rejected: {reason}");
     }

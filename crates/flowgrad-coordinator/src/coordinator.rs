@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flowgrad::{ControlSharing, EditParams};
-use flowgrad_engine::{ModelRegistry, read_direction};
+use flowgrad_catalog::{ModelCatalog, check_direction};
+use flowgrad_params::{ControlSharing, EditParams};
 use futures::{StreamExt, TryStreamExt};
 use flowgrad_jobs::job::MAX_BATCH;
 use flowgrad_jobs::{Cancellation, DirectionSpec, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
@@ -24,7 +24,7 @@ use crate::tracker::{JobTracker, rejected_status};
 pub struct Coordinator {
     store: SharedStore,
     broker: SharedBroker,
-    models: Arc<ModelRegistry>,
+    models: ModelCatalog,
     settings: CoordinatorSettings,
     metrics: CoordinatorMetrics,
     jobs: Arc<Mutex<HashMap<Uuid, JobTracker>>>,
@@ -53,7 +53,7 @@ fn json<T: serde::Serialize>(value: &T) -> Bytes {
 
 impl Coordinator {
     /// A coordinator over these connections.
-    pub fn new(store: SharedStore, broker: SharedBroker, models: Arc<ModelRegistry>, settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> Self {
+    pub fn new(store: SharedStore, broker: SharedBroker, models: ModelCatalog, settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self { store, broker, models, settings, metrics, jobs: Arc::new(Mutex::new(HashMap::new())), events }
     }
@@ -229,7 +229,7 @@ impl Coordinator {
             DirectionSpec::Learn(_) => None,
             DirectionSpec::Apply(key) => match self.store.get(key).await? {
                 None => Some(format!("direction `{key}` does not exist")),
-                Some(bytes) => read_direction(&bytes, &spec.model, None).err().map(|e| format!("direction `{key}`: {e}")),
+                Some(bytes) => check_direction(&bytes, &spec.model).err().map(|e| format!("direction `{key}`: {e}")),
             },
         })
     }

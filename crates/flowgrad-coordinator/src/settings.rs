@@ -26,7 +26,7 @@ pub struct CoordinatorSection {
     pub coordinator: CoordinatorSettings,
     /// `[models]`: which optional models the workers serve (jobs are validated against it).
     #[serde(default)]
-    pub models: flowgrad_engine::ModelCatalog,
+    pub models: flowgrad_catalog::ModelCatalog,
 }
 
 /// TOML defaults of `[coordinator]`.

@@ -121,18 +121,7 @@ mod tests {
     use flowgrad_jobs::{GuidanceSpec, InputSpec, TaskInput};
 
     fn tracker(tasks: usize) -> JobTracker {
-        let spec = JobSpec {
-            schema: flowgrad_jobs::SCHEMA_VERSION,
-            job_id: Uuid::new_v4(),
-            input: InputSpec::Prefix("in/".into()),
-            output_prefix: "out/".into(),
-            model: "fashion-mnist".into(),
-            guidance: GuidanceSpec::Class("coat".into()),
-            params: flowgrad::EditParams::default(),
-            seed: 0,
-            batch_size: 1,
-            direction: None,
-        };
+        let spec = JobSpec::new(InputSpec::Prefix("in/".into()), "out/", "fashion-mnist", GuidanceSpec::Class("coat".into()));
         let tasks: Vec<TaskSpec> = (0..tasks)
             .map(|i| TaskSpec {
                 schema: flowgrad_jobs::SCHEMA_VERSION,

@@ -1,38 +1,23 @@
 //! Stored global directions: the labels written with a learned direction, and the checks made
 //! before one is applied (right file, right model, right image shape).
 
-use std::collections::BTreeMap;
-
 use flowgrad::GlobalDirection;
+use flowgrad_catalog::{check_direction, direction_labels};
 use flowgrad_jobs::GuidanceSpec;
 
 use crate::registry::{EngineError, ImageShape};
 
-/// Label naming the model a direction was learned on.
-pub const MODEL_LABEL: &str = "model";
-
 /// Serialises `direction`, learned on `images` images of `model` towards `guidance` by
 /// `learned_by` (e.g. the job id), with those facts as labels.
 pub fn direction_bytes(direction: &GlobalDirection, model: &str, guidance: &GuidanceSpec, learned_by: &str, images: usize) -> Result<Vec<u8>, EngineError> {
-    let guidance = serde_json::to_string(guidance).map_err(|e| EngineError::Direction(e.to_string()))?;
-    let labels = BTreeMap::from([
-        (MODEL_LABEL.to_string(), model.to_string()),
-        ("guidance".to_string(), guidance),
-        ("learned_by".to_string(), learned_by.to_string()),
-        ("images".to_string(), images.to_string()),
-    ]);
-    Ok(direction.to_bytes(&labels)?)
+    Ok(direction.to_bytes(&direction_labels(model, guidance, learned_by, images))?)
 }
 
 /// Reads a stored direction for `model`: a clear error when the object is not a direction, or
 /// was learned on another model. With `shape`, the controls must also fit the model's images.
 pub fn read_direction(bytes: &[u8], model: &str, shape: Option<ImageShape>) -> Result<GlobalDirection, EngineError> {
-    let (direction, labels) = GlobalDirection::from_bytes(bytes).map_err(|e| EngineError::Direction(e.to_string()))?;
-    match labels.get(MODEL_LABEL) {
-        Some(learned_on) if learned_on == model => {}
-        Some(learned_on) => return Err(EngineError::Direction(format!("it was learned on model `{learned_on}`, not `{model}`"))),
-        None => return Err(EngineError::Direction(format!("it does not name the model it was learned on (label `{MODEL_LABEL}`)"))),
-    }
+    check_direction(bytes, model)?;
+    let (direction, _) = GlobalDirection::from_bytes(bytes).map_err(|e| EngineError::Direction(e.to_string()))?;
     if let Some(shape) = shape {
         let got = &direction.controls().shape[2..];
         if got != [shape.channels, shape.height, shape.width] {

@@ -6,7 +6,7 @@ use flowgrad::{Guidance, GuidanceContext};
 use flowgrad_models::{ClassGuidance, Classifier};
 use flowgrad_models::clip::{AugmentConfig, ClipGuidance, ClipModel, Tokenizer};
 
-use crate::backend::Backend;
+use flowgrad_backend::Backend;
 use crate::registry::EngineError;
 
 /// CLIP guidance towards a prompt for images of any channel count (gray is replicated to RGB).

@@ -1,15 +1,13 @@
 //! The one narrow function the fleet calls: pick a model by name, open an edit session for a
 //! guidance target, and step it on host data. Tensors never leave this crate and below.
 
-pub mod backend;
-pub mod catalog;
 pub mod direction;
 pub mod guidance;
 pub mod registry;
 pub mod session;
 
 pub use flowgrad_models::Assets;
-pub use catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
+pub use flowgrad_catalog::{BUNDLED_MODEL, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
 pub use direction::{direction_bytes, read_direction};
-pub use registry::{BUNDLED_MODEL, BUNDLED_RECORDED_FORWARDS, EngineError, ImageShape, Model, ModelRegistry, REFLOW_MODEL};
+pub use registry::{BUNDLED_RECORDED_FORWARDS, EngineError, ImageShape, Model, ModelRegistry};
 pub use session::{EditSession, FinishedEdit};

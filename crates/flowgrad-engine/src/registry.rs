@@ -8,34 +8,23 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::tensor::Tensor;
 use flowgrad::EditParams;
+use flowgrad_catalog::{BUNDLED_MODEL, CLASS_NAMES, CatalogError, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL, class_index};
 use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
-use flowgrad_models::{Assets, CLASS_NAMES, ClassGuidance, Classifier, Judge, UNet, class_index, top_classes};
+use flowgrad_models::{Assets, ClassGuidance, Classifier, Judge, UNet, top_classes};
 
-use crate::backend::{Backend, device};
-use crate::catalog::{ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource};
+use flowgrad_backend::{Backend, device};
 use crate::guidance::{AnyGuidance, TextGuidance};
 use crate::session::{EditSession, Session};
-
-/// Name of the bundled model.
-pub const BUNDLED_MODEL: &str = "fashion-mnist";
-/// Name of the bundled reflowed (2-rectified) Fashion-MNIST flow: straighter trajectories, so
-/// FlowGrad merges more steps (fewer VJPs per iteration); same classifier and judge.
-pub const REFLOW_MODEL: &str = "fashion-mnist-reflow";
 
 /// Errors of model loading and editing.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// No model of that name.
-    #[error("unknown model `{name}` (available: {available})")]
-    UnknownModel {
-        /// Requested name.
-        name: String,
-        /// Names the registry knows.
-        available: String,
-    },
+    /// The model or guidance is not served (unknown model or class, no classifier, no CLIP).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     /// Weights could not be loaded.
     #[error("cannot load model `{name}` from {dir}: {reason}")]
     Load {
@@ -141,7 +130,7 @@ struct Clip {
 impl Clip {
     /// The guidance towards `prompt`, encoded once per prompt (sessions and scores share it).
     fn guidance(clip: Option<&Clip>, prompt: &str) -> Result<TextGuidance, EngineError> {
-        let clip = clip.ok_or_else(|| EngineError::Guidance("text guidance needs a CLIP checkpoint: configure [models.clip] checkpoint = \"…/clip.safetensors\" (flowgrad run/edit: --clip <file>)".into()))?;
+        let clip = clip.ok_or(CatalogError::NoClip)?;
         let mut prompts = clip.prompts.lock().expect("prompt cache lock");
         if let Some(guidance) = prompts.get(prompt) {
             return Ok(guidance.clone());
@@ -180,7 +169,7 @@ fn class_probabilities<C: ImageClassifier<Backend>>(classifier: &C, shape: Image
 }
 
 fn class_target(class: &str) -> Result<usize, EngineError> {
-    class_index(class).map_err(|e| EngineError::Guidance(e.to_string()))
+    Ok(class_index(class)?)
 }
 
 impl FashionModels {
@@ -280,7 +269,7 @@ impl Model for NcsnppModel {
 }
 
 fn no_classifier(class: &str) -> EngineError {
-    EngineError::Guidance(format!("model `{NCSNPP_MODEL}` has no classifier for class `{class}`: use text guidance ({{ text = \"…\" }})"))
+    CatalogError::NoClassifier { model: NCSNPP_MODEL.into(), class: class.into() }.into()
 }
 
 /// Forwards an edit with a bundled model (1×32×32 UNet) holds by default for its VJPs: 16 of a
@@ -313,6 +302,11 @@ impl ModelRegistry {
         }
     }
 
+    /// The optional models this registry serves besides the bundled ones.
+    pub fn catalog(&self) -> &ModelCatalog {
+        &self.catalog
+    }
+
     /// Lets each edit of the models loaded from now on hold at most `capacity` forward passes of
     /// its simulation for its VJPs to reuse (see [`flowgrad::Editor::with_recorded_forwards`]);
     /// `None`: each model's default, [`BUNDLED_RECORDED_FORWARDS`] for the bundled models and 0
@@ -322,30 +316,20 @@ impl ModelRegistry {
         self
     }
 
-    /// Names this registry can load.
+    /// Names this registry can load: the catalog's, less the reflowed model when an assets
+    /// folder lacks its weights.
     pub fn available(&self) -> Vec<&'static str> {
-        let mut names = vec![BUNDLED_MODEL];
-        if self.assets.has(&format!("{}.safetensors", flowgrad_models::REFLOW_STEM)) {
-            names.push(REFLOW_MODEL);
-        }
-        if self.catalog.ncsnpp.is_some() {
-            names.push(NCSNPP_MODEL);
-        }
-        names
+        let reflow_weights = format!("{}.safetensors", flowgrad_models::REFLOW_STEM);
+        self.catalog.served().into_iter().filter(|name| *name != REFLOW_MODEL || self.assets.has(&reflow_weights)).collect()
     }
 
-    /// Checks that `name` is a served model and `guidance` fits it, without loading weights (the
-    /// coordinator validates jobs with this).
+    /// Checks that `name` is a served model and `guidance` fits it, without loading weights.
     pub fn validate(&self, name: &str, guidance: &GuidanceSpec) -> Result<(), EngineError> {
-        if !self.available().contains(&name) {
-            return Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") });
+        let available = self.available();
+        if !available.contains(&name) {
+            return Err(CatalogError::UnknownModel { name: name.into(), available: available.join(", ") }.into());
         }
-        match guidance {
-            GuidanceSpec::Class(class) if name != NCSNPP_MODEL => class_target(class).map(|_| ()),
-            GuidanceSpec::Class(class) => Err(no_classifier(class)),
-            GuidanceSpec::Text(_) if self.catalog.clip.is_none() => Err(EngineError::Guidance("text guidance needs a CLIP checkpoint, and this fleet has none configured ([models.clip])".into())),
-            GuidanceSpec::Text(_) => Ok(()),
-        }
+        Ok(self.catalog.validate(name, guidance)?)
     }
 
     /// The model `name`, loading it on first use.
@@ -358,7 +342,7 @@ impl ModelRegistry {
             (BUNDLED_MODEL, _) => Arc::new(self.load_fashion(BUNDLED_MODEL)?),
             (REFLOW_MODEL, _) if self.available().contains(&REFLOW_MODEL) => Arc::new(self.load_fashion(REFLOW_MODEL)?),
             (NCSNPP_MODEL, Some(source)) => Arc::new(self.load_ncsnpp(source)?),
-            _ => return Err(EngineError::UnknownModel { name: name.into(), available: self.available().join(", ") }),
+            _ => return Err(CatalogError::UnknownModel { name: name.into(), available: self.available().join(", ") }.into()),
         };
         tracing::info!(model = name, "model loaded");
         loaded.insert(name.into(), model.clone());

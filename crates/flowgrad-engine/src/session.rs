@@ -2,7 +2,7 @@
 
 use flowgrad::{ControlState, Editor, GlobalDirection, Guidance, HostTensor, IterationRecord, VelocityField};
 
-use crate::backend::{Backend, device};
+use flowgrad_backend::{Backend, device};
 use crate::registry::{EngineError, ImageShape};
 
 /// The result of a finished edit, on the host.

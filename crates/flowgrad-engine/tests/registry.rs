@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use flowgrad::EditParams;
 use flowgrad_engine::{BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
+use flowgrad_catalog::CatalogError;
 use flowgrad_jobs::GuidanceSpec;
 
 use flowgrad_testkit::fixtures_dir as fixtures;
@@ -25,7 +26,7 @@ fn text(prompt: &str) -> GuidanceSpec {
 fn validation_names_what_is_missing() {
     let bare = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
     bare.validate(BUNDLED_MODEL, &GuidanceSpec::Class("coat".into())).unwrap();
-    assert!(matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(EngineError::UnknownModel { .. })), "ncsnpp is served only when configured");
+    assert!(matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(EngineError::Catalog(CatalogError::UnknownModel { .. }))), "ncsnpp is served only when configured");
     let no_clip = bare.validate(BUNDLED_MODEL, &text("a coat")).unwrap_err().to_string();
     assert!(no_clip.contains("[models.clip]"), "{no_clip}");
     let full = ModelRegistry::with_catalog(flowgrad_engine::Assets::Embedded, catalog());

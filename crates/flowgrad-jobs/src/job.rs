@@ -130,6 +130,24 @@ pub const MAX_NAME_BYTES: usize = 128;
 pub const MAX_STEPS: usize = 10_000;
 
 impl JobSpec {
+    /// A job of the current schema editing `input` into `output_prefix` with `model` towards
+    /// `guidance`, a fresh id and every other field at its default (as a job file leaving them
+    /// out): `EditParams::default()`, seed 0, one image per task, no direction.
+    pub fn new(input: InputSpec, output_prefix: &str, model: &str, guidance: GuidanceSpec) -> Self {
+        Self {
+            schema: SCHEMA_VERSION,
+            job_id: Uuid::new_v4(),
+            input,
+            output_prefix: output_prefix.into(),
+            model: model.into(),
+            guidance,
+            params: flowgrad_params::EditParams::default(),
+            seed: 0,
+            batch_size: one(),
+            direction: None,
+        }
+    }
+
     /// Parses and validates a job file as users write them (TOML, or JSON when `json`): fills
     /// `schema` and a fresh `job_id` when absent; `params` left out take `EditParams::default()`.
     pub fn from_job_file(text: &str, json: bool) -> Result<Self, ValidationError> {

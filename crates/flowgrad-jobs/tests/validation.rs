@@ -3,18 +3,7 @@
 use flowgrad_jobs::{GuidanceSpec, InputSpec, JobSpec, Lease, SCHEMA_VERSION, ValidationError};
 
 fn job() -> JobSpec {
-    JobSpec {
-        schema: SCHEMA_VERSION,
-        job_id: uuid::Uuid::new_v4(),
-        input: InputSpec::Prefix("in/".into()),
-        output_prefix: "out/".into(),
-        model: "fashion-mnist".into(),
-        guidance: GuidanceSpec::Class("coat".into()),
-        params: flowgrad_params::EditParams::default(),
-        seed: 0,
-        batch_size: 1,
-        direction: None,
-    }
+    JobSpec::new(InputSpec::Prefix("in/".into()), "out/", "fashion-mnist", GuidanceSpec::Class("coat".into()))
 }
 
 fn field_of(job: &JobSpec) -> &'static str {

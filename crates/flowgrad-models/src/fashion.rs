@@ -1,4 +1,4 @@
-//! Fashion-MNIST: class names, the gzipped IDX loader, and conversion of 28×28 bytes to padded
+//! Fashion-MNIST: the gzipped IDX loader (class names come from `flowgrad-catalog`), and conversion of 28×28 bytes to padded
 //! 32×32 images in [−1, 1].
 
 use std::io::Read;
@@ -11,29 +11,15 @@ use flate2::read::GzDecoder;
 pub const RAW_SIDE: usize = 28;
 /// Side of the images the models see (zero-padded by 2 pixels on each side).
 pub const SIDE: usize = 32;
-/// Number of classes.
-pub const NUM_CLASSES: usize = 10;
 /// Where the Debian package installs the data set.
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-/// The ten class names, in label order.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] = [
-    "t-shirt/top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-];
+pub use flowgrad_catalog::{CLASS_NAMES, NUM_CLASSES, class_index};
 
 const IMAGE_MAGIC: u32 = 0x0000_0803;
 const LABEL_MAGIC: u32 = 0x0000_0801;
 
-/// Errors of the data set loader and the class lookup.
+/// Errors of the data set loader.
 #[derive(Debug, thiserror::Error)]
 pub enum FashionError {
     /// A file could not be opened or decompressed.
@@ -62,26 +48,6 @@ pub enum FashionError {
         /// Number of labels.
         labels: usize,
     },
-    /// A class name that is not one of [`CLASS_NAMES`].
-    #[error("unknown class {name:?}; valid classes: {}", CLASS_NAMES.join(", "))]
-    UnknownClass {
-        /// The name asked for.
-        name: String,
-    },
-}
-
-/// Label of a class name, case-insensitively ("Coat" → 4; "tshirt", "t-shirt" and "top" name class 0).
-pub fn class_index(name: &str) -> Result<usize, FashionError> {
-    let wanted = name.trim().to_lowercase();
-    let alias = match wanted.as_str() {
-        "t-shirt" | "tshirt" | "top" | "t-shirt top" => "t-shirt/top",
-        "ankle-boot" | "boot" => "ankle boot",
-        other => other,
-    };
-    CLASS_NAMES
-        .iter()
-        .position(|c| *c == alias)
-        .ok_or_else(|| FashionError::UnknownClass { name: name.to_string() })
 }
 
 /// Which half of the data set.

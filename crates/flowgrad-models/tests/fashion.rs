@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
 use flate2::{Compression, write::GzEncoder};
-use flowgrad_models::fashion::{DEFAULT_DIR, FashionError, FashionMnist, SIDE, Split, class_index, to_padded};
+use flowgrad_models::fashion::{DEFAULT_DIR, FashionError, FashionMnist, SIDE, Split, to_padded};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("flowgrad-fashion-{}-{name}", std::process::id()));
@@ -26,22 +26,6 @@ fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     }
     out.extend(data);
     out
-}
-
-#[test]
-fn class_names_resolve_case_insensitively() {
-    assert_eq!(class_index("coat").unwrap(), 4);
-    assert_eq!(class_index(" Ankle Boot ").unwrap(), 9);
-    assert_eq!(class_index("T-shirt/Top").unwrap(), 0);
-    assert_eq!(class_index("sneaker").unwrap(), 7);
-}
-
-#[test]
-fn unknown_class_lists_valid_names() {
-    let err = class_index("hat").unwrap_err();
-    assert!(matches!(err, FashionError::UnknownClass { .. }));
-    let msg = err.to_string();
-    assert!(msg.contains("\"hat\"") && msg.contains("ankle boot") && msg.contains("t-shirt/top"), "{msg}");
 }
 
 #[test]

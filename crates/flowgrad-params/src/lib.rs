@@ -4,6 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "clap")]
+pub mod cli;
+mod direction;
+
+pub use direction::{DIRECTION_FORMAT, DIRECTION_METADATA_KEY, DirectionHeader};
+
 /// A parameter outside its valid range; the message names the parameter and the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid parameter `{name}`: {reason}")]

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer, vocabulary_sha256};
@@ -13,7 +12,8 @@ use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer, vocabulary_sha256}
 use crate::fixture::{FixtureError, TensorFile, format_error, read_json};
 use crate::report::{ParityReport, scaled_error};
 
-type B = Autodiff<Flex>;
+/// The binaries' backend: parity is checked where the edits run.
+type B = flowgrad_backend::Backend;
 
 /// Recommended tolerance for features, cosines and logits (scaled error, FORMAT.md).
 const FEATURE_TOLERANCE: f64 = 1e-4;

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
@@ -17,7 +16,8 @@ use flowgrad_models::ncsnpp::Ncsnpp;
 use crate::fixture::{FixtureError, TensorFile, format_error};
 use crate::report::{ParityReport, chunked_scaled_error, relative_error, scaled_error};
 
-type B = Autodiff<Flex>;
+/// The binaries' backend: parity is checked where the edits run.
+type B = flowgrad_backend::Backend;
 
 /// What the set records, read by `flowgrad_set`.
 pub(crate) struct Recorded<'a> {

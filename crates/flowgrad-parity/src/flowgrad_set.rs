@@ -3,7 +3,6 @@
 use std::cell::Cell;
 use std::path::Path;
 
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, TimeGrid, VelocityField, simulate, straightness};
@@ -13,7 +12,8 @@ use crate::flowgrad_model::{Recorded, check_with_model};
 use crate::ncsnpp_set::load_fixture_model;
 use crate::report::{ParityReport, chunked_scaled_error, relative_error, scaled_error};
 
-type B = Autodiff<Flex>;
+/// The binaries' backend: parity is checked where the edits run.
+type B = flowgrad_backend::Backend;
 
 /// Replays recorded velocities in call order: the k-th evaluation returns v_k whatever x is.
 /// Lets the simulation code run on a fixture's trajectory without its network (its Jacobian is

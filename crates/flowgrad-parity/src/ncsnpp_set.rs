@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::Tensor;
 use flowgrad::VelocityField;
 use flowgrad::tensor_util::{from_vec, to_vec};
@@ -13,7 +12,8 @@ use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig, read_safetensors};
 use crate::fixture::{FixtureError, TensorFile, format_error, read_json};
 use crate::report::{ParityReport, chunked_scaled_error};
 
-type B = Autodiff<Flex>;
+/// The binaries' backend: parity is checked where the edits run.
+type B = flowgrad_backend::Backend;
 
 /// Recommended tolerance for `v` and `vjp_x` (per-sample scaled error, FORMAT.md).
 const TOLERANCE: f64 = 5e-4;

@@ -109,3 +109,10 @@ impl<S: serde::de::DeserializeOwned> FleetConfig<S> {
         Ok(loaded)
     }
 }
+
+/// A service's own sections from its TOML defaults alone (no file, no environment): the
+/// settings a fleet embedded in one process runs with, so they never drift from the services'.
+pub fn section_defaults<S: serde::de::DeserializeOwned>(service_defaults: &str) -> anyhow::Result<S> {
+    let settings = config::Config::builder().add_source(config::File::from_str(service_defaults, config::FileFormat::Toml)).build()?;
+    Ok(settings.try_deserialize()?)
+}

@@ -8,7 +8,7 @@ pub mod http;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{FleetConfig, HttpConfig, LogConfig, LogFormat, StorageConfig, instance_id};
+pub use config::{FleetConfig, HttpConfig, LogConfig, LogFormat, StorageConfig, instance_id, section_defaults};
 pub use connect::{connect_broker, connect_store};
 pub use http::{Readiness, serve, watch_dependencies};
 pub use shutdown::shutdown_on_signals;

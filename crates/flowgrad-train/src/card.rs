@@ -72,7 +72,7 @@ fn render(m: &Metrics) -> String {
     let _ = writeln!(w, "# FlowGrad Fleet bundled models\n");
     let _ = writeln!(w, "Trained from scratch on Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence): the 60 000");
     let _ = writeln!(w, "training images, 28×28 zero-padded to 32×32 with black (−1), pixels scaled to [−1, 1]. Metrics use");
-    let _ = writeln!(w, "the 10 000-image test set. CPU training with burn 0.21 (`Autodiff<Flex>`), on a 2-core machine.");
+    let _ = writeln!(w, "the 10 000-image test set. Trained with burn 0.21 on the {} backend.", flowgrad_backend::name());
     let _ = writeln!(w, "The weights are released under the workspace licence (MIT OR Apache-2.0).\n");
     let _ = writeln!(w, "Command: `{}`", m.command);
     if let Some(t) = m.total_wall_s {

@@ -22,7 +22,7 @@
 //! `out_dir/checkpoints/{flow,reflow,classifier,judge}/` (a further reflow round: `reflow-from-<digest
 //! of its starting weights>/`) (model, Adam state, step, seed); batches, noise
 //! and times of step k depend only on (seed, k), so a resumed run matches an uninterrupted one.
-//! Training runs on `Autodiff<Flex>` (CPU).
+//! Training runs on `flowgrad_backend::Backend`: the CPU `flex` backend, or CUDA in a `cuda` build.
 
 pub mod card;
 pub mod classify;
@@ -35,7 +35,6 @@ pub mod trainer;
 use std::path::Path;
 
 use anyhow::Context;
-use burn::backend::{Autodiff, Flex};
 
 pub use card::{update_model_card, write_model_card};
 pub use classify::{ClassifierReport, ClassifierTrainConfig, JudgeTrainConfig, SupervisedConfig, train_classifier, train_judge};
@@ -43,10 +42,10 @@ pub use flow::{FlowReport, FlowTrainConfig, train_flow};
 pub use reflow::{ReflowReport, ReflowTrainConfig, train_reflow};
 pub use trainer::LoopConfig;
 
-/// The backend models are trained on.
-pub type TrainBackend = Autodiff<Flex>;
-/// The backend trained models are evaluated on.
-pub type EvalBackend = Flex;
+/// The backend models are trained on (the binaries' one backend choice).
+pub type TrainBackend = flowgrad_backend::Backend;
+/// The backend trained models are evaluated on (the same, without autodiff).
+pub type EvalBackend = flowgrad_backend::InnerBackend;
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))

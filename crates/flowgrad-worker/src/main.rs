@@ -9,11 +9,11 @@ use tracing::warn;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    flowgrad_engine::backend::tune_allocator();
+    flowgrad_backend::tune_allocator();
     let metrics = WorkerMetrics::new();
     let started = flowgrad_service::start::<WorkerSection>(DEFAULTS, metrics.registry.clone()).await?;
     let settings = started.config.service.worker.clone();
-    tracing::info!(backend = flowgrad_engine::backend::name(), "worker ready");
+    tracing::info!(backend = flowgrad_backend::name(), "worker ready");
     let models = Arc::new(ModelRegistry::with_catalog(Assets::from_option(settings.assets.clone()), started.config.service.models.clone()).with_recorded_forwards(settings.recorded_forwards));
     let grace = settings.shutdown_grace();
     let worker = Worker::new(started.store, started.broker, models, settings, metrics);

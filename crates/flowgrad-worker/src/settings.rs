@@ -38,7 +38,7 @@ pub struct WorkerSection {
     pub worker: WorkerSettings,
     /// `[models]`: optional NCSN++ and CLIP checkpoints (shared with the coordinators).
     #[serde(default)]
-    pub models: flowgrad_engine::ModelCatalog,
+    pub models: flowgrad_catalog::ModelCatalog,
 }
 
 /// TOML defaults of `[worker]`.

@@ -5,11 +5,11 @@
 //! metadata the parameters it was learned with (the trajectory it is only valid on) and free-form
 //! labels (model, guidance, origin) for whoever stores it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-use serde::{Deserialize, Serialize};
+use flowgrad_params::DirectionHeader;
 
 use crate::editor::{EditOutcome, Editor};
 use crate::error::{FlowGradError, Result, invalid};
@@ -17,17 +17,7 @@ use crate::field::{Guidance, VelocityField};
 use crate::params::EditParams;
 use crate::state::HostTensor;
 
-/// Version of the serialised layout; bumped on incompatible changes.
-pub const DIRECTION_FORMAT: u32 = 1;
-const METADATA_KEY: &str = "flowgrad.direction";
 const CONTROLS: &str = "controls";
-
-#[derive(Serialize, Deserialize)]
-struct DirectionMetadata {
-    format: u32,
-    params: EditParams,
-    labels: BTreeMap<String, String>,
-}
 
 /// A learned direction: controls `[N, 1, C, H, W]` shared by every image, with the parameters of
 /// the trajectory they were learned on.
@@ -105,31 +95,20 @@ impl GlobalDirection {
 
     /// Serialises to a safetensors buffer, with `labels` kept as metadata.
     pub fn to_bytes(&self, labels: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-        let meta = DirectionMetadata { format: DIRECTION_FORMAT, params: self.params.clone(), labels: labels.clone() };
-        let json = serde_json::to_string(&meta).map_err(|e| FlowGradError::CorruptState(e.to_string()))?;
+        let metadata = DirectionHeader::new(self.params.clone(), labels.clone()).metadata();
         let bytes = self.controls.bytes();
         let view = TensorView::new(Dtype::F32, self.controls.shape.clone(), &bytes)
             .map_err(|e| FlowGradError::CorruptState(e.to_string()))?;
-        let metadata = HashMap::from([(METADATA_KEY.to_string(), json)]);
         safetensors::serialize([(CONTROLS, view)], Some(metadata)).map_err(|e| FlowGradError::CorruptState(e.to_string()))
     }
 
     /// Parses a buffer written by [`GlobalDirection::to_bytes`]; returns it with its labels.
     pub fn from_bytes(bytes: &[u8]) -> Result<(Self, BTreeMap<String, String>)> {
         let corrupt = |e: &dyn std::fmt::Display| FlowGradError::CorruptState(format!("direction: {e}"));
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(&e))?;
-        let json = header
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or_else(|| corrupt(&format!("missing `{METADATA_KEY}` metadata (not a FlowGrad direction)")))?;
-        let meta: DirectionMetadata = serde_json::from_str(json).map_err(|e| corrupt(&e))?;
-        if meta.format != DIRECTION_FORMAT {
-            return Err(corrupt(&format!("format {} is not supported (expected {DIRECTION_FORMAT})", meta.format)));
-        }
+        let header = DirectionHeader::read(bytes).map_err(|e| corrupt(&e))?;
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| corrupt(&e))?;
         let controls = HostTensor::from_view(&tensors.tensor(CONTROLS).map_err(|e| corrupt(&e))?)?;
-        Ok((Self::from_controls(controls, meta.params)?, meta.labels))
+        Ok((Self::from_controls(controls, header.params)?, header.labels))
     }
 }
 

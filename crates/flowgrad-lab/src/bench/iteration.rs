@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{AnchorPlan, DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, Trajectory, VelocityField, decomposed_backprop_recorded, simulate, simulate_recording, simulate_untracked, straightness};
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 use flowgrad_parity::TensorFile;
 
 /// Arguments of `flowgrad bench iteration`.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
 use flowgrad::{Guidance, GuidanceContext, VelocityField};
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::clip::{AugmentConfig, ClipConfig, ClipGuidance, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 use flowgrad::EditParams;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad_engine::Model;
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 use flowgrad_jobs::{GuidanceSpec, JobReport, TaskOutcome};
 use flowgrad_storage::ObjectStore;
 use flowgrad_storage::image::{ImageLimits, decode_for_model};

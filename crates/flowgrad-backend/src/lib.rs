@@ -1,4 +1,6 @@
-//! The one place the binaries choose their burn backend.
+//! The one place the binaries choose their burn backend: every crate that computes (engine,
+//! training, parity checks, benchmarks) uses [`Backend`], so a `cuda` build does all of it on
+//! the GPU.
 
 /// CPU: burn's `flex` backend with autodiff.
 #[cfg(not(feature = "cuda"))]
@@ -7,6 +9,9 @@ pub type Backend = burn::backend::Autodiff<burn::backend::Flex>;
 /// GPU: burn's CUDA backend with autodiff.
 #[cfg(feature = "cuda")]
 pub type Backend = burn::backend::Autodiff<burn::backend::Cuda>;
+
+/// [`Backend`] without autodiff, for inference-only work (evaluating a model under training).
+pub type InnerBackend = <Backend as burn::tensor::backend::AutodiffBackend>::InnerBackend;
 
 /// The default device of [`Backend`].
 pub fn device() -> burn::tensor::Device<Backend> {

@@ -7,7 +7,7 @@ use clap::Args;
 use flowgrad::analytic::AffineField;
 use flowgrad::{ControlState, EditParams, Editor, MseToTarget};
 
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 
 /// Options of the demo.
 #[derive(Args, Debug)]

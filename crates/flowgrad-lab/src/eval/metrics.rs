@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use burn::tensor::Tensor;
 use flowgrad::mean_abs_diff;
 use flowgrad::tensor_util::to_vec;
-use flowgrad_engine::backend::Backend;
+use flowgrad_backend::Backend;
 use flowgrad_models::{CLASS_NAMES, Classifier, ImageClassifier, Judge, top_classes};
 use serde::Serialize;
 

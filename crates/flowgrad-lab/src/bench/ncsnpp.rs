@@ -13,7 +13,7 @@ use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
 use clap::ValueEnum;
 use flowgrad::{AnchorPlan, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_recording, velocity_vjp};
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
 /// Back-propagation methods whose memory is compared.

@@ -1,8 +1,16 @@
-//! FlowGrad's parameters on the command line. Every default is `EditParams::default()`'s (the
-//! one source the job files, helm values and docs also read): a flag left out keeps it.
+//! The edit parameters as command-line flags (feature `clap`). Every default is
+//! `EditParams::default()`'s (the one source the job files, helm values and docs also read): a
+//! flag left out keeps it.
 
 use clap::Args;
-use flowgrad::{EditParams, Faithfulness, SegmentAnchor, SegmentGradient, UpdateRule};
+
+use crate::{EditParams, Faithfulness, SegmentAnchor, SegmentGradient, UpdateRule};
+
+/// Parses a value by its serialised (job parameter) name, e.g. `paper` or `interpolate`: the
+/// `value_parser` of every enum flag, so flags and job files spell values alike.
+pub fn parse_enum<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|e| e.to_string())
+}
 
 fn defaults() -> EditParams {
     EditParams::default()
@@ -19,7 +27,7 @@ pub struct ParamArgs {
     pub iterations: usize,
     /// Update rule: `trust_region` (normalised steps, per-image radius; the default) or
     /// `gradient` (the paper's u ← u − α·∇, with `--step-size`).
-    #[arg(long, value_parser = crate::serde_enum::<UpdateRule>)]
+    #[arg(long, value_parser = parse_enum::<UpdateRule>)]
     pub update: Option<UpdateRule>,
     /// The trust region's first radius ρ: RMS change of the output per iteration, in data units.
     #[arg(long, default_value_t = defaults().trust_radius)]
@@ -38,15 +46,15 @@ pub struct ParamArgs {
     #[arg(long, default_value_t = defaults().warm_start)]
     pub warm_start: f32,
     /// What faithfulness measures: `l1` (mean absolute difference) or `l1_ssim` (plus 1 − SSIM).
-    #[arg(long, value_parser = crate::serde_enum::<Faithfulness>)]
+    #[arg(long, value_parser = parse_enum::<Faithfulness>)]
     pub faithfulness: Option<Faithfulness>,
     /// How a merged segment's gradient reaches its steps: `copy` (the paper's, the default) or
     /// `interpolate` (`params.segment_gradient`).
-    #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>)]
+    #[arg(long, value_parser = parse_enum::<SegmentGradient>)]
     pub segment_gradient: Option<SegmentGradient>,
     /// The step a merged segment's VJP is evaluated at: `start` (the paper's, the default) or
     /// `middle` (`params.segment_anchor`).
-    #[arg(long, value_parser = crate::serde_enum::<SegmentAnchor>)]
+    #[arg(long, value_parser = parse_enum::<SegmentAnchor>)]
     pub segment_anchor: Option<SegmentAnchor>,
 }
 
@@ -86,6 +94,12 @@ mod tests {
     #[test]
     fn no_flags_give_the_default_parameters() {
         assert_eq!(Cli::parse_from(["flowgrad"]).params.to_params(), EditParams::default());
+    }
+
+    #[test]
+    fn an_unknown_value_is_refused_with_the_reason() {
+        let err = Cli::try_parse_from(["flowgrad", "--update", "newton"]).err().unwrap().to_string();
+        assert!(err.contains("newton") && err.contains("trust_region"), "{err}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use clap::Args;
 use flowgrad::baselines::{guided_sample, optimise_noise};
 use flowgrad::{ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, encode, energy, simulate, straightness};
 use flowgrad_engine::Assets;
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
 use flowgrad_models::{CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge, load_reflow};
 use rand::seq::SliceRandom;
@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use metrics::{Metrics, Tally};
 
-use crate::params::ParamArgs;
+use flowgrad_params::cli::ParamArgs;
 
 /// The ξ values of the loss-vs-time sweep (Fig. 5b); `f32::MAX` makes a single segment.
 const XI_SWEEP: [(f32, &str); 6] = [(0.0, "0"), (1e-3, "1e-3"), (5e-3, "5e-3"), (1e-2, "1e-2"), (5e-2, "5e-2"), (f32::MAX, "single segment")];

@@ -10,7 +10,7 @@ use flowgrad::tensor_util::to_vec;
 use flowgrad::{AnchorPlan, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_recording};
 use flowgrad_models::ConvFieldConfig;
 
-use flowgrad_engine::backend::{self, Backend};
+use flowgrad_backend::{self as backend, Backend};
 
 mod clip;
 mod edit;
@@ -51,14 +51,14 @@ pub enum Suite {
         #[arg(long, value_enum, default_value_t = BenchControls::Zero)]
         controls: BenchControls,
         /// Simulation and grid convention: `reference` (the original code's) or `paper`.
-        #[arg(long, value_parser = crate::serde_enum::<Mode>, default_value = "reference")]
+        #[arg(long, value_parser = flowgrad_params::cli::parse_enum::<Mode>, default_value = "reference")]
         mode: Mode,
         /// The FlowGrad variant of the summary line: how a segment's gradient reaches its
         /// steps (`copy` or `interpolate`, as `params.segment_gradient`)…
-        #[arg(long, value_parser = crate::serde_enum::<SegmentGradient>, default_value = "copy")]
+        #[arg(long, value_parser = flowgrad_params::cli::parse_enum::<SegmentGradient>, default_value = "copy")]
         segment_gradient: SegmentGradient,
         /// …and where its VJP is evaluated (`start` or `middle`, as `params.segment_anchor`).
-        #[arg(long, value_parser = crate::serde_enum::<SegmentAnchor>, default_value = "start")]
+        #[arg(long, value_parser = flowgrad_params::cli::parse_enum::<SegmentAnchor>, default_value = "start")]
         segment_anchor: SegmentAnchor,
         /// Timed runs per row; the median is kept (default 3; 1 with --quick).
         #[arg(long)]

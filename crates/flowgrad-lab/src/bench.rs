@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{AnchorPlan, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_recording};
+use flowgrad::{AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_recording};
 use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_backend::{self as backend, Backend};
@@ -316,9 +316,9 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
                     let (trajectory, mut recorded) = simulate_recording(field, x0.clone(), Some(controls), time, mode, plan);
                     forwards.push(clock.elapsed());
                     let clock = Instant::now();
-                    let (result, grid) = iteration::flowgrad_gradient(field, &trajectory, &mut recorded, controls, time, guidance, xi, mode, anchor);
-                    let counts = (result.vjps, result.recorded_vjps);
-                    let gradient = flat(result.assigned(assignment, &grid, time, mode));
+                    let result = iteration::gradient_towards(field, &trajectory, &mut recorded, controls, time, guidance, GradientRule { xi, mode, anchor });
+                    let counts = (result.decomposed.vjps, result.decomposed.recorded_vjps);
+                    let gradient = flat(result.decomposed.assigned(assignment, &result.grid, time, mode));
                     gradients.push(clock.elapsed());
                     measured = Some((gradient, counts));
                 }

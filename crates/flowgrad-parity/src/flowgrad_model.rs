@@ -8,8 +8,8 @@ use std::path::Path;
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
-    EditParams, Editor, Grid, UpdateRule, Guidance, GuidanceContext, HostTensor, Mode, MseToTarget, SegmentAnchor, Selection, TimeGrid, decomposed_backprop, full_backprop, simulate,
-    straightness,
+    EditParams, Editor, GradientRule, Grid, Guidance, GuidanceContext, HostTensor, IterationGradient, Mode, MseToTarget, RecordedForwards, SegmentAnchor, Selection, TimeGrid,
+    UpdateRule, endpoint_gradient, flowgrad_gradient, full_backprop, simulate,
 };
 use flowgrad_models::ncsnpp::Ncsnpp;
 
@@ -57,16 +57,16 @@ pub(crate) fn check_with_model(report: &mut ParityReport, model: &Ncsnpp<B>, r: 
         let x1 = trajectory.last().require_grad();
         let loss = guidance.loss(x1.clone(), &ctx).sum();
         losses.push(to_vec(loss.clone())[0]);
-        let grad_x1 = Tensor::from_inner(x1.grad(&loss.backward()).expect("the loss depends on x1"));
-        let s = straightness(&trajectory.velocities, mode);
-        let grid = Grid::build(&s.s, r.xi, mode);
+        let grad_x1 = endpoint_gradient(&x1, loss).expect("the loss depends on x1");
+        let rule = GradientRule { xi: r.xi, mode, anchor: SegmentAnchor::Start };
+        let IterationGradient { decomposed: gradient, grid, straightness } = flowgrad_gradient(model, &trajectory, &mut RecordedForwards::none(), Some(&controls), &r.time, grad_x1, rule);
+        let s = straightness.expect("Reference mode computes the straightness");
         if it == 0 {
             report.measure("v (recomputed, per step)", "scaled", chunked_scaled_error(&flat(&trajectory.velocities), &data.f32("v")?.1, per), 5e-4);
             report.measure("traj (model)", "scaled", scaled_error(&flat(&trajectory.states), &data.f32("traj")?.1), 1e-4);
             report.measure("straightness (model)", "relative", relative_error(&s.s, &data.f32("straightness")?.1), 1e-3);
         }
         report.exact(format!("iteration {it} segments (model)"), grid == *expected_grid, format!("ours {grid:?}, original {expected_grid:?}"));
-        let gradient = decomposed_backprop(model, &trajectory, Some(&controls), &grid, &r.time, grad_x1, mode, SegmentAnchor::Start);
         let name = if it == 0 { "lam_seg".to_string() } else { format!("iter{it}_lam_seg") };
         if data.contains(&name) && grid == *expected_grid {
             let error = chunked_scaled_error(&flat(&gradient.segment_costates), &data.f32(&name)?.1, per);

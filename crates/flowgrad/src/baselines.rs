@@ -7,13 +7,13 @@
 
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-use crate::backprop::decomposed_backprop;
 use crate::editor::Editor;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField};
+use crate::gradient::{GradientRule, endpoint_gradient, flowgrad_gradient};
 use crate::params::{Selection, UpdateRule};
+use crate::recording::RecordedForwards;
 use crate::state::ControlState;
-use crate::straightness::{Grid, straightness};
 use crate::tensor_util::scalar;
 use crate::trajectory::{TimeGrid, simulate_untracked};
 
@@ -71,10 +71,8 @@ where
         if last {
             break;
         }
-        let grads = weighted.sum().backward();
-        let grad_x1 = Tensor::from_inner(x1.grad(&grads).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?);
-        let grid = Grid::build(&straightness(&trajectory.velocities, params.mode).s, params.xi, params.mode);
-        let gradient = decomposed_backprop(editor.field(), &trajectory, None, &grid, &time, grad_x1, params.mode, params.segment_anchor);
+        let grad_x1 = endpoint_gradient(&x1, weighted).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?;
+        let gradient = flowgrad_gradient(editor.field(), &trajectory, &mut RecordedForwards::none(), None, &time, grad_x1, GradientRule::of(params)).decomposed;
         vjps += gradient.vjps;
         let direction = gradient.segment_costates[0].clone() + shift.clone() * (2.0 * params.lambda);
         let step = match params.update {

@@ -4,13 +4,12 @@ use std::marker::PhantomData;
 
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-use crate::backprop::decomposed_backprop_recorded;
 use crate::baselines::guided_sample;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff, ssim};
+use crate::gradient::{GradientRule, endpoint_gradient, flowgrad_gradient};
 use crate::params::{ControlSharing, EditParams, Faithfulness, Mode, Selection, UpdateRule};
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
-use crate::straightness::{Grid, straightness};
 use crate::tensor_util::{from_vec, to_vec};
 use crate::recording::AnchorPlan;
 use crate::trajectory::{TimeGrid, encode, simulate_recording, simulate_untracked};
@@ -209,8 +208,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
         let x1 = trajectory.last().detach().require_grad();
         let parts = self.loss_parts(x1.clone(), original, &ctx);
-        let grads = parts.weighted.clone().sum().backward();
-        let grad_x1 = Tensor::from_inner(x1.grad(&grads).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?);
+        let grad_x1 = endpoint_gradient(&x1, parts.weighted.clone()).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?;
 
         let per_image: Vec<f64> = to_vec(parts.weighted.clone()).into_iter().map(f64::from).collect();
         let objectives = self.entry_objectives(&per_image, &state.controls);
@@ -222,14 +220,9 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         // Where every entry rejects its trial, the next trial needs no gradient: skip the VJPs.
         let mut gradient = None;
         if accepted.iter().any(|&a| a) {
-            let s = straightness(&trajectory.velocities, self.params.mode);
-            let grid = if self.params.xi == 0.0 && self.params.mode == Mode::Paper {
-                Grid::uniform(self.params.steps)
-            } else {
-                Grid::build(&s.s, self.params.xi, self.params.mode)
-            };
-            let decomposed = decomposed_backprop_recorded(&self.field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1, self.params.mode, self.params.segment_anchor);
-            let per_step = decomposed.assigned(self.params.segment_gradient, &grid, &time, self.params.mode);
+            let gradient_of_step = flowgrad_gradient(&self.field, &trajectory, &mut recorded, Some(&controls), &time, grad_x1, GradientRule::of(&self.params));
+            let grid = &gradient_of_step.grid;
+            let per_step = gradient_of_step.decomposed.assigned(self.params.segment_gradient, grid, &time, self.params.mode);
             record.segments = grid.len();
             gradient = Some(self.objective_gradient(&state.controls, &per_step));
         }

@@ -11,6 +11,7 @@ pub mod direction;
 pub mod editor;
 pub mod error;
 pub mod field;
+pub mod gradient;
 pub mod params;
 pub mod recording;
 pub mod state;
@@ -23,6 +24,7 @@ pub use backprop::{DecomposedGradient, FullGradient, RecordedSimulation, decompo
 pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
+pub use gradient::{GradientRule, IterationGradient, endpoint_gradient, flowgrad_gradient, segment_grid};
 pub use field::{Guidance, GuidanceContext, MseToTarget, SSIM_STRIDE, SSIM_WINDOW, VelocityField, mean_abs_diff, ssim};
 pub use params::{ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Faithfulness, Mode, SegmentAnchor, SegmentGradient, Selection, TRUST_GROWTH, TRUST_SHRINK, UpdateRule};
 pub use recording::{AnchorPlan, RecordedForwards};

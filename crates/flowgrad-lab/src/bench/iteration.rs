@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad::{AnchorPlan, DecomposedGradient, Grid, Guidance, GuidanceContext, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, Trajectory, VelocityField, decomposed_backprop_recorded, simulate, simulate_recording, simulate_untracked, straightness};
+use flowgrad::{AnchorPlan, GradientRule, Guidance, GuidanceContext, IterationGradient, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, Trajectory, VelocityField, endpoint_gradient, flowgrad_gradient, simulate, simulate_recording, simulate_untracked};
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_parity::TensorFile;
 
@@ -40,27 +40,20 @@ pub struct IterationArgs {
     recorded_forwards: usize,
 }
 
-/// FlowGrad's gradient for every control (Reference or Paper mode): ∂L/∂x_N of `guidance` at
-/// the end of `trajectory`, the grid of `xi` (uniform at ξ = 0), one VJP per segment at its
-/// `anchor` step (only the backward half where the simulation `recorded` the forward); and the
-/// grid.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn flowgrad_gradient<F: VelocityField<Backend>>(
+/// FlowGrad's gradient for every control of `trajectory` towards `guidance` under `rule`
+/// (`flowgrad::flowgrad_gradient`, reusing the forwards the simulation `recorded`).
+pub(super) fn gradient_towards<F: VelocityField<Backend>>(
     field: &F,
     trajectory: &Trajectory<Backend>,
     recorded: &mut RecordedForwards<Backend>,
     controls: &[Tensor<Backend, 4>],
     time: &TimeGrid,
     guidance: &impl Guidance<Backend>,
-    xi: f32,
-    mode: Mode,
-    anchor: SegmentAnchor,
-) -> (DecomposedGradient<Backend>, Grid) {
+    rule: GradientRule,
+) -> IterationGradient<Backend> {
     let x1 = trajectory.last().require_grad();
-    let grads = guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }).sum().backward();
-    let grad_x1 = Tensor::from_inner(x1.grad(&grads).expect("the loss depends on x_N"));
-    let grid = if xi == 0.0 { Grid::uniform(time.steps) } else { Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode) };
-    (decomposed_backprop_recorded(field, trajectory, recorded, Some(controls), &grid, time, grad_x1, mode, anchor), grid)
+    let grad_x1 = endpoint_gradient(&x1, guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 })).expect("the loss depends on x_N");
+    flowgrad_gradient(field, trajectory, recorded, Some(controls), time, grad_x1, rule)
 }
 
 /// The edit's inputs: from the fixture's `flowgrad/data.safetensors` where shapes match, else
@@ -149,7 +142,8 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         let plan = AnchorPlan { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start, capacity: args.recorded_forwards };
         let (trajectory, mut recorded) = simulate_recording(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference, plan);
         let forward = clock.elapsed();
-        let (gradient, _) = flowgrad_gradient(&model, &trajectory, &mut recorded, &inputs.controls, &time, &guidance, xi, Mode::Reference, SegmentAnchor::Start);
+        let rule = GradientRule { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start };
+        let gradient = gradient_towards(&model, &trajectory, &mut recorded, &inputs.controls, &time, &guidance, rule).decomposed;
         let updated: Vec<Tensor<Backend, 4>> = inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();
         let _ = to_vec(Tensor::cat(updated, 0));
         let total = clock.elapsed();

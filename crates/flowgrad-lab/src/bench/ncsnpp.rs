@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::to_vec;
 use clap::ValueEnum;
-use flowgrad::{AnchorPlan, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_recording, velocity_vjp};
+use flowgrad::{AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_recording, velocity_vjp};
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
@@ -120,7 +120,8 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
             let capacity = if method == Method::Recorded { flowgrad_engine::BUNDLED_RECORDED_FORWARDS } else { 0 };
             let plan = AnchorPlan { xi: 0.0, mode, anchor: SegmentAnchor::Start, capacity };
             let (trajectory, mut recorded) = simulate_recording(&model, x0, Some(&controls), &time, mode, plan);
-            let (gradient, _) = super::iteration::flowgrad_gradient(&model, &trajectory, &mut recorded, &controls, &time, &guidance, 0.0, mode, SegmentAnchor::Start);
+            let rule = GradientRule { xi: 0.0, mode, anchor: SegmentAnchor::Start };
+            let gradient = super::iteration::gradient_towards(&model, &trajectory, &mut recorded, &controls, &time, &guidance, rule).decomposed;
             let _ = to_vec(gradient.per_step[0].clone());
             gradient.vjps
         }

@@ -23,7 +23,7 @@ fn decomposed(field: &ConvField<B>, x0: Tensor<B, 4>, controls: &[Tensor<B, 4>],
     let grads = guidance.loss(x1.clone(), &CTX).sum().backward();
     let grad_x1 = Tensor::from_inner(x1.grad(&grads).unwrap());
     let g = decomposed_backprop(field, &trajectory, Some(controls), &Grid::uniform(time.steps), time, grad_x1, mode, SegmentAnchor::Start);
-    g.per_step.into_iter().flat_map(|t| to_vec(t)).collect()
+    g.per_step.into_iter().flat_map(to_vec).collect()
 }
 
 #[test]
@@ -38,7 +38,7 @@ fn decomposed_matches_full_backprop() {
     for mode in [Mode::Paper, Mode::Reference] {
         let ours = decomposed(&field, x0.clone(), &controls, &time, mode, &guidance);
         let full = full_backprop(&field, x0.clone(), &controls, &time, mode, |x1| guidance.loss(x1, &CTX).sum());
-        let oracle: Vec<f32> = full.per_step.into_iter().flat_map(|t| to_vec(t)).collect();
+        let oracle: Vec<f32> = full.per_step.into_iter().flat_map(to_vec).collect();
         let err = relative_l2(&ours, &oracle);
         assert!(err <= 1e-5, "{mode:?}: decomposed vs full back-prop relative error {err:e}");
         assert!(oracle.iter().any(|g| g.abs() > 1e-6), "the oracle gradient must not vanish");

@@ -132,7 +132,10 @@ async fn coordinator_killed_mid_job_is_rebuilt_from_storage() {
 }
 
 /// A job variant as raw JSON: `edit` changes the serialised job; the id is kept when present.
-fn variant(base: &flowgrad_jobs::JobSpec, edit: impl FnOnce(&mut serde_json::Value)) -> (Option<uuid::Uuid>, Vec<u8>) {
+/// A job message and the id it carries, if any.
+type Payload = (Option<uuid::Uuid>, Vec<u8>);
+
+fn variant(base: &flowgrad_jobs::JobSpec, edit: impl FnOnce(&mut serde_json::Value)) -> Payload {
     let mut value: serde_json::Value = serde_json::from_slice(&flowgrad_jobs::to_json(&flowgrad_jobs::JobSpec { job_id: uuid::Uuid::new_v4(), ..base.clone() })).unwrap();
     edit(&mut value);
     let id = value.get("job_id").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
@@ -178,7 +181,7 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
     // jobs that must be rejected, each with a word its reason must contain
     let base = Fleet::job("in/", "rejected/", 6, 1);
     let long_key = format!("in/{}.png", "k".repeat(2000));
-    let cases: Vec<((Option<uuid::Uuid>, Vec<u8>), &str)> = vec![
+    let cases: Vec<(Payload, &str)> = vec![
         (variant(&base, |v| v["model"] = json!("stable-diffusion")), "stable-diffusion"),
         (variant(&base, |v| v["guidance"] = json!({"class": "spaceship"})), "spaceship"),
         (variant(&base, |v| v["schema"] = json!(99)), "version 99"),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowgrad_jobs::{GuidanceSpec, InputSpec, JobReport, JobSpec, JobStatus, keys};
-use flowgrad_queue::{Queue, RabbitBroker, RabbitConfig, SharedBroker};
+use flowgrad_queue::{Queue, RabbitBroker, RabbitConfig, SharedBroker, Topology};
 use flowgrad_storage::{Bytes, S3Config, S3Store, SharedStore};
 
 fn env(name: &str) -> String {
@@ -121,10 +121,7 @@ status_interval_ms = 300
             create_bucket: true,
         };
         let store: SharedStore = Arc::new(S3Store::connect(&s3).await.expect("S3 reachable"));
-        let mut rabbit = RabbitConfig::default();
-        rabbit.url = amqp;
-        rabbit.topology.prefix = prefix;
-        rabbit.topology.delivery_limit = delivery_limit;
+        let rabbit = RabbitConfig { url: amqp, topology: Topology { prefix, delivery_limit }, ..RabbitConfig::default() };
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
         Self { dir, config, store, broker, process_env: vec![], image: None, containers: vec![], rabbit, workers: vec![], coordinators: vec![], spawned: 0 }
     }

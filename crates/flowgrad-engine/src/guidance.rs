@@ -44,8 +44,9 @@ impl Guidance<Backend> for TextGuidance {
     }
 }
 
-/// A session's guidance.
+/// A session's guidance (one per session, so the text variant's size costs nothing).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum AnyGuidance {
     /// Towards a class of the guidance classifier.
     Class(ClassGuidance<Classifier<Backend>>),

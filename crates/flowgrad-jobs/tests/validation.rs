@@ -38,8 +38,7 @@ fn oversize_fields_are_rejected() {
     assert_eq!(field_of(&JobSpec { input: InputSpec::Manifest(vec![long_key]), ..job() }), "input.manifest");
     assert_eq!(field_of(&JobSpec { model: "m".repeat(200), ..job() }), "model");
     assert_eq!(field_of(&JobSpec { guidance: GuidanceSpec::Class("c".repeat(200)), ..job() }), "guidance.class");
-    let mut params = flowgrad_params::EditParams::default();
-    params.iterations = flowgrad_jobs::job::MAX_STEPS + 1;
+    let params = flowgrad_params::EditParams { iterations: flowgrad_jobs::job::MAX_STEPS + 1, ..Default::default() };
     assert_eq!(field_of(&JobSpec { params, ..job() }), "params.iterations");
     let keys: Vec<String> = (0..=flowgrad_jobs::job::MAX_MANIFEST_KEYS).map(|i| format!("in/{i}.png")).collect();
     assert_eq!(field_of(&JobSpec { input: InputSpec::Manifest(keys), ..job() }), "input.manifest");

@@ -281,7 +281,7 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     let guidance = MseToTarget::new(target);
     let ctx = GuidanceContext { iteration: 0, seed: 0 };
     let time = TimeGrid::new(steps, 1e-3);
-    let flat = |g: Vec<Tensor<Backend, 4>>| -> Vec<f32> { g.into_iter().flat_map(|t| to_vec(t)).collect() };
+    let flat = |g: Vec<Tensor<Backend, 4>>| -> Vec<f32> { g.into_iter().flat_map(to_vec).collect() };
 
     let (x0, controls, time, guidance, ctx) = (&x0, &controls, &time, &guidance, &ctx);
     // (row name, one timed run of it)

@@ -143,7 +143,7 @@ mod tests {
         let views = ClassViews { copies: 3, max_shift: 1, flip: true, noise_std: 0.1, fill: -1.0 };
         let batched = values(views.apply(image(), 5));
         for i in 0..2 {
-            let alone = values(views.apply(image().slice([i..i + 1]), 5));
+            let alone = values(views.apply(image().narrow(0, i, 1), 5));
             for view in 0..3 {
                 assert_eq!(alone[view * 16..(view + 1) * 16], batched[(view * 2 + i) * 16..(view * 2 + i + 1) * 16], "image {i} view {view}");
             }

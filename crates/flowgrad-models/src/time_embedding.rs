@@ -10,7 +10,7 @@ pub fn sinusoidal<B: Backend>(t: Tensor<B, 1>, dim: usize) -> Tensor<B, 2> {
 
 /// Like [`sinusoidal`] with geometric frequencies from 1 to `max_frequency` cycles per unit time.
 pub fn sinusoidal_up_to<B: Backend>(t: Tensor<B, 1>, dim: usize, max_frequency: f32) -> Tensor<B, 2> {
-    assert!(dim % 2 == 0 && dim > 0, "embedding dimension must be even");
+    assert!(dim.is_multiple_of(2) && dim > 0, "embedding dimension must be even");
     let half = dim / 2;
     let device = t.device();
     let freqs: Vec<f32> = (0..half)

@@ -371,7 +371,7 @@ fn guidance_gradient_flows_to_the_input() {
     let direction = Tensor::<B, 4>::from_inner(grad.clone()) / (g.iter().map(|v| v * v).sum::<f32>().sqrt());
     let h = 1e-2;
     let total = |t: Tensor<B, 4>| values(guidance.loss(t, &ctx).sum())[0] as f64;
-    let numeric = (total(x.clone() + direction.clone() * h) - total(x.clone() - direction * h)) / (2.0 * h as f64);
+    let numeric = (total(x.clone() + direction.clone() * h) - total(x.clone() - direction * h)) / (2.0 * h);
     let analytic = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
     assert!((numeric - analytic).abs() <= 1e-2 * analytic, "numeric {numeric:.4e} vs analytic {analytic:.4e}");
     // another seed augments differently

@@ -46,7 +46,7 @@ impl TensorFile {
 
     /// True when the file holds `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors().names().iter().any(|n| *n == name)
+        self.tensors().names().contains(&name)
     }
 
     /// Names of all tensors.

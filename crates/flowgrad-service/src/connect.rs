@@ -10,8 +10,8 @@ use crate::config::StorageConfig;
 /// Connects the configured object store, wrapped in retries with backoff.
 pub async fn connect_store(storage: &StorageConfig, retry: &RetryPolicy) -> anyhow::Result<SharedStore> {
     Ok(match storage {
-        StorageConfig::S3 { s3 } => Arc::new(RetryingStore::new(S3Store::connect(s3).await?, retry.clone())),
-        StorageConfig::Local { root } => Arc::new(RetryingStore::new(LocalStore::new(root.clone())?, retry.clone())),
+        StorageConfig::S3 { s3 } => Arc::new(RetryingStore::new(S3Store::connect(s3).await?, *retry)),
+        StorageConfig::Local { root } => Arc::new(RetryingStore::new(LocalStore::new(root.clone())?, *retry)),
     })
 }
 

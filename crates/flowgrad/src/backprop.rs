@@ -77,6 +77,7 @@ pub fn velocity_vjp<B: AutodiffBackend, F: VelocityField<B>>(
 /// Exact (up to float rounding) when `grid` is uniform. `Paper` mode returns h·λ at the segment's
 /// end for each of its steps (∂x_{k+1}/∂u_k = h); `Reference` mode returns λ at the segment start
 /// (u_k perturbs the state, so ∂L/∂u_k = ∂L/∂x_k), as the original code does.
+#[allow(clippy::too_many_arguments)]
 pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     field: &F,
     trajectory: &Trajectory<B>,

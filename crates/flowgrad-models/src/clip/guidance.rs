@@ -14,7 +14,7 @@ use super::tokenizer::{TokenizeError, Tokenizer};
 /// CLIP's per-channel input mean (RGB, images in [0, 1]).
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 /// CLIP's per-channel input standard deviation.
-pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+pub const CLIP_STD: [f32; 3] = [0.26862954, 0.261_302_6, 0.275_777_1];
 
 /// Images in [0, 1] `[N, 3, H, W]` → bilinear resize (half-pixel centres, no antialiasing, as
 /// `F.interpolate(..., mode='bilinear')`) to `resolution`² → CLIP normalisation.

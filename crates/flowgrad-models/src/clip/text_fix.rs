@@ -85,7 +85,7 @@ fn sloppy_cp1252_byte(c: char) -> Option<u8> {
     if let Some(i) = CP1252_HIGH.iter().position(|&m| m == Some(c)) {
         return Some(0x80 + i as u8);
     }
-    (0x80..=0x9F).contains(&code).then(|| code as u8).filter(|b| CP1252_HIGH[(b - 0x80) as usize].is_none())
+    (0x80..=0x9F).contains(&code).then_some(code as u8).filter(|b| CP1252_HIGH[(b - 0x80) as usize].is_none())
 }
 
 /// Length of the UTF-8 sequence a lead byte starts (0 for bytes that cannot lead one).

@@ -21,6 +21,7 @@ fi
 
 log "tools"
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+{ command -v cargo-clippy >/dev/null && command -v rustfmt >/dev/null; } || rustup component add clippy rustfmt
 [ -f "$FLOWGRAD_FIXTURES/FORMAT.md" ] || { echo "parity fixtures not found at $FLOWGRAD_FIXTURES (set FLOWGRAD_FIXTURES)"; exit 1; }
 
 log "S3-compatible server (SeaweedFS) for the storage and fleet tests"
@@ -52,11 +53,14 @@ log "deployment: helm lint/template over the value sets, kubernetes-validate, re
 export FLOWGRAD_RENDERED_CONFIGS=${FLOWGRAD_RENDERED_CONFIGS:-/var/tmp/flowgrad-rendered}
 bash scripts/validate-deploy.sh "$FLOWGRAD_RENDERED_CONFIGS"
 
-log "CUDA feature compiles (no GPU needed); no LLVM download in its tree"
+log "CUDA feature: no LLVM download in its tree"
 if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features cuda 2>/dev/null | grep -q tracel; then
   echo "tracel-llvm-bundler is in the CUDA dependency tree: it downloads LLVM at build time"; exit 1
 fi
-cargo check --locked -p flowgrad-cli --features cuda
+
+log "lints: rustfmt; clippy -D warnings on every target, built with the CUDA feature (no GPU needed)"
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets --features flowgrad-cli/cuda -- -D warnings
 
 log "the job schema, the catalog and the coordinator link no tensor library"
 for crate in flowgrad-params flowgrad-jobs flowgrad-catalog flowgrad-coordinator; do

@@ -13,7 +13,8 @@ use flowgrad_tests::fleet::Fleet;
 const MINUTES: Duration = Duration::from_secs(60);
 
 fn image() -> String {
-    std::env::var("FLOWGRAD_TEST_IMAGE").expect("FLOWGRAD_TEST_IMAGE names the image under test: run these tests through scripts/images.sh")
+    std::env::var("FLOWGRAD_TEST_IMAGE")
+        .expect("FLOWGRAD_TEST_IMAGE names the image under test: run these tests through scripts/images.sh")
 }
 
 fn text(out: &Output) -> String {
@@ -28,21 +29,44 @@ fn run_in_image(fleet: &Fleet, name: &str, args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_runs_read_only_as_uid_10001_and_edits_with_its_built_in_models() {
     let fleet = Fleet::new().await;
-    let version = run_in_image(&fleet, &format!("{}-version", uuid::Uuid::new_v4().simple()), &["flowgrad", "--version"]);
-    assert!(version.status.success() && String::from_utf8_lossy(&version.stdout).starts_with("flowgrad "), "{}", text(&version));
+    let version =
+        run_in_image(&fleet, &format!("{}-version", uuid::Uuid::new_v4().simple()), &["flowgrad", "--version"]);
+    assert!(
+        version.status.success() && String::from_utf8_lossy(&version.stdout).starts_with("flowgrad "),
+        "{}",
+        text(&version)
+    );
     let who = run_in_image(&fleet, &format!("{}-id", uuid::Uuid::new_v4().simple()), &["id", "-u"]);
     assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), "10001", "{}", text(&who));
-    let readonly = run_in_image(&fleet, &format!("{}-ro", uuid::Uuid::new_v4().simple()), &["touch", "/opt/flowgrad/x"]);
+    let readonly =
+        run_in_image(&fleet, &format!("{}-ro", uuid::Uuid::new_v4().simple()), &["touch", "/opt/flowgrad/x"]);
     assert!(!readonly.status.success(), "the root file system is read-only");
     let edit = run_in_image(
         &fleet,
         &format!("{}-run", uuid::Uuid::new_v4().simple()),
-        &["flowgrad", "run", "--input", "/opt/flowgrad/examples", "--output", "/tmp/out", "--target", "coat", "--steps", "4", "--iterations", "1"],
+        &[
+            "flowgrad",
+            "run",
+            "--input",
+            "/opt/flowgrad/examples",
+            "--output",
+            "/tmp/out",
+            "--target",
+            "coat",
+            "--steps",
+            "4",
+            "--iterations",
+            "1",
+        ],
     );
     assert!(edit.status.success(), "{}", text(&edit));
     let stdout = String::from_utf8_lossy(&edit.stdout);
     assert!(stdout.contains("wrote 8 edited image(s)") && stdout.contains("summary: "), "{}", text(&edit));
-    assert!(!String::from_utf8_lossy(&edit.stderr).contains("without labels"), "the image has a font for grid.png: {}", text(&edit));
+    assert!(
+        !String::from_utf8_lossy(&edit.stderr).contains("without labels"),
+        "the image has a font for grid.png: {}",
+        text(&edit)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +86,11 @@ async fn a_fleet_of_containers_runs_a_reflow_job_through_a_docker_stop() {
         "job_id = \"{job_id}\"\ninput = {{ prefix = \"in/\" }}\noutput_prefix = \"out/\"\nmodel = \"fashion-mnist-reflow\"\nguidance = {{ class = \"coat\" }}\nseed = 1\nbatch_size = 1\n[params]\nsteps = 16\niterations = 12\n"
     );
     std::fs::write(fleet.dir.path().join("job.toml"), job).unwrap();
-    let submitted = run_in_image(&fleet, &format!("{}-submit", uuid::Uuid::new_v4().simple()), &["flowgrad", "submit", "--config", "/etc/flowgrad/flowgrad.toml", "/fleet/job.toml"]);
+    let submitted = run_in_image(
+        &fleet,
+        &format!("{}-submit", uuid::Uuid::new_v4().simple()),
+        &["flowgrad", "submit", "--config", "/etc/flowgrad/flowgrad.toml", "/fleet/job.toml"],
+    );
     assert!(submitted.status.success(), "{}", text(&submitted));
     assert_eq!(String::from_utf8_lossy(&submitted.stdout).trim(), job_id.to_string());
     // a worker container stopped mid-task hands the task back within its grace period

@@ -3,26 +3,50 @@
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, full_backprop, simulate};
+use flowgrad::{
+    Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, full_backprop,
+    simulate,
+};
 use flowgrad_models::{ConvField, ConvFieldConfig};
 use flowgrad_tests::{B, relative_l2};
 
 const CTX: GuidanceContext = GuidanceContext { iteration: 0, seed: 0 };
 
 fn field(seed: u64) -> ConvField<B> {
-    ConvFieldConfig::new(2).with_hidden(8).with_depth(1).with_seed(seed).with_max_frequency(4.0).init(&Default::default())
+    ConvFieldConfig::new(2)
+        .with_hidden(8)
+        .with_depth(1)
+        .with_seed(seed)
+        .with_max_frequency(4.0)
+        .init(&Default::default())
 }
 
 fn random(shape: [usize; 4], std: f64) -> Tensor<B, 4> {
     Tensor::random(shape, Distribution::Normal(0.0, std), &Default::default())
 }
 
-fn decomposed(field: &ConvField<B>, x0: Tensor<B, 4>, controls: &[Tensor<B, 4>], time: &TimeGrid, mode: Mode, guidance: &MseToTarget<B>) -> Vec<f32> {
+fn decomposed(
+    field: &ConvField<B>,
+    x0: Tensor<B, 4>,
+    controls: &[Tensor<B, 4>],
+    time: &TimeGrid,
+    mode: Mode,
+    guidance: &MseToTarget<B>,
+) -> Vec<f32> {
     let trajectory = simulate(field, x0, Some(controls), time, mode);
     let x1 = trajectory.last().require_grad();
     let grads = guidance.loss(x1.clone(), &CTX).sum().backward();
     let grad_x1 = Tensor::from_inner(x1.grad(&grads).unwrap());
-    let g = decomposed_backprop(field, &trajectory, Some(controls), &Grid::uniform(time.steps), time, grad_x1, mode, SegmentAnchor::Start);
+    let g = decomposed_backprop(
+        field,
+        &trajectory,
+        Some(controls),
+        &Grid::uniform(time.steps),
+        time,
+        grad_x1,
+        mode,
+        SegmentAnchor::Start,
+    );
     g.per_step.into_iter().flat_map(to_vec).collect()
 }
 

@@ -123,15 +123,23 @@ fn rendered_configs_load_with_the_services_loaders() {
         let file = set.join("flowgrad.toml");
         let text = std::fs::read_to_string(&file).unwrap();
         for secret in [ACCESS_KEY, SECRET_KEY, "password", "secret_access_key =", "access_key_id =", "url ="] {
-            assert!(!text.contains(secret), "{name}: the ConfigMap's flowgrad.toml must not carry credentials ({secret:?} found)");
+            assert!(
+                !text.contains(secret),
+                "{name}: the ConfigMap's flowgrad.toml must not carry credentials ({secret:?} found)"
+            );
         }
 
-        let worker = FleetConfig::<WorkerSection>::load(Some(&file), WORKER_DEFAULTS).unwrap_or_else(|e| panic!("{name}: worker config does not load: {e:#}"));
-        let coordinator =
-            FleetConfig::<CoordinatorSection>::load(Some(&file), COORDINATOR_DEFAULTS).unwrap_or_else(|e| panic!("{name}: coordinator config does not load: {e:#}"));
+        let worker = FleetConfig::<WorkerSection>::load(Some(&file), WORKER_DEFAULTS)
+            .unwrap_or_else(|e| panic!("{name}: worker config does not load: {e:#}"));
+        let coordinator = FleetConfig::<CoordinatorSection>::load(Some(&file), COORDINATOR_DEFAULTS)
+            .unwrap_or_else(|e| panic!("{name}: coordinator config does not load: {e:#}"));
 
-        for (service, storage, broker) in [("worker", &worker.storage, &worker.broker), ("coordinator", &coordinator.storage, &coordinator.broker)] {
-            let StorageConfig::S3 { s3 } = storage else { panic!("{name}/{service}: storage must be S3, got {storage:?}") };
+        for (service, storage, broker) in
+            [("worker", &worker.storage, &worker.broker), ("coordinator", &coordinator.storage, &coordinator.broker)]
+        {
+            let StorageConfig::S3 { s3 } = storage else {
+                panic!("{name}/{service}: storage must be S3, got {storage:?}")
+            };
             assert_eq!(s3.bucket, want.bucket, "{name}/{service}: bucket");
             assert_eq!(s3.endpoint.as_deref(), want.endpoint, "{name}/{service}: endpoint");
             assert_eq!(s3.region, want.region, "{name}/{service}: region");
@@ -155,12 +163,23 @@ fn rendered_configs_load_with_the_services_loaders() {
         assert_eq!(coordinator.service.coordinator.id, "flowgrad-coordinator-5c6d7b8f9-abcde");
         assert!(coordinator.service.coordinator.job_prefetch >= 1);
         assert_eq!(coordinator.service.coordinator.lease_seconds, 30.0, "{name}: job lease");
-        assert_eq!(worker.service.models, coordinator.service.models, "{name}: workers and coordinators see the same [models]");
+        assert_eq!(
+            worker.service.models, coordinator.service.models,
+            "{name}: workers and coordinators see the same [models]"
+        );
         let models = &worker.service.models;
         if name == "gpu" {
             let ncsnpp = models.ncsnpp.as_ref().unwrap_or_else(|| panic!("{name}: [models.ncsnpp] rendered"));
-            assert_eq!((ncsnpp.checkpoint.to_str(), ncsnpp.weights.as_str()), (Some("/models/celebahq_rf.pth"), "ema"), "{name}");
-            assert_eq!(models.clip.as_ref().map(|c| c.checkpoint.clone()), Some("/models/clip-vit-b32.safetensors".into()), "{name}");
+            assert_eq!(
+                (ncsnpp.checkpoint.to_str(), ncsnpp.weights.as_str()),
+                (Some("/models/celebahq_rf.pth"), "ema"),
+                "{name}"
+            );
+            assert_eq!(
+                models.clip.as_ref().map(|c| c.checkpoint.clone()),
+                Some("/models/clip-vit-b32.safetensors".into()),
+                "{name}"
+            );
         } else {
             assert_eq!(models, &flowgrad_engine::ModelCatalog::default(), "{name}: no optional models");
         }
@@ -168,18 +187,35 @@ fn rendered_configs_load_with_the_services_loaders() {
         // The rendered Deployments agree with the config.
         let facts = facts(&set);
         let deployment = &facts["worker"];
-        let termination = deployment["terminationGracePeriodSeconds"].as_u64().unwrap_or_else(|| panic!("{name}: worker terminationGracePeriodSeconds missing"));
+        let termination = deployment["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: worker terminationGracePeriodSeconds missing"));
         assert!(
             settings.shutdown_grace_seconds < termination,
             "{name}: shutdown_grace_seconds {} must be below the pod's terminationGracePeriodSeconds {termination}",
             settings.shutdown_grace_seconds
         );
-        assert_eq!(deployment["env"]["FLOWGRAD__WORKER__ID"]["fieldRef"]["fieldPath"], "metadata.name", "{name}: worker id via the downward API");
+        assert_eq!(
+            deployment["env"]["FLOWGRAD__WORKER__ID"]["fieldRef"]["fieldPath"], "metadata.name",
+            "{name}: worker id via the downward API"
+        );
         for component in ["worker", "coordinator"] {
             let env = &facts[component]["env"];
             assert_eq!(env["FLOWGRAD_CONFIG"], "/etc/flowgrad/flowgrad.toml", "{name}/{component}");
-            assert_secret_ref(env, "FLOWGRAD__STORAGE__ACCESS_KEY_ID", &want.s3_secret_for(&name), want.access_key_key(), &name);
-            assert_secret_ref(env, "FLOWGRAD__STORAGE__SECRET_ACCESS_KEY", &want.s3_secret_for(&name), want.secret_key_key(), &name);
+            assert_secret_ref(
+                env,
+                "FLOWGRAD__STORAGE__ACCESS_KEY_ID",
+                &want.s3_secret_for(&name),
+                want.access_key_key(),
+                &name,
+            );
+            assert_secret_ref(
+                env,
+                "FLOWGRAD__STORAGE__SECRET_ACCESS_KEY",
+                &want.s3_secret_for(&name),
+                want.secret_key_key(),
+                &name,
+            );
             assert_secret_ref(env, "FLOWGRAD__BROKER__URL", want.broker_secret.0, want.broker_secret.1, &name);
             assert_eq!(facts[component]["readOnlyRootFilesystem"], true, "{name}/{component}");
             assert_eq!(facts[component]["allowPrivilegeEscalation"], false, "{name}/{component}");
@@ -191,18 +227,26 @@ fn rendered_configs_load_with_the_services_loaders() {
         assert_eq!(image.ends_with("-cuda"), want.gpu, "{name}: worker image {image}");
         if want.keda {
             assert!(deployment["replicas"].is_null(), "{name}: KEDA owns the worker replica count");
-            assert_eq!(facts["scaledobject"]["queueName"], format!("{}.tasks", want.prefix), "{name}: KEDA watches the tasks queue");
+            assert_eq!(
+                facts["scaledobject"]["queueName"],
+                format!("{}.tasks", want.prefix),
+                "{name}: KEDA watches the tasks queue"
+            );
         } else {
             assert!(deployment["replicas"].as_u64().is_some(), "{name}: fixed worker replicas");
             assert!(facts["scaledobject"].is_null(), "{name}: no ScaledObject without KEDA");
         }
-        let created: Vec<&str> = facts["secrets"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let created: Vec<&str> =
+            facts["secrets"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         if name == "existing-secrets" {
             assert!(created.is_empty(), "{name}: no Secrets created when existing ones are named: {created:?}");
         } else {
             assert_eq!(created, ["flowgrad-s3", "flowgrad-broker"], "{name}: created Secrets");
         }
-        eprintln!("{name}: flowgrad.toml loads for worker and coordinator; grace {}s < {termination}s", settings.shutdown_grace_seconds);
+        eprintln!(
+            "{name}: flowgrad.toml loads for worker and coordinator; grace {}s < {termination}s",
+            settings.shutdown_grace_seconds
+        );
     }
 }
 

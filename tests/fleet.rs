@@ -70,11 +70,17 @@ async fn kill_9_workers_mid_task_resume_from_checkpoints_with_identical_outputs(
     assert!(!resumed.is_empty(), "killed tasks must resume from their checkpoints");
     for r in &resumed {
         let from = r.resumed_from_iteration.unwrap();
-        assert_eq!(r.iterations_run, 5 - from, "task {} resumed at {from} must run only the remaining iterations", r.task_id);
+        assert_eq!(
+            r.iterations_run,
+            5 - from,
+            "task {} resumed at {from} must run only the remaining iterations",
+            r.task_id
+        );
         assert!(r.redeliveries >= 1);
     }
     // the same job without interruptions, on the same inputs, seed and parameters
-    let baseline = flowgrad_jobs::JobSpec { job_id: uuid::Uuid::new_v4(), output_prefix: "calm/".into(), ..job.clone() };
+    let baseline =
+        flowgrad_jobs::JobSpec { job_id: uuid::Uuid::new_v4(), output_prefix: "calm/".into(), ..job.clone() };
     fleet.submit(&baseline).await;
     let calm = fleet.wait_report(baseline.job_id, 6 * MINUTES).await;
     assert!(calm.results.iter().all(|r| r.resumed_from_iteration.is_none()));
@@ -106,7 +112,11 @@ async fn sigterm_checkpoints_requeues_and_exits_within_the_grace_period() {
     fleet.start_worker(0);
     let report = fleet.wait_report(job.job_id, 6 * MINUTES).await;
     assert_eq!(report.status.state, JobState::Completed);
-    assert!(report.results.iter().any(|r| r.resumed_from_iteration.is_some_and(|i| i >= 1)), "the requeued task resumed: {:?}", report.results);
+    assert!(
+        report.results.iter().any(|r| r.resumed_from_iteration.is_some_and(|i| i >= 1)),
+        "the requeued task resumed: {:?}",
+        report.results
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +146,11 @@ async fn coordinator_killed_mid_job_is_rebuilt_from_storage() {
 type Payload = (Option<uuid::Uuid>, Vec<u8>);
 
 fn variant(base: &flowgrad_jobs::JobSpec, edit: impl FnOnce(&mut serde_json::Value)) -> Payload {
-    let mut value: serde_json::Value = serde_json::from_slice(&flowgrad_jobs::to_json(&flowgrad_jobs::JobSpec { job_id: uuid::Uuid::new_v4(), ..base.clone() })).unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&flowgrad_jobs::to_json(&flowgrad_jobs::JobSpec {
+        job_id: uuid::Uuid::new_v4(),
+        ..base.clone()
+    }))
+    .unwrap();
     edit(&mut value);
     let id = value.get("job_id").and_then(|v| v.as_str()).and_then(|v| v.parse().ok());
     (id, serde_json::to_vec(&value).unwrap())
@@ -175,7 +189,8 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
     let job = Fleet::job("in/", "out/", 6, 1);
     fleet.submit(&job).await;
     let mut manifest = Fleet::job("in/", "out-manifest/", 6, 1);
-    manifest.input = flowgrad_jobs::InputSpec::Manifest(vec![good[0].clone(), "in/missing-1.png".into(), "in/missing-2.png".into()]);
+    manifest.input =
+        flowgrad_jobs::InputSpec::Manifest(vec![good[0].clone(), "in/missing-1.png".into(), "in/missing-2.png".into()]);
     fleet.submit(&manifest).await;
 
     // jobs that must be rejected, each with a word its reason must contain
@@ -208,7 +223,12 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
         (variant(&base, |v| v["batch_size"] = json!(0)), "batch_size"),
         (variant(&base, |v| v["batch_size"] = json!(1000)), "batch_size"),
         (variant(&base, |v| v["colour"] = json!("blue")), "colour"),
-        (variant(&base, |v| { v.as_object_mut().unwrap().remove("output_prefix"); }), "output_prefix"),
+        (
+            variant(&base, |v| {
+                v.as_object_mut().unwrap().remove("output_prefix");
+            }),
+            "output_prefix",
+        ),
         (variant(&base, |v| v["job_id"] = json!("00000000-0000-0000-0000-000000000000")), "nil"),
         (variant(&base, |v| v["direction"] = json!({"apply": "directions/missing.safetensors"})), "does not exist"),
         (variant(&base, |v| v["direction"] = json!({"apply": "directions/a-png.safetensors"})), "unusable direction"),
@@ -226,28 +246,45 @@ async fn a_corpus_of_bad_inputs_and_bad_jobs_fails_clearly_while_good_work_finis
     assert_eq!(report.status.state, JobState::CompletedWithFailures);
     assert_eq!((report.status.succeeded, report.status.failed), (2, bad_objects.len()), "{:?}", report.status);
     for (key, _, word) in &bad_objects {
-        let failure = report.status.failures.iter().find(|f| f.reason.contains(key)).unwrap_or_else(|| panic!("no failure names {key}: {:?}", report.status.failures));
+        let failure = report
+            .status
+            .failures
+            .iter()
+            .find(|f| f.reason.contains(key))
+            .unwrap_or_else(|| panic!("no failure names {key}: {:?}", report.status.failures));
         assert!(failure.reason.contains(word), "reason for {key} should mention `{word}`: {}", failure.reason);
     }
     assert_eq!(fleet.list("out/").await.len(), 2, "the good images of the same job were edited");
     let manifest_report = fleet.wait_report(manifest.job_id, 4 * MINUTES).await;
     assert_eq!(manifest_report.status.succeeded, 1);
-    let missing: Vec<_> = manifest_report.status.failures.iter().filter(|f| f.reason.contains("does not exist")).collect();
+    let missing: Vec<_> =
+        manifest_report.status.failures.iter().filter(|f| f.reason.contains("does not exist")).collect();
     assert_eq!(missing.len(), 2, "{:?}", manifest_report.status.failures);
     // failed tasks were dead-lettered, and the coordinator drained tasks.dead after recording them
     assert_eq!(fleet.broker.depth(Queue::Tasks).await.unwrap(), 0);
-    assert!(report.results.iter().all(|r| r.outcome == TaskOutcome::Succeeded || matches!(&r.outcome, TaskOutcome::Failed { reason } if !reason.is_empty())));
+    assert!(report.results.iter().all(|r| r.outcome == TaskOutcome::Succeeded
+        || matches!(&r.outcome, TaskOutcome::Failed { reason } if !reason.is_empty())));
 
     for ((id, payload), word) in &cases {
         let Some(id) = id else { continue };
         let status = fleet.wait_status(*id, MINUTES, |s| s.state.is_final()).await;
-        assert_eq!(status.state, JobState::Rejected, "{} → {status:?}", String::from_utf8_lossy(&payload[..payload.len().min(200)]));
+        assert_eq!(
+            status.state,
+            JobState::Rejected,
+            "{} → {status:?}",
+            String::from_utf8_lossy(&payload[..payload.len().min(200)])
+        );
         let reason = status.rejection.clone().unwrap_or_default();
         assert!(reason.contains(word), "rejection of a job with bad `{word}` must say so: {reason}");
     }
     let deadline = std::time::Instant::now() + MINUTES;
     while (fleet.broker.dead_depth(Queue::Jobs).await.unwrap() as usize) < cases.len() {
-        assert!(std::time::Instant::now() < deadline, "every bad job message must be dead-lettered ({} of {})", fleet.broker.dead_depth(Queue::Jobs).await.unwrap(), cases.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every bad job message must be dead-lettered ({} of {})",
+            fleet.broker.dead_depth(Queue::Jobs).await.unwrap(),
+            cases.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(fleet.list("rejected/").await.is_empty());
@@ -282,7 +319,10 @@ async fn text_guided_ncsnpp_jobs_run_on_a_fleet_configured_with_models() {
     for (input, result) in inputs.iter().zip(&report.results) {
         let image = &result.images[0];
         assert_eq!(&image.input_key, input);
-        assert!((-1.0..=1.0).contains(&image.guidance_score_before) && (-1.0..=1.0).contains(&image.guidance_score_after), "CLIP cosines: {image:?}");
+        assert!(
+            (-1.0..=1.0).contains(&image.guidance_score_before) && (-1.0..=1.0).contains(&image.guidance_score_after),
+            "CLIP cosines: {image:?}"
+        );
         let png = fleet.store.get(&image.output_key).await.unwrap().expect("output written");
         assert_eq!(png[25], 2, "an RGB PNG for the RGB model");
         assert!(image.note.as_deref().unwrap_or_default().contains("RGB"));
@@ -319,7 +359,10 @@ async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
     let (direction, labels) = flowgrad::GlobalDirection::from_bytes(&stored).unwrap();
     assert_eq!(direction.controls().shape, vec![8, 1, 1, 32, 32]);
     assert!(direction.controls().values.iter().any(|v| *v != 0.0), "the direction is not zero");
-    assert_eq!((labels["model"].as_str(), labels["learned_by"].clone(), labels["images"].as_str()), ("fashion-mnist", learn.job_id.to_string(), "4"));
+    assert_eq!(
+        (labels["model"].as_str(), labels["learned_by"].clone(), labels["images"].as_str()),
+        ("fashion-mnist", learn.job_id.to_string(), "4")
+    );
     assert_eq!(direction.params().sharing, flowgrad::ControlSharing::Shared);
 
     // apply: every image alone, no optimisation, the direction's own trajectory (params ignored)
@@ -329,7 +372,11 @@ async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
     let applied = fleet.wait_report(apply.job_id, 4 * MINUTES).await;
     assert_eq!(applied.status.state, JobState::Completed, "{:?}", applied.status);
     assert_eq!(applied.status.total_tasks, 3);
-    assert!(applied.results.iter().all(|r| r.iterations_run == 0 && r.vjps == 0 && r.images.len() == 1), "{:?}", applied.results);
+    assert!(
+        applied.results.iter().all(|r| r.iterations_run == 0 && r.vjps == 0 && r.images.len() == 1),
+        "{:?}",
+        applied.results
+    );
 
     // each output is exactly the direction applied in this process, and differs from a plain
     // reconstruction: the direction did the edit
@@ -337,7 +384,10 @@ async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
     let model = registry.get("fashion-mnist").unwrap();
     let session = model.session(&GuidanceSpec::Class("coat".into()), direction.params()).unwrap();
     let zero = flowgrad::GlobalDirection::from_controls(
-        flowgrad::HostTensor { shape: direction.controls().shape.clone(), values: vec![0.0; direction.controls().values.len()] },
+        flowgrad::HostTensor {
+            shape: direction.controls().shape.clone(),
+            values: vec![0.0; direction.controls().values.len()],
+        },
         direction.params().clone(),
     )
     .unwrap();
@@ -346,7 +396,8 @@ async fn a_direction_learned_on_a_batch_is_stored_and_applied_to_new_images() {
         let pixels = decode_for_model(&png, 1, 32, 32, &ImageLimits::default()).unwrap().values;
         let expected = encode_png(&session.apply(&direction, &pixels, 1).unwrap(), 1, 32, 32).unwrap();
         let plain = encode_png(&session.apply(&zero, &pixels, 1).unwrap(), 1, 32, 32).unwrap();
-        let output = fleet.store.get(&keys::output("applied/", Some("apply/"), input)).await.unwrap().expect("output written");
+        let output =
+            fleet.store.get(&keys::output("applied/", Some("apply/"), input)).await.unwrap().expect("output written");
         assert_eq!(output.as_ref(), expected.as_slice(), "{input}: the worker applied the stored direction");
         assert_ne!(output.as_ref(), plain.as_slice(), "{input}: the direction changes the image");
     }
@@ -383,12 +434,23 @@ async fn a_job_file_without_params_edits_like_flowgrad_run_without_flags() {
 
     let local = tempfile::tempdir().unwrap();
     let run = std::process::Command::new(flowgrad_tests::fleet::binary("flowgrad"))
-        .args(["run", "--input", example.to_str().unwrap(), "--output", local.path().to_str().unwrap(), "--target", "coat"])
+        .args([
+            "run",
+            "--input",
+            example.to_str().unwrap(),
+            "--output",
+            local.path().to_str().unwrap(),
+            "--target",
+            "coat",
+        ])
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("summary: 1/1 judged the target") || stdout.contains("summary: 0/1 judged the target"), "{stdout}");
+    assert!(
+        stdout.contains("summary: 1/1 judged the target") || stdout.contains("summary: 0/1 judged the target"),
+        "{stdout}"
+    );
 
     let report = fleet.wait_report(job.job_id, 6 * MINUTES).await;
     assert_eq!(report.status.state, JobState::Completed, "{:?}", report.status);

@@ -15,7 +15,13 @@ use flowgrad_tests::s3_server::PrivateS3;
 const MINUTES: Duration = Duration::from_secs(60);
 
 /// Every input has exactly one output and one successful result.
-async fn assert_exactly_once(fleet: &Fleet, job: uuid::Uuid, inputs: &[String], input_prefix: &str, output_prefix: &str) {
+async fn assert_exactly_once(
+    fleet: &Fleet,
+    job: uuid::Uuid,
+    inputs: &[String],
+    input_prefix: &str,
+    output_prefix: &str,
+) {
     let written = fleet.list(output_prefix).await;
     assert_eq!(written.len(), inputs.len(), "{written:?}");
     for input in inputs {
@@ -130,7 +136,10 @@ async fn several_coordinators_share_jobs_and_adopt_a_dead_ones_job() {
     assert_exactly_once(&fleet, job_a.job_id, &first, "a/", "out-a/").await;
     assert_exactly_once(&fleet, job_b.job_id, &second, "b/", "out-b/").await;
     let adopted = fleet.logs(&survivor);
-    assert!(adopted.contains("adopting job") && adopted.contains(&job_a.job_id.to_string()), "{survivor} adopted job A after its coordinator died");
+    assert!(
+        adopted.contains("adopting job") && adopted.contains(&job_a.job_id.to_string()),
+        "{survivor} adopted job A after its coordinator died"
+    );
     assert!(fleet.list(keys::ACTIVE_PREFIX).await.is_empty(), "ended jobs release their leases");
 }
 
@@ -169,12 +178,16 @@ async fn cancel_stops_queued_and_running_tasks_and_ends_the_job() {
     }
     let mut outcomes = BTreeSet::new();
     for key in fleet.list(&keys::results_prefix(job.job_id)).await {
-        let result: flowgrad_jobs::TaskResult = flowgrad_jobs::from_json("result", &fleet.store.get(&key).await.unwrap().unwrap()).unwrap();
+        let result: flowgrad_jobs::TaskResult =
+            flowgrad_jobs::from_json("result", &fleet.store.get(&key).await.unwrap().unwrap()).unwrap();
         outcomes.insert(format!("{:?}", result.outcome));
     }
     assert!(outcomes.contains(&format!("{:?}", TaskOutcome::Cancelled)), "{outcomes:?}");
     assert!(fleet.list("out/").await.len() <= 1, "at most the task finished before the request has an output");
-    assert!(fleet.list(&format!("jobs/{}/checkpoints/", job.job_id)).await.is_empty(), "cancelled tasks drop their checkpoints");
+    assert!(
+        fleet.list(&format!("jobs/{}/checkpoints/", job.job_id)).await.is_empty(),
+        "cancelled tasks drop their checkpoints"
+    );
     let again = std::process::Command::new(flowgrad_tests::fleet::binary("flowgrad"))
         .args(["cancel", "--config"])
         .arg(&fleet.config)
@@ -222,7 +235,11 @@ async fn metrics_count_what_the_processes_did() {
     assert_eq!(sample(&worker, "flowgrad_tasks_done_total"), 3.0);
     assert_eq!(sample(&worker, "flowgrad_tasks_failed_total"), 0.0);
     assert_eq!(sample(&worker, "flowgrad_iteration_seconds_count"), 6.0, "3 tasks × 2 iterations");
-    assert_eq!(sample(&worker, "flowgrad_checkpoint_seconds_count"), 9.0, "a checkpoint at the start and after every iteration");
+    assert_eq!(
+        sample(&worker, "flowgrad_checkpoint_seconds_count"),
+        9.0,
+        "a checkpoint at the start and after every iteration"
+    );
     assert_eq!(sample(&worker, "flowgrad_queue_lag_seconds_count"), 3.0);
     assert!(sample(&worker, "flowgrad_checkpoint_bytes") > 0.0);
     let coordinator = fleet.metrics("coordinator").await;

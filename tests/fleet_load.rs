@@ -38,7 +38,10 @@ async fn a_thousand_no_op_tasks_through_two_workers_lose_and_duplicate_nothing()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let published = started.elapsed().as_secs_f64();
-    println!("load: the coordinator listed the inputs and published {TASKS} tasks (with confirms) in {published:.2} s: {:.0} tasks/s", TASKS as f64 / published);
+    println!(
+        "load: the coordinator listed the inputs and published {TASKS} tasks (with confirms) in {published:.2} s: {:.0} tasks/s",
+        TASKS as f64 / published
+    );
     let report = fleet.wait_report(job.job_id, Duration::from_secs(20 * 60)).await;
     let seconds = started.elapsed().as_secs_f64();
     println!("load: {TASKS} no-op tasks, 2 workers: {seconds:.1} s, {:.1} tasks/s end to end", TASKS as f64 / seconds);
@@ -54,7 +57,9 @@ async fn a_thousand_no_op_tasks_through_two_workers_lose_and_duplicate_nothing()
     // every task was edited by exactly one worker, once
     let done: f64 = [fleet.metrics("worker-0").await, fleet.metrics("worker-1").await]
         .iter()
-        .map(|m| m.lines().find_map(|l| l.strip_prefix("flowgrad_tasks_done_total ")).unwrap().trim().parse::<f64>().unwrap())
+        .map(|m| {
+            m.lines().find_map(|l| l.strip_prefix("flowgrad_tasks_done_total ")).unwrap().trim().parse::<f64>().unwrap()
+        })
         .sum();
     assert_eq!(done, TASKS as f64, "no task was processed twice");
     let editor: f64 = report.results.iter().map(|r| r.edit_seconds).sum();

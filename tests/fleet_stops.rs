@@ -44,7 +44,11 @@ async fn stop_repeatedly(fleet: &mut Fleet, job: uuid::Uuid, signal: i32, stops:
 async fn a_task_sigtermed_ten_times_under_delivery_limit_five_completes_resuming_each_time() {
     let mut fleet = Fleet::with_delivery_limit(5).await;
     // a raw 28×28 Fashion-MNIST image: padded for the model, its edit cropped back to 28×28
-    let data = flowgrad_models::FashionMnist::load(std::path::Path::new(flowgrad_models::fashion::DEFAULT_DIR), flowgrad_models::Split::Test).expect("Fashion-MNIST installed");
+    let data = flowgrad_models::FashionMnist::load(
+        std::path::Path::new(flowgrad_models::fashion::DEFAULT_DIR),
+        flowgrad_models::Split::Test,
+    )
+    .expect("Fashion-MNIST installed");
     let raw: Vec<f32> = data.raw(0).iter().map(|&p| f32::from(p) / 127.5 - 1.0).collect();
     fleet.store.put("in/raw.png", Bytes::from(encode_png(&raw, 1, 28, 28).unwrap())).await.unwrap();
     fleet.start_coordinator();
@@ -60,9 +64,18 @@ async fn a_task_sigtermed_ten_times_under_delivery_limit_five_completes_resuming
     let report = fleet.wait_report(job.job_id, 6 * MINUTES).await;
     assert_eq!(report.status.state, JobState::Completed, "{:?} (stopped at iterations {seen:?})", report.status);
     let result = result_of(&fleet, job.job_id).await;
-    let warnings: Vec<String> = fleet.logs("worker-0").lines().filter(|l| l.contains("WARN") || l.contains("resuming") || l.contains("handed back")).map(String::from).collect();
+    let warnings: Vec<String> = fleet
+        .logs("worker-0")
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("resuming") || l.contains("handed back"))
+        .map(String::from)
+        .collect();
     assert_eq!(result.redeliveries, 0, "planned stops do not count as failed deliveries:\n{}", warnings.join("\n"));
-    assert!(result.resumed_from_iteration.is_some_and(|i| i >= *seen.last().unwrap()), "{:?} vs {seen:?}", result.resumed_from_iteration);
+    assert!(
+        result.resumed_from_iteration.is_some_and(|i| i >= *seen.last().unwrap()),
+        "{:?} vs {seen:?}",
+        result.resumed_from_iteration
+    );
     let logs = fleet.logs("worker-0");
     assert!(logs.matches("resuming from checkpoint").count() >= 10, "every restart resumed from the checkpoint");
     assert!(logs.matches("checkpointed and handed back").count() >= 10);
@@ -88,7 +101,12 @@ async fn a_task_that_crashes_its_worker_past_the_limit_is_dead_lettered_with_the
     let status = fleet.wait_status(job.job_id, 3 * MINUTES, |s| s.state.is_final()).await;
     assert_eq!(status.state, JobState::CompletedWithFailures, "{status:?}");
     let reason = &status.failures[0].reason;
-    assert!(reason.contains("dead-lettered by the broker") && reason.contains("delivered 6 times") && reason.contains("delivery limit 5"), "{reason}");
+    assert!(
+        reason.contains("dead-lettered by the broker")
+            && reason.contains("delivered 6 times")
+            && reason.contains("delivery limit 5"),
+        "{reason}"
+    );
     assert_eq!(result_of(&fleet, job.job_id).await.redeliveries, 5);
     assert_no_checkpoints(&fleet, job.job_id).await;
 }
@@ -103,7 +121,8 @@ async fn a_duplicate_copy_of_a_task_stops_once_the_other_records_the_result() {
     fleet.submit(&job).await;
     fleet.wait_checkpoint(job.job_id, 4, 3 * MINUTES).await;
     // what a broker outage can cause: the same task delivered a second time while it runs
-    let tasks: Vec<TaskSpec> = flowgrad_jobs::from_json("tasks", &fleet.store.get(&keys::tasks(job.job_id)).await.unwrap().unwrap()).unwrap();
+    let tasks: Vec<TaskSpec> =
+        flowgrad_jobs::from_json("tasks", &fleet.store.get(&keys::tasks(job.job_id)).await.unwrap().unwrap()).unwrap();
     fleet.broker.publish(Queue::Tasks, Bytes::from(flowgrad_jobs::to_json(&tasks[0])), "duplicate").await.unwrap();
     fleet.start_worker(1);
     let report = fleet.wait_report(job.job_id, 6 * MINUTES).await;
@@ -173,7 +192,12 @@ async fn inputs_that_would_write_one_output_are_refused_naming_both() {
     let status = fleet.wait_status(job.job_id, MINUTES, |s| s.state.is_final()).await;
     assert_eq!(status.state, JobState::Rejected, "{status:?}");
     let reason = status.rejection.unwrap();
-    assert!(reason.contains("`in/collide/shoe.jpg`") && reason.contains("`in/collide/shoe.png`") && reason.contains("`out/collide/shoe.png`"), "{reason}");
+    assert!(
+        reason.contains("`in/collide/shoe.jpg`")
+            && reason.contains("`in/collide/shoe.png`")
+            && reason.contains("`out/collide/shoe.png`"),
+        "{reason}"
+    );
     // the coordinator's rejection line carries the job id
     let logs = fleet.logs("coordinator");
     let line = logs.lines().find(|l| l.contains("job rejected")).expect("rejection logged");

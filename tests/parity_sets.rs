@@ -6,7 +6,10 @@ use std::path::Path;
 
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, simulate, straightness};
+use flowgrad::{
+    Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, simulate,
+    straightness,
+};
 use flowgrad_models::ConvFieldConfig;
 use flowgrad_parity::{Outcome, check_flowgrad};
 use flowgrad_tests::{B, fixtures_dir};
@@ -22,7 +25,15 @@ fn copy_set(from: &Path, to: &Path) {
 fn shipped_fixture_passes() {
     let report = check_flowgrad(&fixtures_dir().join("flowgrad")).expect("shipped fixture reads");
     assert!(report.passed(), "{report}");
-    for quantity in ["t_unit", "straightness", "seg_starts/seg_lengths", "iteration 2 segments", "traj", "lam_N", "grad_u (re-assigned lam_seg)"] {
+    for quantity in [
+        "t_unit",
+        "straightness",
+        "seg_starts/seg_lengths",
+        "iteration 2 segments",
+        "traj",
+        "lam_N",
+        "grad_u (re-assigned lam_seg)",
+    ] {
         let check = report.get(quantity).unwrap_or_else(|| panic!("{quantity} not checked:\n{report}"));
         assert_eq!(check.outcome, Outcome::Pass, "{quantity}");
     }
@@ -61,13 +72,15 @@ fn i64_entry(values: &[usize]) -> (Dtype, Vec<usize>, Vec<u8>) {
 fn write_synthetic_set(dir: &Path, n: usize, xi: f32) {
     let device = Default::default();
     B::seed(&device, 11);
-    let field = ConvFieldConfig::new(1).with_hidden(6).with_depth(1).with_seed(4).with_max_frequency(3.0).init::<B>(&device);
+    let field =
+        ConvFieldConfig::new(1).with_hidden(6).with_depth(1).with_seed(4).with_max_frequency(3.0).init::<B>(&device);
     let shape = [2, 1, 4, 4];
     let per = 2 * 16;
     let time = TimeGrid::new(n, 1e-3);
     let z0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let target = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    let controls: Vec<Tensor<B, 4>> = (0..n).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect();
+    let controls: Vec<Tensor<B, 4>> =
+        (0..n).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect();
     let trajectory = simulate(&field, z0.clone(), Some(&controls), &time, Mode::Reference);
     let s = straightness(&trajectory.velocities, Mode::Reference);
     let grid = Grid::build(&s.s, xi, Mode::Reference);
@@ -76,7 +89,16 @@ fn write_synthetic_set(dir: &Path, n: usize, xi: f32) {
     let loss = guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }).sum();
     let loss_value = to_vec(loss.clone());
     let lam_n = Tensor::from_inner(x1.grad(&loss.backward()).unwrap());
-    let gradient = decomposed_backprop(&field, &trajectory, Some(&controls), &grid, &time, lam_n.clone(), Mode::Reference, SegmentAnchor::Start);
+    let gradient = decomposed_backprop(
+        &field,
+        &trajectory,
+        Some(&controls),
+        &grid,
+        &time,
+        lam_n.clone(),
+        Mode::Reference,
+        SegmentAnchor::Start,
+    );
     let flat = |ts: &[Tensor<B, 4>]| -> Vec<f32> { ts.iter().flat_map(|t| to_vec(t.clone())).collect() };
     let grad_u = flat(&gradient.per_step);
     let u_init = flat(&controls);

@@ -11,7 +11,9 @@ use flowgrad_queue::{Queue, RabbitBroker, RabbitConfig, SharedBroker, Topology};
 use flowgrad_storage::{Bytes, S3Config, S3Store, SharedStore};
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh, which starts the S3 server"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts the S3 server")
+    })
 }
 
 pub use flowgrad_testkit::amqp_url;
@@ -26,7 +28,11 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target profile folder");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -75,7 +81,8 @@ impl Fleet {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let bucket = format!("fleet-{}", &id[..12]);
         let prefix = format!("test-{}", &id[..12]);
-        let (endpoint, access, secret) = (endpoint.to_string(), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
+        let (endpoint, access, secret) =
+            (endpoint.to_string(), env("FLOWGRAD_TEST_S3_ACCESS_KEY"), env("FLOWGRAD_TEST_S3_SECRET_KEY"));
         let amqp = amqp_url();
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("flowgrad.toml");
@@ -121,19 +128,38 @@ status_interval_ms = 300
             create_bucket: true,
         };
         let store: SharedStore = Arc::new(S3Store::connect(&s3).await.expect("S3 reachable"));
-        let rabbit = RabbitConfig { url: amqp, topology: Topology { prefix, delivery_limit }, ..RabbitConfig::default() };
+        let rabbit =
+            RabbitConfig { url: amqp, topology: Topology { prefix, delivery_limit }, ..RabbitConfig::default() };
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&rabbit).await.expect("RabbitMQ reachable"));
-        Self { dir, config, store, broker, process_env: vec![], image: None, containers: vec![], rabbit, workers: vec![], coordinators: vec![], spawned: 0 }
+        Self {
+            dir,
+            config,
+            store,
+            broker,
+            process_env: vec![],
+            image: None,
+            containers: vec![],
+            rabbit,
+            workers: vec![],
+            coordinators: vec![],
+            spawned: 0,
+        }
     }
 
     fn spawn(&mut self, binary_name: &str, id: &str) -> Child {
         self.spawned += 1;
         let log = std::fs::File::create(self.log_path(id, self.spawned)).expect("log file");
-        let ids = [("FLOWGRAD__WORKER__ID".to_string(), id.to_string()), ("FLOWGRAD__COORDINATOR__ID".to_string(), id.to_string())];
+        let ids = [
+            ("FLOWGRAD__WORKER__ID".to_string(), id.to_string()),
+            ("FLOWGRAD__COORDINATOR__ID".to_string(), id.to_string()),
+        ];
         let mut command = match &self.image {
             None => {
                 let mut command = Command::new(binary(binary_name));
-                command.arg("--config").arg(&self.config).envs(ids.iter().chain(&self.process_env).map(|(k, v)| (k, v)));
+                command
+                    .arg("--config")
+                    .arg(&self.config)
+                    .envs(ids.iter().chain(&self.process_env).map(|(k, v)| (k, v)));
                 command
             }
             Some(image) => {
@@ -155,7 +181,19 @@ status_interval_ms = 300
     pub fn container(&self, name: &str) -> Command {
         let mut command = Command::new(docker());
         command
-            .args(["run", "--rm", "--name", name, "--network", "host", "--read-only", "--user", "10001:10001", "--tmpfs", "/tmp"])
+            .args([
+                "run",
+                "--rm",
+                "--name",
+                name,
+                "--network",
+                "host",
+                "--read-only",
+                "--user",
+                "10001:10001",
+                "--tmpfs",
+                "/tmp",
+            ])
             .arg("--volume")
             .arg(format!("{}:/etc/flowgrad/flowgrad.toml:ro", self.config.display()))
             .arg("--volume")
@@ -172,9 +210,18 @@ status_interval_ms = 300
     /// container of worker `index`; returns how long it took and the `docker run` client's exit.
     pub fn docker_stop_worker(&mut self, index: usize, grace: Duration) -> (Duration, std::process::ExitStatus) {
         let mut child = self.workers[index].take().expect("worker running");
-        let name = self.containers.iter().rev().find(|n| n.contains(&format!("-worker-{index}-"))).expect("worker container").clone();
+        let name = self
+            .containers
+            .iter()
+            .rev()
+            .find(|n| n.contains(&format!("-worker-{index}-")))
+            .expect("worker container")
+            .clone();
         let started = Instant::now();
-        let stopped = Command::new(docker()).args(["stop", "--time", &grace.as_secs().to_string(), &name]).output().expect("docker stop runs");
+        let stopped = Command::new(docker())
+            .args(["stop", "--time", &grace.as_secs().to_string(), &name])
+            .output()
+            .expect("docker stop runs");
         assert!(stopped.status.success(), "docker stop {name}: {}", String::from_utf8_lossy(&stopped.stderr));
         let status = child.wait().expect("docker run exits");
         (started.elapsed(), status)
@@ -208,7 +255,10 @@ status_interval_ms = 300
     /// GETs `path` from the HTTP endpoint of the latest process named `id` (address taken from
     /// its log); returns the status code and the body.
     pub async fn http_get(&self, id: &str, path: &str) -> (u16, String) {
-        let logs = (1..=self.spawned).rev().find_map(|n| std::fs::read_to_string(self.log_path(id, n)).ok()).expect("process log");
+        let logs = (1..=self.spawned)
+            .rev()
+            .find_map(|n| std::fs::read_to_string(self.log_path(id, n)).ok())
+            .expect("process log");
         let line = logs.lines().find(|l| l.contains("serving /healthz")).expect("the process logs its HTTP address");
         let value: serde_json::Value = serde_json::from_str(line).expect("JSON log line");
         let address = value["fields"]["address"].as_str().expect("address field").to_string();
@@ -274,7 +324,11 @@ status_interval_ms = 300
 
     /// Uploads `count` Fashion-MNIST test images as PNGs under `prefix`; returns their keys.
     pub async fn upload_images(&self, prefix: &str, count: usize) -> Vec<String> {
-        let data = flowgrad_models::FashionMnist::load(Path::new(flowgrad_models::fashion::DEFAULT_DIR), flowgrad_models::Split::Test).expect("Fashion-MNIST installed");
+        let data = flowgrad_models::FashionMnist::load(
+            Path::new(flowgrad_models::fashion::DEFAULT_DIR),
+            flowgrad_models::Split::Test,
+        )
+        .expect("Fashion-MNIST installed");
         let mut keys = vec![];
         for i in 0..count {
             let values = flowgrad_models::fashion::to_padded(data.raw(i));
@@ -297,7 +351,10 @@ status_interval_ms = 300
 
     /// Publishes a job message (raw bytes, to test malformed ones too).
     pub async fn submit_raw(&self, payload: Vec<u8>) {
-        self.broker.publish(Queue::Jobs, Bytes::from(payload), &uuid::Uuid::new_v4().to_string()).await.expect("published");
+        self.broker
+            .publish(Queue::Jobs, Bytes::from(payload), &uuid::Uuid::new_v4().to_string())
+            .await
+            .expect("published");
     }
 
     /// Publishes a job.
@@ -312,7 +369,12 @@ status_interval_ms = 300
     }
 
     /// Waits until the job's status satisfies `done`; returns it.
-    pub async fn wait_status(&self, job: uuid::Uuid, timeout: Duration, done: impl Fn(&JobStatus) -> bool) -> JobStatus {
+    pub async fn wait_status(
+        &self,
+        job: uuid::Uuid,
+        timeout: Duration,
+        done: impl Fn(&JobStatus) -> bool,
+    ) -> JobStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.status(job).await
@@ -320,7 +382,12 @@ status_interval_ms = 300
             {
                 return status;
             }
-            assert!(Instant::now() < deadline, "job {job}: status never reached the expected state in {timeout:?}: {:?}\nlogs in {}", self.status(job).await, self.dir.path().display());
+            assert!(
+                Instant::now() < deadline,
+                "job {job}: status never reached the expected state in {timeout:?}: {:?}\nlogs in {}",
+                self.status(job).await,
+                self.dir.path().display()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -332,7 +399,12 @@ status_interval_ms = 300
             if let Some(bytes) = self.store.get(&keys::report(job)).await.expect("storage") {
                 return flowgrad_jobs::from_json("report", &bytes).expect("report parses");
             }
-            assert!(Instant::now() < deadline, "job {job} did not finish in {timeout:?}; status {:?}\nlogs in {}", self.status(job).await, self.dir.path().display());
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not finish in {timeout:?}; status {:?}\nlogs in {}",
+                self.status(job).await,
+                self.dir.path().display()
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
@@ -342,7 +414,10 @@ status_interval_ms = 300
     pub async fn wait_checkpoint(&self, job: uuid::Uuid, iteration: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.checkpoint_iteration(job).await < iteration {
-            assert!(Instant::now() < deadline, "no checkpoint of job {job} reached iteration {iteration} in {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no checkpoint of job {job} reached iteration {iteration} in {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -53,7 +53,9 @@ pub enum CatalogError {
         class: String,
     },
     /// Text guidance on a fleet without a CLIP checkpoint.
-    #[error("text guidance needs a CLIP checkpoint, and this fleet has none configured ([models.clip] checkpoint = \"…/clip.safetensors\"; flowgrad run: --clip <file>)")]
+    #[error(
+        "text guidance needs a CLIP checkpoint, and this fleet has none configured ([models.clip] checkpoint = \"…/clip.safetensors\"; flowgrad run: --clip <file>)"
+    )]
     NoClip,
     /// A stored object is not a direction learned on the job's model.
     #[error("unusable direction: {0}")]
@@ -142,7 +144,12 @@ impl ModelCatalog {
 
 /// The labels a direction learned on `model` towards `guidance` is stored with: the model (which
 /// [`check_direction`] reads back), the guidance, who learned it and on how many images.
-pub fn direction_labels(model: &str, guidance: &GuidanceSpec, learned_by: &str, images: usize) -> BTreeMap<String, String> {
+pub fn direction_labels(
+    model: &str,
+    guidance: &GuidanceSpec,
+    learned_by: &str,
+    images: usize,
+) -> BTreeMap<String, String> {
     let guidance = serde_json::to_string(guidance).expect("a guidance spec serialises");
     BTreeMap::from([
         (MODEL_LABEL.to_string(), model.to_string()),
@@ -158,8 +165,12 @@ pub fn check_direction(bytes: &[u8], model: &str) -> Result<DirectionHeader, Cat
     let header = DirectionHeader::read(bytes).map_err(CatalogError::Direction)?;
     match header.labels.get(MODEL_LABEL) {
         Some(learned_on) if learned_on == model => Ok(header),
-        Some(learned_on) => Err(CatalogError::Direction(format!("it was learned on model `{learned_on}`, not `{model}`"))),
-        None => Err(CatalogError::Direction(format!("it does not name the model it was learned on (label `{MODEL_LABEL}`)"))),
+        Some(learned_on) => {
+            Err(CatalogError::Direction(format!("it was learned on model `{learned_on}`, not `{model}`")))
+        }
+        None => Err(CatalogError::Direction(format!(
+            "it does not name the model it was learned on (label `{MODEL_LABEL}`)"
+        ))),
     }
 }
 
@@ -195,7 +206,10 @@ mod tests {
         let bare = ModelCatalog::default();
         bare.validate(BUNDLED_MODEL, &class("coat")).unwrap();
         bare.validate(REFLOW_MODEL, &class("sneaker")).unwrap();
-        assert!(matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(CatalogError::UnknownModel { .. })), "ncsnpp is served only when configured");
+        assert!(
+            matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(CatalogError::UnknownModel { .. })),
+            "ncsnpp is served only when configured"
+        );
         assert!(matches!(bare.validate(BUNDLED_MODEL, &class("spaceship")), Err(CatalogError::UnknownClass { .. })));
         let no_clip = bare.validate(BUNDLED_MODEL, &text("a coat")).unwrap_err().to_string();
         assert!(no_clip.contains("[models.clip]"), "{no_clip}");

@@ -29,10 +29,21 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
     let dict = read_weights(&args.input, args.weights)?;
     if let Some(path) = &args.config {
         let config = NcsnppConfig::from_json_file(path)?;
-        let model = Ncsnpp::<flowgrad_backend::InnerBackend>::from_state_dict(&config, &dict, &args.input.display().to_string(), &Default::default())?;
+        let model = Ncsnpp::<flowgrad_backend::InnerBackend>::from_state_dict(
+            &config,
+            &dict,
+            &args.input.display().to_string(),
+            &Default::default(),
+        )?;
         println!("checked against {}: {} parameters", path.display(), model.num_params());
     }
     write_safetensors(&dict, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
-    println!("wrote {} tensors ({} values, {:?} weights) to {}", dict.tensors.len(), dict.num_values(), args.weights, args.output.display());
+    println!(
+        "wrote {} tensors ({} values, {:?} weights) to {}",
+        dict.tensors.len(),
+        dict.num_values(),
+        args.weights,
+        args.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

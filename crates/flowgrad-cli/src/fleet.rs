@@ -22,7 +22,8 @@ fn load(config: Option<&Path>) -> anyhow::Result<FleetConfig<NoSection>> {
 /// Reads a job from TOML or JSON; fills `schema` and a fresh `job_id` when absent.
 pub fn read_job(path: &Path) -> anyhow::Result<JobSpec> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    JobSpec::from_job_file(&text, path.extension().is_some_and(|e| e == "json")).with_context(|| format!("{} is not a valid job", path.display()))
+    JobSpec::from_job_file(&text, path.extension().is_some_and(|e| e == "json"))
+        .with_context(|| format!("{} is not a valid job", path.display()))
 }
 
 /// Validates and publishes a job; prints its id.
@@ -41,7 +42,12 @@ pub const EXIT_UNKNOWN_JOB: u8 = 3;
 
 /// Prints a job's status; with `watch`, polls until it ends. A job without a status is waited
 /// for `wait_seconds` (when watching), then reported unknown with [`EXIT_UNKNOWN_JOB`].
-pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool, wait_seconds: u64) -> anyhow::Result<ExitCode> {
+pub async fn status(
+    config: Option<&Path>,
+    job_id: uuid::Uuid,
+    watch: bool,
+    wait_seconds: u64,
+) -> anyhow::Result<ExitCode> {
     let config = load(config)?;
     let store = connect_store(&config.storage, &config.storage_retry).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(if watch { wait_seconds } else { 0 });
@@ -52,7 +58,9 @@ pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool, wait
         };
         match &status {
             None if std::time::Instant::now() >= deadline => {
-                eprintln!("job {job_id}: no status (never accepted: unknown, or rejected before its job_id could be read; see the coordinator's log)");
+                eprintln!(
+                    "job {job_id}: no status (never accepted: unknown, or rejected before its job_id could be read; see the coordinator's log)"
+                );
                 return Ok(ExitCode::from(EXIT_UNKNOWN_JOB));
             }
             None => println!("job {job_id}: no status yet, waiting"),
@@ -60,7 +68,8 @@ pub async fn status(config: Option<&Path>, job_id: uuid::Uuid, watch: bool, wait
         }
         let done = status.as_ref().is_some_and(|s| s.state.is_final());
         if status.is_some() && (!watch || done) {
-            let clean = status.is_some_and(|s| s.failures.is_empty() && s.rejection.is_none() && s.cancellation.is_none());
+            let clean =
+                status.is_some_and(|s| s.failures.is_empty() && s.rejection.is_none() && s.cancellation.is_none());
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -113,7 +122,11 @@ pub async fn cancel(config: Option<&Path>, job_id: uuid::Uuid, reason: &str) -> 
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let request = Cancellation { schema: flowgrad_jobs::SCHEMA_VERSION, reason: reason.to_string(), requested_at: flowgrad_jobs::unix_now() };
+    let request = Cancellation {
+        schema: flowgrad_jobs::SCHEMA_VERSION,
+        reason: reason.to_string(),
+        requested_at: flowgrad_jobs::unix_now(),
+    };
     if !store.put_if_absent(&keys::cancel(job_id), Bytes::from(flowgrad_jobs::to_json(&request))).await? {
         println!("job {job_id}: cancellation already requested");
     } else {
@@ -149,7 +162,10 @@ mod tests {
             failed: 1,
             cancelled: 0,
             total_images: 2,
-            failures: vec![flowgrad_jobs::Failure { task_id: "task-000001".into(), reason: "in/x.png: not an image\n".into() }],
+            failures: vec![flowgrad_jobs::Failure {
+                task_id: "task-000001".into(),
+                reason: "in/x.png: not an image\n".into(),
+            }],
             accepted_at: 0.0,
             updated_at: 1.0,
             tasks_per_second: 2.0,

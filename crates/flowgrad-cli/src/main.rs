@@ -83,7 +83,10 @@ enum Command {
 
 fn main() -> ExitCode {
     flowgrad_backend::tune_allocator();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => flowgrad_lab::demo::run(&args),
@@ -97,9 +100,15 @@ fn main() -> ExitCode {
             let (input, output) = (args.input.first().cloned().unwrap_or_default(), args.output.clone());
             runtime().and_then(|rt| rt.block_on(run::edit(&input, &output, args)))
         }
-        Command::Submit { fleet, job } => runtime().and_then(|rt| rt.block_on(fleet::submit(fleet.config.as_deref(), &job))),
-        Command::Cancel { fleet, job_id, reason } => runtime().and_then(|rt| rt.block_on(fleet::cancel(fleet.config.as_deref(), job_id, &reason))),
-        Command::Status { fleet, job_id, watch, wait_seconds } => runtime().and_then(|rt| rt.block_on(fleet::status(fleet.config.as_deref(), job_id, watch, wait_seconds))),
+        Command::Submit { fleet, job } => {
+            runtime().and_then(|rt| rt.block_on(fleet::submit(fleet.config.as_deref(), &job)))
+        }
+        Command::Cancel { fleet, job_id, reason } => {
+            runtime().and_then(|rt| rt.block_on(fleet::cancel(fleet.config.as_deref(), job_id, &reason)))
+        }
+        Command::Status { fleet, job_id, watch, wait_seconds } => {
+            runtime().and_then(|rt| rt.block_on(fleet::status(fleet.config.as_deref(), job_id, watch, wait_seconds)))
+        }
     };
     match result {
         Ok(code) => code,

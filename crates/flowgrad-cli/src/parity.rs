@@ -36,8 +36,12 @@ pub enum ParitySet {
 /// Runs one parity check and prints its report; exit 1 when a check is above tolerance.
 pub fn run(set: &ParitySet) -> anyhow::Result<ExitCode> {
     match set {
-        ParitySet::Flowgrad { dir, model: None } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad(dir)?),
-        ParitySet::Flowgrad { dir, model: Some(model) } => print_report("flowgrad", dir, flowgrad_parity::check_flowgrad_with_model(dir, Some(model))?),
+        ParitySet::Flowgrad { dir, model: None } => {
+            print_report("flowgrad", dir, flowgrad_parity::check_flowgrad(dir)?)
+        }
+        ParitySet::Flowgrad { dir, model: Some(model) } => {
+            print_report("flowgrad", dir, flowgrad_parity::check_flowgrad_with_model(dir, Some(model))?)
+        }
         ParitySet::Ncsnpp { dir } => print_report("ncsnpp", dir, flowgrad_parity::check_ncsnpp(dir)?),
         ParitySet::Clip { dir } => print_report("clip", dir, flowgrad_parity::check_clip(dir)?),
     }

@@ -107,17 +107,25 @@ fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, Vec<Skipp
     let mut skipped = vec![];
     for input in inputs {
         if input.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(input).with_context(|| format!("cannot read {}", input.display()))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("cannot read {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
             entries.sort();
             for path in entries {
                 let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
                 if !path.is_file() {
-                    skipped.push(Skipped { file: path, reason: "not a file (folders are not searched recursively)".into() });
+                    skipped.push(Skipped {
+                        file: path,
+                        reason: "not a file (folders are not searched recursively)".into(),
+                    });
                 } else if extension.as_deref().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e)) {
                     files.push(path);
                 } else {
                     let reason = match extension {
-                        Some(e) => format!("extension `.{e}` is not an image type flowgrad reads (PNG or JPEG: .png, .jpg, .jpeg)"),
+                        Some(e) => format!(
+                            "extension `.{e}` is not an image type flowgrad reads (PNG or JPEG: .png, .jpg, .jpeg)"
+                        ),
                         None => "no extension (PNG or JPEG files are read: .png, .jpg, .jpeg)".into(),
                     };
                     skipped.push(Skipped { file: path, reason });
@@ -136,7 +144,12 @@ fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, Vec<Skipp
 }
 
 /// A job id derived from the inputs and settings: rerunning the same edit resumes it.
-fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams, applied_direction: Option<&[u8]>) -> uuid::Uuid {
+fn job_id(
+    files: &[(String, Vec<u8>)],
+    args: &RunArgs,
+    params: &EditParams,
+    applied_direction: Option<&[u8]>,
+) -> uuid::Uuid {
     let mut hasher = Sha256::new();
     hasher.update(format!("learn:{}", args.learn_direction.is_some()).as_bytes());
     if let Some(bytes) = applied_direction {
@@ -147,7 +160,10 @@ fn job_id(files: &[(String, Vec<u8>)], args: &RunArgs, params: &EditParams, appl
         hasher.update(Sha256::digest(bytes));
     }
     hasher.update(serde_json::to_vec(params).expect("params serialise"));
-    hasher.update(format!("{}:{:?}:{:?}:{:?}:{:?}:{}", args.model, args.target, args.text, args.checkpoint, args.clip, args.seed).as_bytes());
+    hasher.update(
+        format!("{}:{:?}:{:?}:{:?}:{:?}:{}", args.model, args.target, args.text, args.checkpoint, args.clip, args.seed)
+            .as_bytes(),
+    );
     if args.batch_size != 1 {
         // tasks of another size are other tasks: a rerun resumes only the same batching
         hasher.update(format!("batch:{}", args.batch_size).as_bytes());
@@ -162,10 +178,17 @@ fn sanitize(name: &str) -> String {
 /// Runs an embedded fleet on the inputs and writes outputs and reports into `args.output`.
 pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let catalog = ModelCatalog {
-        ncsnpp: args.checkpoint.clone().map(|checkpoint| NcsnppSource { checkpoint, config: args.model_config.clone(), weights: args.weights.clone() }),
+        ncsnpp: args.checkpoint.clone().map(|checkpoint| NcsnppSource {
+            checkpoint,
+            config: args.model_config.clone(),
+            weights: args.weights.clone(),
+        }),
         clip: args.clip.clone().map(|checkpoint| ClipSource { checkpoint, config: args.clip_config.clone() }),
     };
-    let registry = Arc::new(ModelRegistry::with_catalog(Assets::from_option(args.assets.clone()), catalog).with_recorded_forwards(args.recorded_forwards));
+    let registry = Arc::new(
+        ModelRegistry::with_catalog(Assets::from_option(args.assets.clone()), catalog)
+            .with_recorded_forwards(args.recorded_forwards),
+    );
     let (guidance, target) = match (&args.target, &args.text) {
         (Some(class), _) => (GuidanceSpec::Class(class.clone()), class.clone()),
         (None, Some(prompt)) => (GuidanceSpec::Text(prompt.clone()), prompt.clone()),
@@ -191,7 +214,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         named.push((name, bytes));
     }
     let applied = match &args.apply_direction {
-        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read the direction {}", path.display()))?),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read the direction {}", path.display()))?)
+        }
         None => None,
     };
     let job_id = job_id(&named, args, &params, applied.as_deref());
@@ -219,11 +244,22 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         ..JobSpec::new(InputSpec::Prefix("inputs/".into()), "outputs/", &args.model, guidance.clone())
     };
     fleet.submit(&job).await?;
-    eprintln!("editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)", named.len(), args.model, params.steps, params.iterations, params.xi, args.workers);
+    eprintln!(
+        "editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)",
+        named.len(),
+        args.model,
+        params.steps,
+        params.iterations,
+        params.xi,
+        args.workers
+    );
 
     let bars = MultiProgress::new();
     let overall = bars.add(ProgressBar::new(named.len() as u64));
-    overall.set_style(ProgressStyle::with_template("overall   [{bar:30}] {pos}/{len} images  {elapsed_precise} eta {eta}").expect("template"));
+    overall.set_style(
+        ProgressStyle::with_template("overall   [{bar:30}] {pos}/{len} images  {elapsed_precise} eta {eta}")
+            .expect("template"),
+    );
     let mut per_task: std::collections::HashMap<String, ProgressBar> = Default::default();
     // an interval, not a fresh sleep per loop: a steady stream of events must not starve the poll
     let mut poll = tokio::time::interval(Duration::from_millis(250));
@@ -271,9 +307,11 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(reason) = &status.rejection {
         bail!("job rejected: {reason}");
     }
-    let report: JobReport = flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
+    let report: JobReport =
+        flowgrad_jobs::from_json("report", &store.get(&keys::report(job_id)).await?.context("report missing")?)?;
     std::fs::write(args.output.join("report.json"), flowgrad_jobs::to_json(&report))?;
-    let mut summary = write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance, &params).await?;
+    let mut summary =
+        write_image_reports(store.as_ref(), model.as_ref(), &report, &args.output, &guidance, &params).await?;
     summary.skipped = skipped.len();
     let skipped_path = args.output.join("skipped.json");
     if skipped.is_empty() {
@@ -299,11 +337,17 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
 /// `flowgrad edit`: one image in, one edited image out.
 pub async fn edit(input: &Path, output: &Path, mut args: RunArgs) -> anyhow::Result<ExitCode> {
-    let out_dir = output.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf).join(".flowgrad-edit");
+    let out_dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        .join(".flowgrad-edit");
     args.input = vec![input.to_path_buf()];
     args.output = out_dir.clone();
     let code = run(&args).await?;
-    let produced = std::fs::read_dir(&out_dir)?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.extension().is_some_and(|e| e == "png") && !p.ends_with("grid.png"));
+    let produced = std::fs::read_dir(&out_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "png") && !p.ends_with("grid.png"));
     if let Some(produced) = produced {
         std::fs::copy(&produced, output)?;
         std::fs::copy(produced.with_extension("json"), output.with_extension("json"))?;
@@ -324,9 +368,16 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         let (files, skipped) = collect_inputs(&[dir.path().to_path_buf()]).unwrap();
-        let names = |paths: Vec<&PathBuf>| paths.into_iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>();
+        let names = |paths: Vec<&PathBuf>| {
+            paths.into_iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect::<Vec<_>>()
+        };
         assert_eq!(names(files.iter().collect()), ["a.png", "b.JPG"]);
         assert_eq!(names(skipped.iter().map(|s| &s.file).collect()), ["c.gif", "d.svg", "e", "sub"]);
-        assert!(skipped[0].reason.contains("`.gif`") && skipped[2].reason.contains("no extension") && skipped[3].reason.contains("not a file"), "{skipped:?}");
+        assert!(
+            skipped[0].reason.contains("`.gif`")
+                && skipped[2].reason.contains("no extension")
+                && skipped[3].reason.contains("not a file"),
+            "{skipped:?}"
+        );
     }
 }

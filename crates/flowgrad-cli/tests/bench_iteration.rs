@@ -16,7 +16,10 @@ fn bench_iteration_prints_a_parsable_summary() {
         .expect("flowgrad runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let line = stdout.lines().find_map(|l| l.strip_prefix("iteration: ")).unwrap_or_else(|| panic!("no summary line: {stdout}"));
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("iteration: "))
+        .unwrap_or_else(|| panic!("no summary line: {stdout}"));
     let field = |key: &str| -> f64 {
         line.split(' ')
             .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
@@ -35,7 +38,12 @@ fn side_by_side_script_help_works_without_torch() {
     let blocker = tempfile::tempdir().unwrap();
     std::fs::write(blocker.path().join("torch.py"), "raise ImportError('torch must be imported lazily')\n").unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/pytorch_side_by_side.py");
-    let out = Command::new("python3").arg(&script).arg("--help").env("PYTHONPATH", blocker.path()).output().expect("python3 runs");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--help")
+        .env("PYTHONPATH", blocker.path())
+        .output()
+        .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for option in ["--flowgrad ", "--rectified-flow", "--fixtures", "--flowgrad-bin", "--threads", "--repeats"] {

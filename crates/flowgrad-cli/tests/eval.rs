@@ -6,7 +6,17 @@ use std::process::Command;
 use serde_json::Value;
 
 const METHODS: [&str; 5] = ["input", "flowgrad", "decomposed_xi0", "noise_only", "guided_sampling"];
-const METRICS: [&str; 9] = ["images", "success_rate", "judge_target_prob", "l1", "ssim", "seconds_per_image", "vjps_per_image", "control_energy", "x0_shift"];
+const METRICS: [&str; 9] = [
+    "images",
+    "success_rate",
+    "judge_target_prob",
+    "l1",
+    "ssim",
+    "seconds_per_image",
+    "vjps_per_image",
+    "control_energy",
+    "x0_shift",
+];
 const STEPS: f64 = 6.0;
 const ITERATIONS: f64 = 2.0;
 
@@ -24,14 +34,33 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 #[test]
 fn tiny_eval_reports_every_method_sweep_and_plot() {
     let out = tempfile::tempdir().unwrap();
-    let args = ["eval", "--images", "4", "--classes", "coat", "--steps", "6", "--iterations", "2", "--batch", "4", "--sweep-images", "3", "--sweep-steps", "4,6", "--output"];
+    let args = [
+        "eval",
+        "--images",
+        "4",
+        "--classes",
+        "coat",
+        "--steps",
+        "6",
+        "--iterations",
+        "2",
+        "--batch",
+        "4",
+        "--sweep-images",
+        "3",
+        "--sweep-steps",
+        "4,6",
+        "--output",
+    ];
     let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out.path()).output().unwrap();
     let text = format!("{}\n{}", String::from_utf8_lossy(&result.stdout), String::from_utf8_lossy(&result.stderr));
     assert!(result.status.success(), "{text}");
     let report: Value = serde_json::from_slice(&std::fs::read(out.path().join("eval.json")).unwrap()).unwrap();
 
     let methods = report["methods"].as_array().unwrap();
-    let by_key = |key: &str| &methods.iter().find(|m| m["method"] == key).unwrap_or_else(|| panic!("method {key} missing"))["overall"];
+    let by_key = |key: &str| {
+        &methods.iter().find(|m| m["method"] == key).unwrap_or_else(|| panic!("method {key} missing"))["overall"]
+    };
     assert_eq!(methods.len(), METHODS.len());
     let images = metric(by_key("input"), "images");
     assert!((1.0..=4.0).contains(&images), "coats among the 4 images are skipped: {images}");
@@ -52,9 +81,19 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     assert!((metric(input, "ssim") - 1.0).abs() < 1e-9, "the input is its own perfect match");
 
     let (fast, exact) = (by_key("flowgrad"), by_key("decomposed_xi0"));
-    assert_eq!(metric(exact, "vjps_per_image"), STEPS * (ITERATIONS + 1.0), "ξ = 0: one VJP per step and iteration, and N for the warm start");
-    assert!(metric(fast, "vjps_per_image") <= metric(exact, "vjps_per_image"), "FlowGrad never needs more VJPs than ξ = 0");
-    assert!(metric(fast, "control_energy") > 0.0 && metric(fast, "x0_shift") == 0.0, "FlowGrad moves the controls only");
+    assert_eq!(
+        metric(exact, "vjps_per_image"),
+        STEPS * (ITERATIONS + 1.0),
+        "ξ = 0: one VJP per step and iteration, and N for the warm start"
+    );
+    assert!(
+        metric(fast, "vjps_per_image") <= metric(exact, "vjps_per_image"),
+        "FlowGrad never needs more VJPs than ξ = 0"
+    );
+    assert!(
+        metric(fast, "control_energy") > 0.0 && metric(fast, "x0_shift") == 0.0,
+        "FlowGrad moves the controls only"
+    );
     let noise = by_key("noise_only");
     assert!(metric(noise, "control_energy") == 0.0 && metric(noise, "x0_shift") > 0.0, "the baseline moves x_0 only");
     assert!(metric(noise, "vjps_per_image") <= STEPS * ITERATIONS);
@@ -67,14 +106,18 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     assert_eq!(sweep.len(), 6);
     let first_segments: Vec<u64> = sweep.iter().map(|r| r["segments"][0].as_u64().unwrap()).collect();
     assert_eq!((first_segments[0], first_segments[5]), (6, 1), "ξ = 0 is every step, the last entry a single segment");
-    assert!(first_segments.windows(2).all(|w| w[0] >= w[1]), "larger ξ, fewer segments on the same trajectory: {first_segments:?}");
+    assert!(
+        first_segments.windows(2).all(|w| w[0] >= w[1]),
+        "larger ξ, fewer segments on the same trajectory: {first_segments:?}"
+    );
     let starts: Vec<f64> = sweep.iter().map(|r| r["objective"][0].as_f64().unwrap()).collect();
     assert!(starts.iter().all(|s| (s - starts[0]).abs() < 1e-9), "every ξ starts from u = 0: {starts:?}");
     for r in sweep {
         assert_eq!(r["objective"].as_array().unwrap().len(), 3);
         assert_eq!(r["seconds"].as_array().unwrap().len(), 3);
     }
-    let steps: Vec<u64> = report["steps_sweep"].as_array().unwrap().iter().map(|r| r["steps"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> =
+        report["steps_sweep"].as_array().unwrap().iter().map(|r| r["steps"].as_u64().unwrap()).collect();
     assert_eq!(steps, [4, 6]);
     assert_eq!(report["settings"]["flow"], "flow");
     let curve = &report["straightness"];
@@ -90,11 +133,15 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     // the frontier: FlowGrad at every η, guided sampling at every scale, on the same edits; the
     // default η and scale are the comparison's own rows
     let frontier = report["frontier"].as_array().unwrap();
-    let settings: Vec<(String, f64)> = frontier.iter().map(|p| (p["method"].as_str().unwrap().to_string(), p["value"].as_f64().unwrap())).collect();
+    let settings: Vec<(String, f64)> =
+        frontier.iter().map(|p| (p["method"].as_str().unwrap().to_string(), p["value"].as_f64().unwrap())).collect();
     assert_eq!(settings.len(), 8, "{settings:?}");
     let default_eta = f64::from(flowgrad_params::EditParams::default().eta);
     for (method, value, row) in [("flowgrad", default_eta, "flowgrad"), ("guided_sampling", 20.0, "guided_sampling")] {
-        let point = frontier.iter().find(|p| p["method"] == method && (p["value"].as_f64().unwrap() - value).abs() < 1e-6).unwrap();
+        let point = frontier
+            .iter()
+            .find(|p| p["method"] == method && (p["value"].as_f64().unwrap() - value).abs() < 1e-6)
+            .unwrap();
         for name in ["success_rate", "l1", "ssim", "images"] {
             assert_eq!(metric(point, name), metric(by_key(row), name), "{method} at {value}: {name}");
         }
@@ -103,7 +150,10 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     assert!(etas.iter().all(|l1| *l1 > 0.0), "every η edits: {etas:?}");
     for key in METHODS {
         let m = by_key(key);
-        assert!((0.0..=1.0).contains(&metric(m, "guidance_success_rate")) && (0.0..=1.0).contains(&metric(m, "agreement")), "{key}: {m}");
+        assert!(
+            (0.0..=1.0).contains(&metric(m, "guidance_success_rate")) && (0.0..=1.0).contains(&metric(m, "agreement")),
+            "{key}: {m}"
+        );
     }
     assert!(table.contains("Frontier") && table.contains("FlowGrad reaches guided sampling's success"), "{table}");
 }
@@ -114,8 +164,26 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
 fn reflow_eval_uses_the_reflowed_flow() {
     let curve = |extra: &[&str]| {
         let out = tempfile::tempdir().unwrap();
-        let args = ["eval", "--images", "2", "--classes", "coat", "--steps", "4", "--iterations", "1", "--batch", "2", "--sweep-images", "1", "--sweep-steps", "4", "--output"];
-        let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out.path()).args(extra).output().unwrap();
+        let args = [
+            "eval",
+            "--images",
+            "2",
+            "--classes",
+            "coat",
+            "--steps",
+            "4",
+            "--iterations",
+            "1",
+            "--batch",
+            "2",
+            "--sweep-images",
+            "1",
+            "--sweep-steps",
+            "4",
+            "--output",
+        ];
+        let result =
+            Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out.path()).args(extra).output().unwrap();
         assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
         let report: Value = serde_json::from_slice(&std::fs::read(out.path().join("eval.json")).unwrap()).unwrap();
         (report["settings"]["flow"].as_str().unwrap().to_string(), report["straightness"]["mean_s"].clone())
@@ -129,7 +197,12 @@ fn reflow_eval_uses_the_reflowed_flow() {
 fn bad_eval_arguments_are_clear_errors() {
     let out = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
-        let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(["eval", "--output"]).arg(out.path()).args(extra).output().unwrap();
+        let result = Command::new(env!("CARGO_BIN_EXE_flowgrad"))
+            .args(["eval", "--output"])
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .unwrap();
         (result.status.code(), String::from_utf8_lossy(&result.stderr).into_owned())
     };
     let (code, err) = run(&["--classes", "spaceship"]);

@@ -33,7 +33,14 @@ fn parity_clip_passes_on_the_shipped_set() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(" 0 failed, 0 skipped"), "{text}");
-    for row in ["bpe vocabulary sha256", "tokens (42 prompts)", "cleaned (42 prompts)", "image_features", "text_features", "grad_image"] {
+    for row in [
+        "bpe vocabulary sha256",
+        "tokens (42 prompts)",
+        "cleaned (42 prompts)",
+        "image_features",
+        "text_features",
+        "grad_image",
+    ] {
         assert!(text.lines().any(|l| l.starts_with(row) && l.ends_with("ok")), "{row} missing:\n{text}");
     }
 }

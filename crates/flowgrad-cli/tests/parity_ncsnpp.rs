@@ -38,7 +38,11 @@ fn parity_ncsnpp_exits_1_above_tolerance_and_2_on_bad_sets() {
     std::fs::write(&config_path, config.to_string()).unwrap();
     let out = flowgrad(&["parity", "ncsnpp", path(dir.path())]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("v (per sample)") && l.ends_with("FAIL")), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("v (per sample)") && l.ends_with("FAIL")),
+        "{}",
+        text(&out)
+    );
 
     std::fs::remove_file(dir.path().join("weights.safetensors")).unwrap();
     let out = flowgrad(&["parity", "ncsnpp", path(dir.path())]);
@@ -80,7 +84,8 @@ fn convert_writes_ema_or_model_weights_as_safetensors() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(&again).unwrap(), a);
     // the wrong architecture names the keys; a bad choice is rejected
-    let out = flowgrad(&["convert", path(&pth), path(&again), "--config", path(&fixtures().join("ncsnpp/config.json"))]);
+    let out =
+        flowgrad(&["convert", path(&pth), path(&again), "--config", path(&fixtures().join("ncsnpp/config.json"))]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("missing"), "{}", text(&out));
     let out = flowgrad(&["convert", path(&pth), path(&again), "--weights", "best"]);
@@ -90,13 +95,27 @@ fn convert_writes_ema_or_model_weights_as_safetensors() {
 #[test]
 fn bench_ncsnpp_measures_time_and_memory() {
     let config = model_data().join("ncsnpp_tiny.config.json");
-    let out = flowgrad(&["bench", "ncsnpp", "--config", path(&config), "--fixture", path(&fixtures().join("ncsnpp")), "--steps", "2", "--repeats", "1"]);
+    let out = flowgrad(&[
+        "bench",
+        "ncsnpp",
+        "--config",
+        path(&config),
+        "--fixture",
+        path(&fixtures().join("ncsnpp")),
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", text(&out));
     assert!(stdout.contains("forward + input VJP"), "{stdout}");
     for method in ["decomposed", "recorded", "full"] {
         // method, N, baseline and peak MiB, VJPs
-        let row = stdout.lines().find(|l| l.split_whitespace().next() == Some(method)).unwrap_or_else(|| panic!("no {method} row in {stdout}"));
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(method))
+            .unwrap_or_else(|| panic!("no {method} row in {stdout}"));
         let columns: Vec<&str> = row.split_whitespace().collect();
         assert_eq!((columns[1], columns[4]), ("2", "2"), "{row}");
     }

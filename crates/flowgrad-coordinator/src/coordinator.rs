@@ -4,12 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flowgrad_catalog::{ModelCatalog, check_direction};
-use flowgrad_params::{ControlSharing, EditParams};
-use futures::{StreamExt, TryStreamExt};
 use flowgrad_jobs::job::MAX_BATCH;
-use flowgrad_jobs::{Cancellation, DirectionSpec, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys};
+use flowgrad_jobs::{
+    Cancellation, DirectionSpec, InputSpec, JobSpec, Lease, TaskEvent, TaskInput, TaskResult, TaskSpec, keys,
+};
+use flowgrad_params::{ControlSharing, EditParams};
 use flowgrad_queue::{Delivery, Queue, SharedBroker};
 use flowgrad_storage::{Bytes, SharedStore};
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -53,7 +55,13 @@ fn json<T: serde::Serialize>(value: &T) -> Bytes {
 
 impl Coordinator {
     /// A coordinator over these connections.
-    pub fn new(store: SharedStore, broker: SharedBroker, models: ModelCatalog, settings: CoordinatorSettings, metrics: CoordinatorMetrics) -> Self {
+    pub fn new(
+        store: SharedStore,
+        broker: SharedBroker,
+        models: ModelCatalog,
+        settings: CoordinatorSettings,
+        metrics: CoordinatorMetrics,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self { store, broker, models, settings, metrics, jobs: Arc::new(Mutex::new(HashMap::new())), events }
     }
@@ -113,7 +121,9 @@ impl Coordinator {
     /// for `lease_seconds`: its coordinator died), finishing any publication it did not complete.
     pub async fn adopt(&self) -> anyhow::Result<()> {
         for marker in self.store.list(keys::ACTIVE_PREFIX).await? {
-            let Some(id) = marker.strip_prefix(keys::ACTIVE_PREFIX).and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+            let Some(id) = marker.strip_prefix(keys::ACTIVE_PREFIX).and_then(|s| s.parse::<Uuid>().ok()) else {
+                continue;
+            };
             if self.jobs.lock().await.contains_key(&id) || !self.claim(id).await? {
                 continue;
             }
@@ -132,7 +142,11 @@ impl Coordinator {
     /// The job's current lease, if any (an unreadable one counts as expired).
     async fn lease(&self, job_id: Uuid) -> anyhow::Result<Option<Lease>> {
         Ok(self.store.get(&keys::active(job_id)).await?.map(|bytes| {
-            flowgrad_jobs::from_json::<Lease>("lease", &bytes).unwrap_or(Lease { schema: flowgrad_jobs::SCHEMA_VERSION, coordinator: String::new(), renewed_at: 0.0 })
+            flowgrad_jobs::from_json::<Lease>("lease", &bytes).unwrap_or(Lease {
+                schema: flowgrad_jobs::SCHEMA_VERSION,
+                coordinator: String::new(),
+                renewed_at: 0.0,
+            })
         }))
     }
 
@@ -144,7 +158,8 @@ impl Coordinator {
         {
             return Ok(false);
         }
-        let lease = Lease { schema: flowgrad_jobs::SCHEMA_VERSION, coordinator: self.settings.id.clone(), renewed_at: now };
+        let lease =
+            Lease { schema: flowgrad_jobs::SCHEMA_VERSION, coordinator: self.settings.id.clone(), renewed_at: now };
         self.store.put(&keys::active(job_id), json(&lease)).await?;
         Ok(true)
     }
@@ -192,7 +207,9 @@ impl Coordinator {
         if inputs.is_empty() {
             return self.reject(payload, format!("no input images found for {:?}", spec.input)).await;
         }
-        if let Some(reason) = keys::output_collision(&spec.output_prefix, Self::input_root(&spec), inputs.iter().map(String::as_str)) {
+        if let Some(reason) =
+            keys::output_collision(&spec.output_prefix, Self::input_root(&spec), inputs.iter().map(String::as_str))
+        {
             return self.reject(payload, reason).await;
         }
         if let Some(reason) = self.direction_problem(&spec, inputs.len()).await? {
@@ -218,13 +235,18 @@ impl Coordinator {
     async fn direction_problem(&self, spec: &JobSpec, images: usize) -> anyhow::Result<Option<String>> {
         let Some(direction) = &spec.direction else { return Ok(None) };
         Ok(match direction {
-            DirectionSpec::Learn(_) if images > MAX_BATCH => {
-                Some(format!("learning a direction takes at most {MAX_BATCH} images (one batch); the input holds {images}"))
-            }
+            DirectionSpec::Learn(_) if images > MAX_BATCH => Some(format!(
+                "learning a direction takes at most {MAX_BATCH} images (one batch); the input holds {images}"
+            )),
             // an existing object is refused unless the job was accepted before: then it may be the
             // job's own result (a resubmission after it ran)
-            DirectionSpec::Learn(key) if self.store.get(key).await?.is_some() && self.store.get(&keys::spec(spec.job_id)).await?.is_none() => {
-                Some(format!("direction `{key}` already exists: a learned direction never overwrites an object (choose another key or delete it)"))
+            DirectionSpec::Learn(key)
+                if self.store.get(key).await?.is_some()
+                    && self.store.get(&keys::spec(spec.job_id)).await?.is_none() =>
+            {
+                Some(format!(
+                    "direction `{key}` already exists: a learned direction never overwrites an object (choose another key or delete it)"
+                ))
             }
             DirectionSpec::Learn(_) => None,
             DirectionSpec::Apply(key) => match self.store.get(key).await? {
@@ -238,7 +260,9 @@ impl Coordinator {
         if let Some(job_id) = job_id_of(payload) {
             // a rejection never overwrites an accepted job's status
             if self.store.get(&keys::spec(job_id)).await?.is_none() {
-                self.store.put(&keys::status(job_id), json(&rejected_status(job_id, &reason, flowgrad_jobs::unix_now()))).await?;
+                self.store
+                    .put(&keys::status(job_id), json(&rejected_status(job_id, &reason, flowgrad_jobs::unix_now())))
+                    .await?;
             }
         }
         Ok(Intake::Rejected(reason))
@@ -246,7 +270,9 @@ impl Coordinator {
 
     async fn list_inputs(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
         Ok(match &spec.input {
-            InputSpec::Prefix(prefix) => self.store.list(prefix).await?.into_iter().filter(|k| !k.ends_with('/')).collect(),
+            InputSpec::Prefix(prefix) => {
+                self.store.list(prefix).await?.into_iter().filter(|k| !k.ends_with('/')).collect()
+            }
             InputSpec::Manifest(keys) => keys.clone(),
         })
     }
@@ -263,7 +289,9 @@ impl Coordinator {
         let root = Self::input_root(spec);
         // learning a direction shares one control sequence across all the inputs: one task
         let (batch, params) = match &spec.direction {
-            Some(DirectionSpec::Learn(_)) => (inputs.len().max(1), EditParams { sharing: ControlSharing::Shared, ..spec.params.clone() }),
+            Some(DirectionSpec::Learn(_)) => {
+                (inputs.len().max(1), EditParams { sharing: ControlSharing::Shared, ..spec.params.clone() })
+            }
             _ => (spec.batch_size, spec.params.clone()),
         };
         inputs
@@ -273,7 +301,10 @@ impl Coordinator {
                 schema: flowgrad_jobs::SCHEMA_VERSION,
                 job_id: spec.job_id,
                 task_id: keys::task_id(index),
-                inputs: chunk.iter().map(|key| TaskInput { key: key.clone(), output_key: keys::output(&spec.output_prefix, root, key) }).collect(),
+                inputs: chunk
+                    .iter()
+                    .map(|key| TaskInput { key: key.clone(), output_key: keys::output(&spec.output_prefix, root, key) })
+                    .collect(),
                 model: spec.model.clone(),
                 guidance: spec.guidance.clone(),
                 params: params.clone(),
@@ -302,7 +333,8 @@ impl Coordinator {
                 let inputs = self.list_inputs(spec).await?;
                 let tasks = Self::tasks_for(spec, &inputs, now);
                 // up to PUBLISH_WINDOW publishes in flight: their confirms arrive pipelined
-                let messages: Vec<(Bytes, String)> = tasks.iter().map(|task| (json(task), format!("{job_id}/{}", task.task_id))).collect();
+                let messages: Vec<(Bytes, String)> =
+                    tasks.iter().map(|task| (json(task), format!("{job_id}/{}", task.task_id))).collect();
                 futures::stream::iter(messages)
                     .map(|(payload, id)| {
                         let (broker, published) = (self.broker.clone(), self.metrics.tasks_published.clone());
@@ -387,7 +419,10 @@ impl Coordinator {
         for job_id in ids {
             let Some(mut tracker) = self.jobs.lock().await.get(&job_id).cloned() else { continue };
             for key in self.store.list(&keys::results_prefix(job_id)).await? {
-                let Some(task) = key.strip_prefix(&keys::results_prefix(job_id)).and_then(|k| k.strip_suffix(".json")) else { continue };
+                let Some(task) = key.strip_prefix(&keys::results_prefix(job_id)).and_then(|k| k.strip_suffix(".json"))
+                else {
+                    continue;
+                };
                 if tracker.results.contains_key(task) {
                     continue;
                 }

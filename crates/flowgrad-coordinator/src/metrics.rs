@@ -42,7 +42,10 @@ impl CoordinatorMetrics {
             jobs_rejected: counter("flowgrad_jobs_rejected_total", "Jobs rejected as invalid"),
             jobs_finished: counter("flowgrad_jobs_finished_total", "Jobs that reached a final state"),
             tasks_published: counter("flowgrad_tasks_published_total", "Task messages published"),
-            tasks_dead_lettered: counter("flowgrad_tasks_dead_lettered_total", "Tasks dead-lettered by the broker and recorded as failed"),
+            tasks_dead_lettered: counter(
+                "flowgrad_tasks_dead_lettered_total",
+                "Tasks dead-lettered by the broker and recorded as failed",
+            ),
             active_jobs: gauge("flowgrad_active_jobs", "Jobs being tracked"),
             tasks_queue_depth: gauge("flowgrad_tasks_queue_depth", "Messages ready in the tasks queue"),
             registry,

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use flowgrad_jobs::{Cancellation, Failure, JobReport, JobSpec, JobState, JobStatus, TaskOutcome, TaskResult, TaskSpec};
+use flowgrad_jobs::{
+    Cancellation, Failure, JobReport, JobSpec, JobState, JobStatus, TaskOutcome, TaskResult, TaskSpec,
+};
 use uuid::Uuid;
 
 /// A tracked job: its tasks, the results seen so far and live progress from events.
@@ -23,7 +25,13 @@ pub struct JobTracker {
 impl JobTracker {
     /// A tracker for `spec` with its published `tasks`.
     pub fn new(spec: JobSpec, tasks: &[TaskSpec], accepted_at: f64) -> Self {
-        Self { spec, tasks: tasks.iter().map(|t| (t.task_id.clone(), t.inputs.len())).collect(), results: HashMap::new(), accepted_at, cancellation: None }
+        Self {
+            spec,
+            tasks: tasks.iter().map(|t| (t.task_id.clone(), t.inputs.len())).collect(),
+            results: HashMap::new(),
+            accepted_at,
+            cancellation: None,
+        }
     }
 
     /// The job id.
@@ -121,7 +129,8 @@ mod tests {
     use flowgrad_jobs::{GuidanceSpec, InputSpec, TaskInput};
 
     fn tracker(tasks: usize) -> JobTracker {
-        let spec = JobSpec::new(InputSpec::Prefix("in/".into()), "out/", "fashion-mnist", GuidanceSpec::Class("coat".into()));
+        let spec =
+            JobSpec::new(InputSpec::Prefix("in/".into()), "out/", "fashion-mnist", GuidanceSpec::Class("coat".into()));
         let tasks: Vec<TaskSpec> = (0..tasks)
             .map(|i| TaskSpec {
                 schema: flowgrad_jobs::SCHEMA_VERSION,
@@ -163,9 +172,16 @@ mod tests {
         let mut t = tracker(4);
         record(&mut t, 0, TaskOutcome::Succeeded);
         record(&mut t, 1, TaskOutcome::Cancelled);
-        t.cancellation = Some(Cancellation { schema: flowgrad_jobs::SCHEMA_VERSION, reason: "wrong class".into(), requested_at: 5.0 });
+        t.cancellation = Some(Cancellation {
+            schema: flowgrad_jobs::SCHEMA_VERSION,
+            reason: "wrong class".into(),
+            requested_at: 5.0,
+        });
         let status = t.status(10.0);
-        assert_eq!((status.state, status.succeeded, status.cancelled, status.remaining()), (JobState::Cancelled, 1, 3, 0));
+        assert_eq!(
+            (status.state, status.succeeded, status.cancelled, status.remaining()),
+            (JobState::Cancelled, 1, 3, 0)
+        );
         assert_eq!(status.cancellation.as_deref(), Some("wrong class"));
         assert!(status.eta_seconds.is_none());
     }

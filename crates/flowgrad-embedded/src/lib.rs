@@ -39,9 +39,16 @@ impl EmbeddedFleet {
         let store: SharedStore = Arc::new(RetryingStore::new(LocalStore::new(root)?, RetryPolicy::default()));
         let broker: SharedBroker = Arc::new(InProcessBroker::new(RabbitConfig::default().topology));
         let shutdown = CancellationToken::new();
-        let mut coordinator_section: CoordinatorSection = flowgrad_service::section_defaults(flowgrad_coordinator::settings::DEFAULTS)?;
+        let mut coordinator_section: CoordinatorSection =
+            flowgrad_service::section_defaults(flowgrad_coordinator::settings::DEFAULTS)?;
         coordinator_section.coordinator.id = "embedded-coordinator".into();
-        let coordinator = Coordinator::new(store.clone(), broker.clone(), models.catalog().clone(), coordinator_section.coordinator, CoordinatorMetrics::new());
+        let coordinator = Coordinator::new(
+            store.clone(),
+            broker.clone(),
+            models.catalog().clone(),
+            coordinator_section.coordinator,
+            CoordinatorMetrics::new(),
+        );
         let mut services = vec![];
         {
             let (coordinator, token) = (coordinator.clone(), shutdown.clone());
@@ -49,7 +56,8 @@ impl EmbeddedFleet {
         }
         let worker_section: WorkerSection = flowgrad_service::section_defaults(flowgrad_worker::settings::DEFAULTS)?;
         for w in 0..workers {
-            let settings = flowgrad_worker::WorkerSettings { id: format!("embedded-worker-{w}"), ..worker_section.worker.clone() };
+            let settings =
+                flowgrad_worker::WorkerSettings { id: format!("embedded-worker-{w}"), ..worker_section.worker.clone() };
             let worker = Worker::new(store.clone(), broker.clone(), models.clone(), settings, WorkerMetrics::new());
             let token = shutdown.clone();
             services.push(tokio::spawn(async move { worker.run(token).await }));

@@ -42,7 +42,9 @@ async fn a_job_is_edited_and_a_bad_one_rejected_by_one_process() {
     for i in 0..3 {
         assert!(fleet.store().get(&format!("out/{i}.png")).await.unwrap().is_some(), "out/{i}.png written");
     }
-    let report: JobReport = flowgrad_jobs::from_json("report", &fleet.store().get(&keys::report(job.job_id)).await.unwrap().unwrap()).unwrap();
+    let report: JobReport =
+        flowgrad_jobs::from_json("report", &fleet.store().get(&keys::report(job.job_id)).await.unwrap().unwrap())
+            .unwrap();
     assert_eq!(report.results.len(), 3);
 
     let unknown = JobSpec::new(InputSpec::Prefix("in/".into()), "elsewhere/", "stable-diffusion", coat);

@@ -9,7 +9,13 @@ use crate::registry::{EngineError, ImageShape};
 
 /// Serialises `direction`, learned on `images` images of `model` towards `guidance` by
 /// `learned_by` (e.g. the job id), with those facts as labels.
-pub fn direction_bytes(direction: &GlobalDirection, model: &str, guidance: &GuidanceSpec, learned_by: &str, images: usize) -> Result<Vec<u8>, EngineError> {
+pub fn direction_bytes(
+    direction: &GlobalDirection,
+    model: &str,
+    guidance: &GuidanceSpec,
+    learned_by: &str,
+    images: usize,
+) -> Result<Vec<u8>, EngineError> {
     Ok(direction.to_bytes(&direction_labels(model, guidance, learned_by, images))?)
 }
 
@@ -21,7 +27,9 @@ pub fn read_direction(bytes: &[u8], model: &str, shape: Option<ImageShape>) -> R
     if let Some(shape) = shape {
         let got = &direction.controls().shape[2..];
         if got != [shape.channels, shape.height, shape.width] {
-            return Err(EngineError::Direction(format!("its controls are {got:?} per step; model `{model}` works on {shape:?}")));
+            return Err(EngineError::Direction(format!(
+                "its controls are {got:?} per step; model `{model}` works on {shape:?}"
+            )));
         }
     }
     Ok(direction)
@@ -34,7 +42,9 @@ mod tests {
 
     fn stored(model: &str) -> Vec<u8> {
         let params = EditParams { steps: 2, ..EditParams::default() };
-        let direction = GlobalDirection::from_controls(HostTensor { shape: vec![2, 1, 1, 2, 2], values: vec![0.5; 8] }, params).unwrap();
+        let direction =
+            GlobalDirection::from_controls(HostTensor { shape: vec![2, 1, 1, 2, 2], values: vec![0.5; 8] }, params)
+                .unwrap();
         direction_bytes(&direction, model, &GuidanceSpec::Class("coat".into()), "job-1", 4).unwrap()
     }
 
@@ -49,7 +59,9 @@ mod tests {
     fn refuses_another_model_another_shape_or_another_file() {
         let err = read_direction(&stored("m"), "other", None).unwrap_err().to_string();
         assert!(err.contains("learned on model `m`"), "{err}");
-        let err = read_direction(&stored("m"), "m", Some(ImageShape { channels: 3, height: 2, width: 2 })).unwrap_err().to_string();
+        let err = read_direction(&stored("m"), "m", Some(ImageShape { channels: 3, height: 2, width: 2 }))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("per step"), "{err}");
         let err = read_direction(b"\x89PNG not a direction", "m", None).unwrap_err().to_string();
         assert!(err.contains("direction"), "{err}");

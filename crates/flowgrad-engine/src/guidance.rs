@@ -3,11 +3,11 @@
 
 use burn::tensor::Tensor;
 use flowgrad::{Guidance, GuidanceContext};
-use flowgrad_models::{ClassGuidance, Classifier};
 use flowgrad_models::clip::{AugmentConfig, ClipGuidance, ClipModel, Tokenizer};
+use flowgrad_models::{ClassGuidance, Classifier};
 
-use flowgrad_backend::Backend;
 use crate::registry::EngineError;
+use flowgrad_backend::Backend;
 
 /// CLIP guidance towards a prompt for images of any channel count (gray is replicated to RGB).
 #[derive(Debug, Clone)]
@@ -18,7 +18,8 @@ pub struct TextGuidance {
 impl TextGuidance {
     /// Encodes `prompt` with `model` (FlowGrad's augmented loss with the default augmentations).
     pub fn new(model: &ClipModel<Backend>, tokenizer: &Tokenizer, prompt: &str) -> Result<Self, EngineError> {
-        let clip = ClipGuidance::new(model, tokenizer, prompt, AugmentConfig::default()).map_err(|e| EngineError::Guidance(e.to_string()))?;
+        let clip = ClipGuidance::new(model, tokenizer, prompt, AugmentConfig::default())
+            .map_err(|e| EngineError::Guidance(e.to_string()))?;
         Ok(Self { clip })
     }
 

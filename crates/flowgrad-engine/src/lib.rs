@@ -6,8 +6,8 @@ pub mod guidance;
 pub mod registry;
 pub mod session;
 
-pub use flowgrad_models::Assets;
-pub use flowgrad_catalog::{BUNDLED_MODEL, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
 pub use direction::{direction_bytes, read_direction};
+pub use flowgrad_catalog::{BUNDLED_MODEL, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
+pub use flowgrad_models::Assets;
 pub use registry::{BUNDLED_RECORDED_FORWARDS, EngineError, ImageShape, Model, ModelRegistry};
 pub use session::{EditSession, FinishedEdit};

@@ -8,16 +8,19 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::tensor::Tensor;
 use flowgrad::EditParams;
-use flowgrad_catalog::{BUNDLED_MODEL, CLASS_NAMES, CatalogError, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL, class_index};
+use flowgrad_catalog::{
+    BUNDLED_MODEL, CLASS_NAMES, CatalogError, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL,
+    class_index,
+};
 use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
 use flowgrad_models::{Assets, ClassGuidance, Classifier, Judge, UNet, top_classes};
 
-use flowgrad_backend::{Backend, device};
 use crate::guidance::{AnyGuidance, TextGuidance};
 use crate::session::{EditSession, Session};
+use flowgrad_backend::{Backend, device};
 
 /// Errors of model loading and editing.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +83,12 @@ impl ImageShape {
         self.len() == 0
     }
 
-    pub(crate) fn batch_tensor(&self, values: &[f32], batch: usize, device: &burn::tensor::Device<Backend>) -> Result<Tensor<Backend, 4>, EngineError> {
+    pub(crate) fn batch_tensor(
+        &self,
+        values: &[f32],
+        batch: usize,
+        device: &burn::tensor::Device<Backend>,
+    ) -> Result<Tensor<Backend, 4>, EngineError> {
         let expected = batch * self.len();
         if values.len() != expected || batch == 0 {
             return Err(EngineError::Shape { shape: *self, batch, expected, actual: values.len() });
@@ -109,7 +117,12 @@ pub trait Model: Send + Sync {
     fn guidance_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError>;
     /// Per-image probability of a class target under an independent judge (evaluation only);
     /// `None` when the model has no judge for this guidance.
-    fn judge_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Option<Vec<f32>>, EngineError>;
+    fn judge_scores(
+        &self,
+        guidance: &GuidanceSpec,
+        images: &[f32],
+        batch: usize,
+    ) -> Result<Option<Vec<f32>>, EngineError>;
     /// Per-image top-1 class name under the independent judge; `None` for models without one.
     fn judge_classes(&self, _images: &[f32], _batch: usize) -> Result<Option<Vec<&'static str>>, EngineError> {
         Ok(None)
@@ -143,7 +156,13 @@ impl Clip {
         Ok(guidance)
     }
 
-    fn scores(clip: Option<&Clip>, prompt: &str, shape: ImageShape, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
+    fn scores(
+        clip: Option<&Clip>,
+        prompt: &str,
+        shape: ImageShape,
+        images: &[f32],
+        batch: usize,
+    ) -> Result<Vec<f32>, EngineError> {
         let guidance = Self::guidance(clip, prompt)?;
         let x = shape.batch_tensor(images, batch, &device())?;
         Ok(flowgrad::tensor_util::to_vec(guidance.cosine(x).inner()))
@@ -162,7 +181,13 @@ struct FashionModels {
     recorded_forwards: usize,
 }
 
-fn class_probabilities<C: ImageClassifier<Backend>>(classifier: &C, shape: ImageShape, images: &[f32], batch: usize, target: usize) -> Result<Vec<f32>, EngineError> {
+fn class_probabilities<C: ImageClassifier<Backend>>(
+    classifier: &C,
+    shape: ImageShape,
+    images: &[f32],
+    batch: usize,
+    target: usize,
+) -> Result<Vec<f32>, EngineError> {
     let x = shape.batch_tensor(images, batch, &device())?;
     let probs = flowgrad::tensor_util::to_vec(classifier.probabilities(x).inner());
     Ok(probs.chunks(CLASS_NAMES.len()).map(|p| p[target]).collect())
@@ -175,7 +200,9 @@ fn class_target(class: &str) -> Result<usize, EngineError> {
 impl FashionModels {
     fn guidance(&self, guidance: &GuidanceSpec) -> Result<AnyGuidance, EngineError> {
         Ok(match guidance {
-            GuidanceSpec::Class(class) => AnyGuidance::Class(ClassGuidance::new::<Backend>(self.classifier.clone(), class_target(class)?)),
+            GuidanceSpec::Class(class) => {
+                AnyGuidance::Class(ClassGuidance::new::<Backend>(self.classifier.clone(), class_target(class)?))
+            }
             GuidanceSpec::Text(prompt) => AnyGuidance::Text(Clip::guidance(self.clip.as_ref(), prompt)?),
         })
     }
@@ -200,20 +227,30 @@ impl Model for FashionModels {
     }
 
     fn session(&self, guidance: &GuidanceSpec, params: &EditParams) -> Result<Box<dyn EditSession>, EngineError> {
-        let editor = flowgrad::Editor::new(self.flow.clone(), self.guidance(guidance)?, params.clone(), device())?.with_recorded_forwards(self.recorded_forwards);
+        let editor = flowgrad::Editor::new(self.flow.clone(), self.guidance(guidance)?, params.clone(), device())?
+            .with_recorded_forwards(self.recorded_forwards);
         Ok(Box::new(Session { editor, shape: self.image_shape() }))
     }
 
     fn guidance_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Vec<f32>, EngineError> {
         match guidance {
-            GuidanceSpec::Class(class) => class_probabilities(&self.classifier, self.image_shape(), images, batch, class_target(class)?),
+            GuidanceSpec::Class(class) => {
+                class_probabilities(&self.classifier, self.image_shape(), images, batch, class_target(class)?)
+            }
             GuidanceSpec::Text(prompt) => Clip::scores(self.clip.as_ref(), prompt, self.image_shape(), images, batch),
         }
     }
 
-    fn judge_scores(&self, guidance: &GuidanceSpec, images: &[f32], batch: usize) -> Result<Option<Vec<f32>>, EngineError> {
+    fn judge_scores(
+        &self,
+        guidance: &GuidanceSpec,
+        images: &[f32],
+        batch: usize,
+    ) -> Result<Option<Vec<f32>>, EngineError> {
         match guidance {
-            GuidanceSpec::Class(class) => class_probabilities(&self.judge, self.image_shape(), images, batch, class_target(class)?).map(Some),
+            GuidanceSpec::Class(class) => {
+                class_probabilities(&self.judge, self.image_shape(), images, batch, class_target(class)?).map(Some)
+            }
             GuidanceSpec::Text(_) => Ok(None),
         }
     }
@@ -252,7 +289,8 @@ impl Model for NcsnppModel {
             GuidanceSpec::Class(class) => return Err(no_classifier(class)),
             GuidanceSpec::Text(prompt) => AnyGuidance::Text(Clip::guidance(self.clip.as_ref(), prompt)?),
         };
-        let editor = flowgrad::Editor::new(self.flow.clone(), guidance, params.clone(), device())?.with_recorded_forwards(self.recorded_forwards);
+        let editor = flowgrad::Editor::new(self.flow.clone(), guidance, params.clone(), device())?
+            .with_recorded_forwards(self.recorded_forwards);
         Ok(Box::new(Session { editor, shape: self.shape }))
     }
 
@@ -263,7 +301,12 @@ impl Model for NcsnppModel {
         }
     }
 
-    fn judge_scores(&self, _guidance: &GuidanceSpec, _images: &[f32], _batch: usize) -> Result<Option<Vec<f32>>, EngineError> {
+    fn judge_scores(
+        &self,
+        _guidance: &GuidanceSpec,
+        _images: &[f32],
+        _batch: usize,
+    ) -> Result<Option<Vec<f32>>, EngineError> {
         Ok(None)
     }
 }
@@ -293,13 +336,7 @@ impl ModelRegistry {
 
     /// A registry serving the bundled models from `assets` and the models of `catalog`.
     pub fn with_catalog(assets: Assets, catalog: ModelCatalog) -> Self {
-        Self {
-            assets,
-            catalog,
-            loaded: Mutex::new(HashMap::new()),
-            clip: Mutex::new(None),
-            recorded_forwards: None,
-        }
+        Self { assets, catalog, loaded: Mutex::new(HashMap::new()), clip: Mutex::new(None), recorded_forwards: None }
     }
 
     /// The optional models this registry serves besides the bundled ones.
@@ -320,7 +357,11 @@ impl ModelRegistry {
     /// folder lacks its weights.
     pub fn available(&self) -> Vec<&'static str> {
         let reflow_weights = format!("{}.safetensors", flowgrad_models::REFLOW_STEM);
-        self.catalog.served().into_iter().filter(|name| *name != REFLOW_MODEL || self.assets.has(&reflow_weights)).collect()
+        self.catalog
+            .served()
+            .into_iter()
+            .filter(|name| *name != REFLOW_MODEL || self.assets.has(&reflow_weights))
+            .collect()
     }
 
     /// Checks that `name` is a served model and `guidance` fits it, without loading weights.
@@ -342,7 +383,11 @@ impl ModelRegistry {
             (BUNDLED_MODEL, _) => Arc::new(self.load_fashion(BUNDLED_MODEL)?),
             (REFLOW_MODEL, _) if self.available().contains(&REFLOW_MODEL) => Arc::new(self.load_fashion(REFLOW_MODEL)?),
             (NCSNPP_MODEL, Some(source)) => Arc::new(self.load_ncsnpp(source)?),
-            _ => return Err(CatalogError::UnknownModel { name: name.into(), available: self.available().join(", ") }.into()),
+            _ => {
+                return Err(
+                    CatalogError::UnknownModel { name: name.into(), available: self.available().join(", ") }.into()
+                );
+            }
         };
         tracing::info!(model = name, "model loaded");
         loaded.insert(name.into(), model.clone());
@@ -364,7 +409,11 @@ impl ModelRegistry {
     fn load_fashion(&self, name: &'static str) -> Result<FashionModels, EngineError> {
         let err = |e: flowgrad_models::WeightsError| load_error(name, &self.assets, e);
         let device = device();
-        let flow = if name == REFLOW_MODEL { flowgrad_models::load_reflow(&self.assets, &device) } else { flowgrad_models::load_flow(&self.assets, &device) };
+        let flow = if name == REFLOW_MODEL {
+            flowgrad_models::load_reflow(&self.assets, &device)
+        } else {
+            flowgrad_models::load_flow(&self.assets, &device)
+        };
         // Frozen: parameters are constants, so a VJP computes input gradients only, and
         // concurrent edits never share autodiff graph nodes (burn-autodiff 0.21 merges graphs
         // that share tracked parents across threads, and can deadlock doing so).

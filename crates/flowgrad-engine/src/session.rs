@@ -2,8 +2,8 @@
 
 use flowgrad::{ControlState, Editor, GlobalDirection, Guidance, HostTensor, IterationRecord, VelocityField};
 
-use flowgrad_backend::{Backend, device};
 use crate::registry::{EngineError, ImageShape};
+use flowgrad_backend::{Backend, device};
 
 /// The result of a finished edit, on the host.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use flowgrad::EditParams;
-use flowgrad_engine::{BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
 use flowgrad_catalog::CatalogError;
+use flowgrad_engine::{
+    BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL,
+};
 use flowgrad_jobs::GuidanceSpec;
 
 use flowgrad_testkit::fixtures_dir as fixtures;
@@ -13,8 +15,15 @@ use flowgrad_testkit::fixtures_dir as fixtures;
 fn catalog() -> ModelCatalog {
     let f = fixtures();
     ModelCatalog {
-        ncsnpp: Some(NcsnppSource { checkpoint: f.join("ncsnpp/weights.safetensors"), config: Some(f.join("ncsnpp/config.json")), weights: "ema".into() }),
-        clip: Some(ClipSource { checkpoint: f.join("clip/weights.safetensors"), config: Some(f.join("clip/config.json")) }),
+        ncsnpp: Some(NcsnppSource {
+            checkpoint: f.join("ncsnpp/weights.safetensors"),
+            config: Some(f.join("ncsnpp/config.json")),
+            weights: "ema".into(),
+        }),
+        clip: Some(ClipSource {
+            checkpoint: f.join("clip/weights.safetensors"),
+            config: Some(f.join("clip/config.json")),
+        }),
     }
 }
 
@@ -26,7 +35,13 @@ fn text(prompt: &str) -> GuidanceSpec {
 fn validation_names_what_is_missing() {
     let bare = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
     bare.validate(BUNDLED_MODEL, &GuidanceSpec::Class("coat".into())).unwrap();
-    assert!(matches!(bare.validate(NCSNPP_MODEL, &text("old")), Err(EngineError::Catalog(CatalogError::UnknownModel { .. }))), "ncsnpp is served only when configured");
+    assert!(
+        matches!(
+            bare.validate(NCSNPP_MODEL, &text("old")),
+            Err(EngineError::Catalog(CatalogError::UnknownModel { .. }))
+        ),
+        "ncsnpp is served only when configured"
+    );
     let no_clip = bare.validate(BUNDLED_MODEL, &text("a coat")).unwrap_err().to_string();
     assert!(no_clip.contains("[models.clip]"), "{no_clip}");
     let full = ModelRegistry::with_catalog(flowgrad_engine::Assets::Embedded, catalog());
@@ -164,7 +179,9 @@ fn a_batched_edit_equals_the_images_edited_one_by_one() {
     let params = EditParams { steps: 6, iterations: 3, xi: 0.0, ..EditParams::default() };
     let images: Vec<f32> = (0..3 * per).map(|i| (((i * 7919) % 211) as f32 / 105.0) - 1.0).collect();
     // the controls `[N, entries, C, H, W]` of one entry, step after step
-    let entry_controls = |c: &flowgrad::HostTensor, entry: usize, entries: usize| -> Vec<f32> { c.values.chunks(per).skip(entry).step_by(entries).flatten().copied().collect() };
+    let entry_controls = |c: &flowgrad::HostTensor, entry: usize, entries: usize| -> Vec<f32> {
+        c.values.chunks(per).skip(entry).step_by(entries).flatten().copied().collect()
+    };
     for guidance in [GuidanceSpec::Class("coat".into()), GuidanceSpec::Class("sneaker".into())] {
         let session = model.session(&guidance, &params).unwrap();
         let edit = |images: &[f32], batch: usize, stream: u64| {
@@ -177,11 +194,22 @@ fn a_batched_edit_equals_the_images_edited_one_by_one() {
         let batched = edit(&images, 3, 11);
         for i in 0..3 {
             let alone = edit(&images[i * per..(i + 1) * per], 1, 20 + i as u64);
-            let worst = alone.images.iter().zip(&batched.images[i * per..(i + 1) * per]).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let worst = alone
+                .images
+                .iter()
+                .zip(&batched.images[i * per..(i + 1) * per])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
             assert!(worst <= 1e-5, "{guidance:?} image {i}: batched differs from alone by {worst}");
             let moved = alone.controls.values.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
             assert!(moved > 0.0, "image {i} was edited (its controls are not zero)");
-            let diff = alone.controls.values.iter().zip(entry_controls(&batched.controls, i, 3)).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let diff = alone
+                .controls
+                .values
+                .iter()
+                .zip(entry_controls(&batched.controls, i, 3))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
             assert!(diff <= 1e-5 * moved.max(1.0), "image {i}: controls differ by {diff}");
         }
     }

@@ -165,7 +165,8 @@ impl JobSpec {
 
     /// Parses and validates a job from JSON.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ValidationError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ValidationError::Malformed { what: "job", reason: e.to_string() })?;
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| ValidationError::Malformed { what: "job", reason: e.to_string() })?;
         Self::from_value(value, "job")
     }
 
@@ -176,7 +177,10 @@ impl JobSpec {
         if let Some(schema) = value.get("schema")
             && schema.as_u64() != Some(u64::from(SCHEMA_VERSION))
         {
-            return Err(invalid("schema", format!("version {schema} is not supported: this flowgrad reads job schema version {SCHEMA_VERSION}")));
+            return Err(invalid(
+                "schema",
+                format!("version {schema} is not supported: this flowgrad reads job schema version {SCHEMA_VERSION}"),
+            ));
         }
         let job: Self = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
@@ -190,7 +194,10 @@ impl JobSpec {
     /// Checks every field that can be checked without the model registry or storage.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if self.schema != SCHEMA_VERSION {
-            return Err(invalid("schema", format!("version {} is not supported (expected {SCHEMA_VERSION})", self.schema)));
+            return Err(invalid(
+                "schema",
+                format!("version {} is not supported (expected {SCHEMA_VERSION})", self.schema),
+            ));
         }
         if self.job_id.is_nil() {
             return Err(invalid("job_id", "must not be the nil UUID"));
@@ -200,7 +207,10 @@ impl JobSpec {
             InputSpec::Prefix(prefix) => {
                 validate_prefix("input.prefix", prefix)?;
                 if self.output_prefix.starts_with(prefix.as_str()) || prefix.starts_with(self.output_prefix.as_str()) {
-                    return Err(invalid("output_prefix", format!("`{}` overlaps the input prefix `{prefix}`", self.output_prefix)));
+                    return Err(invalid(
+                        "output_prefix",
+                        format!("`{}` overlaps the input prefix `{prefix}`", self.output_prefix),
+                    ));
                 }
             }
             InputSpec::Manifest(keys) => {
@@ -208,7 +218,10 @@ impl JobSpec {
                     return Err(invalid("input.manifest", "lists no keys"));
                 }
                 if keys.len() > MAX_MANIFEST_KEYS {
-                    return Err(invalid("input.manifest", format!("lists {} keys; at most {MAX_MANIFEST_KEYS} (use an input prefix)", keys.len())));
+                    return Err(invalid(
+                        "input.manifest",
+                        format!("lists {} keys; at most {MAX_MANIFEST_KEYS} (use an input prefix)", keys.len()),
+                    ));
                 }
                 for key in keys {
                     validate_key("input.manifest", key)?;
@@ -223,9 +236,14 @@ impl JobSpec {
         validate_name("model", &self.model)?;
         match &self.guidance {
             GuidanceSpec::Class(class) => validate_name("guidance.class", class)?,
-            GuidanceSpec::Text(prompt) if prompt.trim().is_empty() => return Err(invalid("guidance.text", "must not be empty")),
+            GuidanceSpec::Text(prompt) if prompt.trim().is_empty() => {
+                return Err(invalid("guidance.text", "must not be empty"));
+            }
             GuidanceSpec::Text(prompt) if prompt.len() > MAX_PROMPT_BYTES => {
-                return Err(invalid("guidance.text", format!("is {} bytes long; at most {MAX_PROMPT_BYTES}", prompt.len())));
+                return Err(invalid(
+                    "guidance.text",
+                    format!("is {} bytes long; at most {MAX_PROMPT_BYTES}", prompt.len()),
+                ));
             }
             GuidanceSpec::Text(_) => {}
         }
@@ -256,7 +274,13 @@ impl JobSpec {
         if let (DirectionSpec::Learn(_), InputSpec::Manifest(keys)) = (direction, &self.input)
             && keys.len() > MAX_BATCH
         {
-            return Err(invalid("direction", format!("learning a direction takes at most {MAX_BATCH} images (one batch); the manifest lists {}", keys.len())));
+            return Err(invalid(
+                "direction",
+                format!(
+                    "learning a direction takes at most {MAX_BATCH} images (one batch); the manifest lists {}",
+                    keys.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -284,8 +308,17 @@ fn validate_key(field: &'static str, key: &str) -> Result<(), ValidationError> {
         return Err(invalid(field, format!("a key of {} bytes is longer than S3's {MAX_KEY_BYTES}", key.len())));
     }
     let reserved = key.split('/').next().is_some_and(|top| RESERVED_PREFIXES.contains(&top));
-    if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") || reserved {
-        return Err(invalid(field, format!("`{key}` is not a valid object key (no leading '/', empty, '.' or '..' segments, nor under the fleet's own jobs/ or active/)")));
+    if key.is_empty()
+        || key.starts_with('/')
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+        || reserved
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "`{key}` is not a valid object key (no leading '/', empty, '.' or '..' segments, nor under the fleet's own jobs/ or active/)"
+            ),
+        ));
     }
     Ok(())
 }

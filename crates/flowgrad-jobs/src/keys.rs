@@ -72,7 +72,11 @@ pub fn output(output_prefix: &str, input_root: Option<&str>, input_key: &str) ->
 
 /// The first two of `inputs` whose outputs (see [`output`]) would be the same object, e.g.
 /// `shoe.jpg` and `shoe.png`, as a rejection reason; `None` when every output is distinct.
-pub fn output_collision<'a>(output_prefix: &str, input_root: Option<&str>, inputs: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn output_collision<'a>(
+    output_prefix: &str,
+    input_root: Option<&str>,
+    inputs: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let mut seen = std::collections::HashMap::new();
     for input in inputs {
         let key = output(output_prefix, input_root, input);
@@ -109,8 +113,18 @@ mod tests {
 
     #[test]
     fn inputs_differing_only_in_extension_collide_and_are_named() {
-        let reason = output_collision("out/", Some("in/"), ["in/a.png", "in/collide/shoe.jpg", "in/b.jpg", "in/collide/shoe.png"]).expect("a collision");
-        assert!(reason.contains("`in/collide/shoe.jpg`") && reason.contains("`in/collide/shoe.png`") && reason.contains("`out/collide/shoe.png`"), "{reason}");
+        let reason = output_collision(
+            "out/",
+            Some("in/"),
+            ["in/a.png", "in/collide/shoe.jpg", "in/b.jpg", "in/collide/shoe.png"],
+        )
+        .expect("a collision");
+        assert!(
+            reason.contains("`in/collide/shoe.jpg`")
+                && reason.contains("`in/collide/shoe.png`")
+                && reason.contains("`out/collide/shoe.png`"),
+            "{reason}"
+        );
         assert_eq!(output_collision("out/", Some("in/"), ["in/a.png", "in/a/b.png", "in/a.b.png"]), None);
         // manifests keep the whole key, so the same names in two folders do not collide
         assert_eq!(output_collision("out/", None, ["x/shoe.png", "y/shoe.png"]), None);

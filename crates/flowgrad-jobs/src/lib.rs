@@ -8,7 +8,9 @@ pub mod task;
 
 pub use job::{DirectionSpec, GuidanceSpec, InputSpec, JobSpec, ValidationError};
 pub use status::{Cancellation, Failure, JobReport, JobState, JobStatus, Lease};
-pub use task::{ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec, crash_limit_reason};
+pub use task::{
+    ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec, crash_limit_reason,
+};
 
 /// Version of every document in this crate.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -50,7 +50,9 @@ pub struct TaskSpec {
 /// Why a task delivered `deliveries` times without finishing (the broker's delivery limit is
 /// `limit`) is given up on: its failure reason, whoever records it.
 pub fn crash_limit_reason(deliveries: u32, limit: u32) -> String {
-    format!("delivered {deliveries} times without finishing: its workers crashed or lost their broker connection each time (delivery limit {limit})")
+    format!(
+        "delivered {deliveries} times without finishing: its workers crashed or lost their broker connection each time (delivery limit {limit})"
+    )
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -211,7 +213,14 @@ pub struct TaskResult {
 
 impl TaskResult {
     /// The record of a task given up with `reason` (no outputs).
-    pub fn failed(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, reason: String, total_seconds: f64) -> Self {
+    pub fn failed(
+        job_id: Uuid,
+        task_id: &str,
+        worker: &str,
+        redeliveries: u32,
+        reason: String,
+        total_seconds: f64,
+    ) -> Self {
         Self::ended(job_id, task_id, worker, redeliveries, TaskOutcome::Failed { reason }, total_seconds)
     }
 
@@ -221,7 +230,14 @@ impl TaskResult {
     }
 
     /// A record with `outcome` and nothing run yet: no images, iterations or objectives.
-    pub fn ended(job_id: Uuid, task_id: &str, worker: &str, redeliveries: u32, outcome: TaskOutcome, total_seconds: f64) -> Self {
+    pub fn ended(
+        job_id: Uuid,
+        task_id: &str,
+        worker: &str,
+        redeliveries: u32,
+        outcome: TaskOutcome,
+        total_seconds: f64,
+    ) -> Self {
         Self {
             schema: crate::SCHEMA_VERSION,
             job_id,

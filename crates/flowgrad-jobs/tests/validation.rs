@@ -88,7 +88,11 @@ direction = { learn = "directions/coat.safetensors" }
         assert_eq!(field_of(&apply(bad)), "direction", "{bad:?}");
     }
     let many: Vec<String> = (0..=flowgrad_jobs::job::MAX_BATCH).map(|i| format!("in/{i}.png")).collect();
-    let learn_many = JobSpec { input: InputSpec::Manifest(many.clone()), direction: Some(DirectionSpec::Learn("d.safetensors".into())), ..job() };
+    let learn_many = JobSpec {
+        input: InputSpec::Manifest(many.clone()),
+        direction: Some(DirectionSpec::Learn("d.safetensors".into())),
+        ..job()
+    };
     assert_eq!(field_of(&learn_many), "direction");
     JobSpec { direction: Some(DirectionSpec::Apply("d.safetensors".into())), ..learn_many }.validate().unwrap();
 }

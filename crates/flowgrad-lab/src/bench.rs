@@ -7,7 +7,10 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid, VelocityField, record_simulation, simulate_recording};
+use flowgrad::{
+    AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid,
+    VelocityField, record_simulation, simulate_recording,
+};
 use flowgrad_models::ConvFieldConfig;
 
 use flowgrad_backend::{self as backend, Backend};
@@ -164,7 +167,22 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Iteration(args) => iteration::run(args),
         Suite::Edit(args) => edit::run(args),
-        Suite::Table1 { quick, steps, model, assets, size, hidden, xi, fixture, controls, mode, segment_gradient, segment_anchor, repeats, recorded_forwards } => {
+        Suite::Table1 {
+            quick,
+            steps,
+            model,
+            assets,
+            size,
+            hidden,
+            xi,
+            fixture,
+            controls,
+            mode,
+            segment_gradient,
+            segment_anchor,
+            repeats,
+            recorded_forwards,
+        } => {
             let steps = steps.unwrap_or(if *quick { 20 } else { 100 });
             let settings = Table1Settings {
                 repeats: repeats.unwrap_or(if *quick { 1 } else { 3 }),
@@ -178,22 +196,46 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
             let device = backend::device();
             match model {
                 BenchModel::Bundled => {
-                    let flow = flowgrad_models::load_flow::<Backend>(&flowgrad_engine::Assets::from_option(assets.clone()), &device)?.no_grad();
+                    let flow = flowgrad_models::load_flow::<Backend>(
+                        &flowgrad_engine::Assets::from_option(assets.clone()),
+                        &device,
+                    )?
+                    .no_grad();
                     table1(&flow, "bundled UNet (1x32x32)", [1, 1, 32, 32], &settings)
                 }
                 BenchModel::Reflow => {
-                    let flow = flowgrad_models::load_reflow::<Backend>(&flowgrad_engine::Assets::from_option(assets.clone()), &device)?.no_grad();
+                    let flow = flowgrad_models::load_reflow::<Backend>(
+                        &flowgrad_engine::Assets::from_option(assets.clone()),
+                        &device,
+                    )?
+                    .no_grad();
                     table1(&flow, "bundled reflowed UNet (1x32x32)", [1, 1, 32, 32], &settings)
                 }
                 BenchModel::Conv => {
                     let field = ConvFieldConfig::new(3).with_hidden(*hidden).with_seed(7).init::<Backend>(&device);
-                    table1(&field, &format!("conv net ({hidden} hidden, {size}x{size}x3)"), [1, 3, *size, *size], &settings)
+                    table1(
+                        &field,
+                        &format!("conv net ({hidden} hidden, {size}x{size}x3)"),
+                        [1, 3, *size, *size],
+                        &settings,
+                    )
                 }
                 BenchModel::Ncsnpp => {
                     let config = flowgrad_models::NcsnppConfig::from_json_file(&fixture.join("config.json"))?;
-                    let field = flowgrad_models::load_ncsnpp::<Backend>(&fixture.join("weights.safetensors"), &config, flowgrad_models::WeightsChoice::Ema, &device)?;
+                    let field = flowgrad_models::load_ncsnpp::<Backend>(
+                        &fixture.join("weights.safetensors"),
+                        &config,
+                        flowgrad_models::WeightsChoice::Ema,
+                        &device,
+                    )?;
                     let side = config.image_size;
-                    let label = format!("NCSN++ nf={} ch_mult={:?} ({}x{side}x{side}) from {}", config.nf, config.ch_mult, config.channels, fixture.display());
+                    let label = format!(
+                        "NCSN++ nf={} ch_mult={:?} ({}x{side}x{side}) from {}",
+                        config.nf,
+                        config.ch_mult,
+                        config.channels,
+                        fixture.display()
+                    );
                     table1(&field, &label, [1, config.channels, side, side], &settings)
                 }
             }
@@ -266,7 +308,12 @@ const VARIANTS: [(&str, SegmentGradient, SegmentAnchor); 4] = [
 /// Timed gradients per simulated trajectory in the merged-grid rows (their median is kept).
 const FAST_GRADIENT_SAMPLES: usize = 5;
 
-fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], settings: &Table1Settings) -> anyhow::Result<ExitCode> {
+fn table1<F: VelocityField<Backend>>(
+    field: &F,
+    label: &str,
+    shape: [usize; 4],
+    settings: &Table1Settings,
+) -> anyhow::Result<ExitCode> {
     let Table1Settings { repeats, steps, xis, controls: kind, mode, summary, recorded_forwards } = *settings;
     anyhow::ensure!(!xis.is_empty() && xis.iter().all(|x| x.is_finite() && *x > 0.0), "--xi needs positive thresholds");
     anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
@@ -276,7 +323,9 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
     let target = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let controls: Vec<Tensor<Backend, 4>> = match kind {
         BenchControls::Zero => (0..steps).map(|_| Tensor::zeros(shape, &device)).collect(),
-        BenchControls::Noise => (0..steps).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect(),
+        BenchControls::Noise => {
+            (0..steps).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect()
+        }
     };
     let guidance = MseToTarget::new(target);
     let ctx = GuidanceContext { iteration: 0, seed: 0 };
@@ -298,8 +347,12 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
         }),
     )];
     // ξ = 0 is the uniform grid, where every variant is exact
-    let variants = std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, VARIANTS[0]))
-        .chain(xis.iter().flat_map(|xi| VARIANTS.iter().enumerate().map(move |(i, variant)| (if i == 0 { format!("FlowGrad xi={xi}") } else { format!("  {}", variant.0) }, *xi, *variant))));
+    let variants =
+        std::iter::once(("decomposed (xi=0)".to_string(), 0.0f32, VARIANTS[0])).chain(xis.iter().flat_map(|xi| {
+            VARIANTS.iter().enumerate().map(move |(i, variant)| {
+                (if i == 0 { format!("FlowGrad xi={xi}") } else { format!("  {}", variant.0) }, *xi, *variant)
+            })
+        }));
     for (name, xi, (_, assignment, anchor)) in variants {
         methods.push((
             name,
@@ -313,17 +366,32 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
                 let (mut forwards, mut gradients, mut measured) = (vec![], vec![], None);
                 for _ in 0..samples {
                     let clock = Instant::now();
-                    let (trajectory, mut recorded) = simulate_recording(field, x0.clone(), Some(controls), time, mode, plan);
+                    let (trajectory, mut recorded) =
+                        simulate_recording(field, x0.clone(), Some(controls), time, mode, plan);
                     forwards.push(clock.elapsed());
                     let clock = Instant::now();
-                    let result = iteration::gradient_towards(field, &trajectory, &mut recorded, controls, time, guidance, GradientRule { xi, mode, anchor });
+                    let result = iteration::gradient_towards(
+                        field,
+                        &trajectory,
+                        &mut recorded,
+                        controls,
+                        time,
+                        guidance,
+                        GradientRule { xi, mode, anchor },
+                    );
                     let counts = (result.decomposed.vjps, result.decomposed.recorded_vjps);
                     let gradient = flat(result.decomposed.assigned(assignment, &result.grid, time, mode));
                     gradients.push(clock.elapsed());
                     measured = Some((gradient, counts));
                 }
                 let (gradient, (vjps, recorded_vjps)) = measured.expect("timed at least once");
-                Row { forward: median_duration(forwards), gradient_time: median_duration(gradients), vjps, recorded_vjps, gradient }
+                Row {
+                    forward: median_duration(forwards),
+                    gradient_time: median_duration(gradients),
+                    vjps,
+                    recorded_vjps,
+                    gradient,
+                }
             }),
         ));
     }
@@ -335,13 +403,24 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             times.push(run());
         }
     }
-    let rows: Vec<(String, Row)> = methods.into_iter().map(|(name, _)| name).zip(runs.into_iter().map(median_row)).collect();
+    let rows: Vec<(String, Row)> =
+        methods.into_iter().map(|(name, _)| name).zip(runs.into_iter().map(median_row)).collect();
 
-    println!("Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} interleaved runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)", backend::name());
+    println!(
+        "Table 1 analog: gradient of all {steps} controls, {label}, controls {kind:?}, mode {mode:?}, backend {}, median of {repeats} interleaved runs ({FAST_GRADIENT_SAMPLES} gradient timings per run in the merged-grid rows)",
+        backend::name()
+    );
     println!("gradient = time after the forward simulation (the paper's convention); total = simulation + gradient");
-    println!("rows under each xi: the same grid and VJPs; costates copied (the paper's) or interpolated inside segments, VJP at the segment's start (the paper's) or middle step");
-    println!("decomposed rows record up to {recorded_forwards} forwards in their simulation for the VJPs to reuse (column 'rec.': VJPs that ran only their backward half)");
-    println!("{:<20} {:>9} {:>13} {:>6} {:>5} {:>10} {:>10} {:>10} {:>12}", "method", "sim (ms)", "gradient (ms)", "VJPs", "rec.", "VJPs/full", "grad/full", "total/full", "cos to exact");
+    println!(
+        "rows under each xi: the same grid and VJPs; costates copied (the paper's) or interpolated inside segments, VJP at the segment's start (the paper's) or middle step"
+    );
+    println!(
+        "decomposed rows record up to {recorded_forwards} forwards in their simulation for the VJPs to reuse (column 'rec.': VJPs that ran only their backward half)"
+    );
+    println!(
+        "{:<20} {:>9} {:>13} {:>6} {:>5} {:>10} {:>10} {:>10} {:>12}",
+        "method", "sim (ms)", "gradient (ms)", "VJPs", "rec.", "VJPs/full", "grad/full", "total/full", "cos to exact"
+    );
     let (full_row, exact) = (&rows[0].1, &rows[1].1.gradient);
     let full = (full_row.gradient_time.as_secs_f64(), full_row.total().as_secs_f64());
     for (name, row) in &rows {
@@ -358,13 +437,23 @@ fn table1<F: VelocityField<Backend>>(field: &F, label: &str, shape: [usize; 4], 
             cosine(&row.gradient, exact)
         );
     }
-    let ratios = |row: &Row| format!("vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}", full_row.vjps as f64 / row.vjps as f64, full.0 / row.gradient_time.as_secs_f64(), cosine(&row.gradient, exact));
+    let ratios = |row: &Row| {
+        format!(
+            "vjp_ratio={:.2} time_ratio={:.2} cosine={:.6}",
+            full_row.vjps as f64 / row.vjps as f64,
+            full.0 / row.gradient_time.as_secs_f64(),
+            cosine(&row.gradient, exact)
+        )
+    };
     // rows: full back-prop, decomposed (ξ = 0), then VARIANTS in order for each ξ
     let at_first_xi = &rows[2..2 + VARIANTS.len()];
     for ((variant_name, ..), (_, row)) in VARIANTS.iter().zip(at_first_xi) {
         println!("xi={} {variant_name}: {}", xis[0], ratios(row));
     }
-    let (_, fast) = &at_first_xi[VARIANTS.iter().position(|(_, assignment, anchor)| (*assignment, *anchor) == summary).expect("every variant has a row")];
+    let (_, fast) = &at_first_xi[VARIANTS
+        .iter()
+        .position(|(_, assignment, anchor)| (*assignment, *anchor) == summary)
+        .expect("every variant has a row")];
     println!("with the simulation: total_time_ratio={:.2}", full.1 / fast.total().as_secs_f64());
     println!("table1: {}", ratios(fast));
     Ok(ExitCode::SUCCESS)

@@ -40,11 +40,24 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         flowgrad::tensor_util::to_vec(Tensor::<Backend, 1>::random([n], Distribution::Normal(0.0, scale), &device))
     };
     let scale = 1.0 / (dims as f64).sqrt();
-    let field = AffineField::<Backend>::new(&random(dims * dims, scale), &random(dims * dims, 2.0 * scale), &random(dims, 0.5), &device);
+    let field = AffineField::<Backend>::new(
+        &random(dims * dims, scale),
+        &random(dims * dims, 2.0 * scale),
+        &random(dims, 0.5),
+        &device,
+    );
     let shape = [2, 1, SIDE, SIDE];
     let input = flowgrad::tensor_util::from_vec(random(2 * dims, 1.0), shape, &device);
     let target = flowgrad::tensor_util::from_vec(random(2 * dims, 1.0), shape, &device);
-    let params = EditParams { steps: args.steps, iterations: args.iterations, xi: args.xi, eta: 0.9, step_size: args.step_size, mode: flowgrad::Mode::Paper, ..Default::default() };
+    let params = EditParams {
+        steps: args.steps,
+        iterations: args.iterations,
+        xi: args.xi,
+        eta: 0.9,
+        step_size: args.step_size,
+        mode: flowgrad::Mode::Paper,
+        ..Default::default()
+    };
     let editor = Editor::new(field, MseToTarget::new(target), params, device)?;
 
     println!("FlowGrad demo on an analytic field v(x,t) = (A0 + t·A1)x + b, backend {}", backend::name());

@@ -16,11 +16,17 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::Args;
 use flowgrad::baselines::{guided_sample, optimise_noise};
-use flowgrad::{ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, encode, energy, simulate, straightness};
-use flowgrad_engine::Assets;
+use flowgrad::{
+    ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, encode, energy, simulate,
+    straightness,
+};
 use flowgrad_backend::{self as backend, Backend};
+use flowgrad_engine::Assets;
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
-use flowgrad_models::{CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, UNet, class_index, load_classifier, load_flow, load_judge, load_reflow};
+use flowgrad_models::{
+    CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, UNet, class_index, load_classifier, load_flow,
+    load_judge, load_reflow,
+};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
@@ -29,7 +35,8 @@ use metrics::{Metrics, Tally};
 use flowgrad_params::cli::ParamArgs;
 
 /// The ξ values of the loss-vs-time sweep (Fig. 5b); `f32::MAX` makes a single segment.
-const XI_SWEEP: [(f32, &str); 6] = [(0.0, "0"), (1e-3, "1e-3"), (5e-3, "5e-3"), (1e-2, "1e-2"), (5e-2, "5e-2"), (f32::MAX, "single segment")];
+const XI_SWEEP: [(f32, &str); 6] =
+    [(0.0, "0"), (1e-3, "1e-3"), (5e-3, "5e-3"), (1e-2, "1e-2"), (5e-2, "5e-2"), (f32::MAX, "single segment")];
 
 /// Options of `flowgrad eval`.
 #[derive(Args, Debug)]
@@ -233,7 +240,10 @@ struct Models {
 /// Runs the evaluation and writes its outputs.
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    ensure!(args.images > 0 && args.batch > 0 && args.sweep_images > 0, "--images, --batch and --sweep-images must be at least 1");
+    ensure!(
+        args.images > 0 && args.batch > 0 && args.sweep_images > 0,
+        "--images, --batch and --sweep-images must be at least 1"
+    );
     let targets = args.classes.iter().map(|c| class_index(c)).collect::<Result<Vec<_>, _>>()?;
     ensure!(!targets.is_empty(), "--classes needs at least one class");
     crate::font::load_font(args.font.as_deref())?;
@@ -267,7 +277,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     let (methods, frontier, curve) = compare(args, &params, &models, &test, &chosen, &targets)?;
     let sweep_class = targets[0];
-    let sweep_set: Vec<usize> = chosen.iter().copied().filter(|&i| test.labels[i] as usize != sweep_class).take(args.sweep_images).collect();
+    let sweep_set: Vec<usize> =
+        chosen.iter().copied().filter(|&i| test.labels[i] as usize != sweep_class).take(args.sweep_images).collect();
     if sweep_set.is_empty() {
         bail!("no chosen image for the sweeps: all are already `{}`", CLASS_NAMES[sweep_class]);
     }
@@ -301,7 +312,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
 /// Edits every chosen image towards every target with each method, batch by batch, sharing one
 /// encoding per batch. Returns the per-method results and the straightness curve.
-fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, chosen: &[usize], targets: &[usize]) -> anyhow::Result<(Vec<MethodReport>, Vec<FrontierPoint>, StraightnessCurve)> {
+fn compare(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models,
+    test: &FashionMnist,
+    chosen: &[usize],
+    targets: &[usize],
+) -> anyhow::Result<(Vec<MethodReport>, Vec<FrontierPoint>, StraightnessCurve)> {
     let device = backend::device();
     let mut tallies: Vec<Vec<Tally>> = vec![vec![Tally::default(); targets.len()]; Method::ALL.len()];
     let settings = frontier_settings(args, params.eta);
@@ -329,8 +347,14 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
             let indices: Vec<usize> = keep.iter().map(|&i| chunk[i]).collect();
             let original = test.images::<Backend>(&indices, &device);
             let runs = edit_all(args, params, models, target, original.clone(), rows(&x0, &keep), chunk_index as u64)?;
-            let times: Vec<String> = runs.iter().skip(1).map(|(m, e)| format!("{} {:.1} s", m.key(), e.seconds)).collect();
-            eprintln!("batch {chunk_index}: {} images → `{}`: {}", indices.len(), CLASS_NAMES[target], times.join(", "));
+            let times: Vec<String> =
+                runs.iter().skip(1).map(|(m, e)| format!("{} {:.1} s", m.key(), e.seconds)).collect();
+            eprintln!(
+                "batch {chunk_index}: {} images → `{}`: {}",
+                indices.len(),
+                CLASS_NAMES[target],
+                times.join(", ")
+            );
             let mut main = vec![];
             for (method, edited) in runs {
                 let slot = Method::ALL.iter().position(|m| *m == method).expect("known method");
@@ -346,7 +370,17 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
                 let tally = match main.iter().find(|(m, _)| *m == method && same) {
                     Some((_, tally)) => tally.clone(),
                     None => {
-                        let edited = frontier_edit(args, params, models, target, &original, rows(&x0, &keep), chunk_index as u64, method, value)?;
+                        let edited = frontier_edit(
+                            args,
+                            params,
+                            models,
+                            target,
+                            &original,
+                            rows(&x0, &keep),
+                            chunk_index as u64,
+                            method,
+                            value,
+                        )?;
                         metrics::score(&models.judge, &models.classifier, target, &original, edited)
                     }
                 };
@@ -360,18 +394,29 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
         .map(|(method, per_class)| MethodReport {
             method: method.key(),
             label: method.label(params.xi),
-            overall: per_class.iter().fold(Tally::default(), |mut acc, t| {
-                acc.merge(t);
-                acc
-            })
-            .metrics(),
-            per_class: targets.iter().zip(per_class).map(|(&c, t)| ClassMetrics { class: CLASS_NAMES[c].to_string(), metrics: t.metrics() }).collect(),
+            overall: per_class
+                .iter()
+                .fold(Tally::default(), |mut acc, t| {
+                    acc.merge(t);
+                    acc
+                })
+                .metrics(),
+            per_class: targets
+                .iter()
+                .zip(per_class)
+                .map(|(&c, t)| ClassMetrics { class: CLASS_NAMES[c].to_string(), metrics: t.metrics() })
+                .collect(),
         })
         .collect();
     let frontier = settings
         .iter()
         .zip(&frontier)
-        .map(|(&(method, value), tally)| FrontierPoint { method: method.key(), knob: if method == Method::FlowGrad { "eta" } else { "scale" }, value, metrics: tally.metrics() })
+        .map(|(&(method, value), tally)| FrontierPoint {
+            method: method.key(),
+            knob: if method == Method::FlowGrad { "eta" } else { "scale" },
+            value,
+            metrics: tally.metrics(),
+        })
         .collect();
     let mean_s: Vec<f64> = s_sum.iter().map(|s| s / trajectories as f64).collect();
     let curve = StraightnessCurve {
@@ -386,15 +431,35 @@ fn compare(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashion
 /// One frontier point's edit of a batch: FlowGrad with guidance weight `value`, or guided
 /// sampling with scale `value`.
 #[allow(clippy::too_many_arguments)]
-fn frontier_edit(args: &EvalArgs, params: &EditParams, models: &Models, target: usize, original: &Tensor<Backend, 4>, x0: HostTensor, stream: u64, method: Method, value: f32) -> anyhow::Result<Edited> {
+fn frontier_edit(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models,
+    target: usize,
+    original: &Tensor<Backend, 4>,
+    x0: HostTensor,
+    stream: u64,
+    method: Method,
+    value: f32,
+) -> anyhow::Result<Edited> {
     let guidance = class_guidance(args, models, target);
     let params = EditParams { eta: if method == Method::FlowGrad { value } else { params.eta }, ..params.clone() };
     let editor = Editor::new(&models.flow, &guidance, params, backend::device())?;
     timed(|| match method {
-        Method::FlowGrad => run_editor(&editor, editor.start_encoded(HostTensor::from_tensor(original.clone()), x0, args.seed, stream)?),
+        Method::FlowGrad => {
+            run_editor(&editor, editor.start_encoded(HostTensor::from_tensor(original.clone()), x0, args.seed, stream)?)
+        }
         _ => {
             let ctx = GuidanceContext { iteration: 0, seed: args.seed };
-            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&backend::device())?, &editor.time_grid(), value, &ctx).images;
+            let images = guided_sample(
+                &models.flow,
+                &guidance,
+                x0.to_tensor::<Backend, 4>(&backend::device())?,
+                &editor.time_grid(),
+                value,
+                &ctx,
+            )
+            .images;
             Ok(Edited { images, seconds: 0.0, vjps: editor.params().steps, control_energy: 0.0, x0_shift: 0.0 })
         }
     })
@@ -424,14 +489,23 @@ struct Edited {
 }
 
 /// Runs every method on one batch towards `target` from the shared encoding `x0`.
-fn edit_all(args: &EvalArgs, params: &EditParams, models: &Models, target: usize, original: Tensor<Backend, 4>, x0: HostTensor, stream: u64) -> anyhow::Result<Vec<(Method, Edited)>> {
+fn edit_all(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models,
+    target: usize,
+    original: Tensor<Backend, 4>,
+    x0: HostTensor,
+    stream: u64,
+) -> anyhow::Result<Vec<(Method, Edited)>> {
     let device = backend::device();
     let guidance = class_guidance(args, models, target);
     let fast = Editor::new(&models.flow, &guidance, params.clone(), backend::device())?;
     let exact = Editor::new(&models.flow, &guidance, EditParams { xi: 0.0, ..params.clone() }, backend::device())?;
     let host_original = HostTensor::from_tensor(original.clone());
     let start = |editor: &ClassEditor<'_>| editor.start_encoded(host_original.clone(), x0.clone(), args.seed, stream);
-    let mut out = vec![(Method::Input, Edited { images: original, seconds: 0.0, vjps: 0, control_energy: 0.0, x0_shift: 0.0 })];
+    let mut out =
+        vec![(Method::Input, Edited { images: original, seconds: 0.0, vjps: 0, control_energy: 0.0, x0_shift: 0.0 })];
     for (method, editor) in [(Method::FlowGrad, &fast), (Method::Exact, &exact)] {
         out.push((method, timed(|| run_editor(editor, start(editor)?))?));
     }
@@ -439,7 +513,12 @@ fn edit_all(args: &EvalArgs, params: &EditParams, models: &Models, target: usize
         Method::NoiseOnly,
         timed(|| {
             // x_0 only: no controls, so no warm start to compute
-            let cold = Editor::new(&models.flow, &guidance, EditParams { warm_start: 0.0, ..params.clone() }, backend::device())?;
+            let cold = Editor::new(
+                &models.flow,
+                &guidance,
+                EditParams { warm_start: 0.0, ..params.clone() },
+                backend::device(),
+            )?;
             let edit = optimise_noise(&cold, &start(&cold)?)?;
             let shift = flowgrad::tensor_util::scalar(edit.shift.powi_scalar(2).sum());
             Ok(Edited { images: edit.images, seconds: 0.0, vjps: edit.vjps, control_energy: 0.0, x0_shift: shift })
@@ -449,7 +528,15 @@ fn edit_all(args: &EvalArgs, params: &EditParams, models: &Models, target: usize
         Method::Guided,
         timed(|| {
             let ctx = GuidanceContext { iteration: 0, seed: args.seed };
-            let images = guided_sample(&models.flow, &guidance, x0.to_tensor::<Backend, 4>(&device)?, &fast.time_grid(), args.guidance_scale, &ctx).images;
+            let images = guided_sample(
+                &models.flow,
+                &guidance,
+                x0.to_tensor::<Backend, 4>(&device)?,
+                &fast.time_grid(),
+                args.guidance_scale,
+                &ctx,
+            )
+            .images;
             Ok(Edited { images, seconds: 0.0, vjps: params.steps, control_energy: 0.0, x0_shift: 0.0 })
         })?,
     ));
@@ -477,7 +564,14 @@ fn run_editor(editor: &ClassEditor<'_>, mut state: ControlState) -> anyhow::Resu
 }
 
 /// Fig. 5b analog: FlowGrad's objective against the time spent on updates, for each ξ.
-fn xi_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, set: &[usize], target: usize) -> anyhow::Result<Vec<XiRun>> {
+fn xi_sweep(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models,
+    test: &FashionMnist,
+    set: &[usize],
+    target: usize,
+) -> anyhow::Result<Vec<XiRun>> {
     let device = backend::device();
     let guidance = class_guidance(args, models, target);
     let original = test.images::<Backend>(set, &device);
@@ -485,7 +579,12 @@ fn xi_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashio
     let mut x0 = None;
     let mut runs = vec![];
     for (xi, label) in XI_SWEEP {
-        let editor = Editor::new(&models.flow, &guidance, EditParams { xi, selection: Selection::Last, ..params.clone() }, backend::device())?;
+        let editor = Editor::new(
+            &models.flow,
+            &guidance,
+            EditParams { xi, selection: Selection::Last, ..params.clone() },
+            backend::device(),
+        )?;
         let x0 = x0.get_or_insert_with(|| HostTensor::from_tensor(editor.encode(original.clone())));
         let mut state = editor.start_encoded(HostTensor::from_tensor(original.clone()), x0.clone(), args.seed, 0)?;
         let (mut seconds, mut elapsed) = (vec![0.0], 0.0);
@@ -498,16 +597,40 @@ fn xi_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &Fashio
         let outcome = editor.finish(&state)?;
         let mut objective: Vec<f64> = state.history.iter().map(|r| r.objective / batch).collect();
         objective.push(outcome.objective / batch);
-        let edited = Edited { images: outcome.images, seconds: elapsed, vjps: state.history.iter().map(|r| r.segments).sum(), control_energy: energy(&outcome.controls), x0_shift: 0.0 };
+        let edited = Edited {
+            images: outcome.images,
+            seconds: elapsed,
+            vjps: state.history.iter().map(|r| r.segments).sum(),
+            control_energy: energy(&outcome.controls),
+            x0_shift: 0.0,
+        };
         let final_metrics = metrics::score(&models.judge, &models.classifier, target, &original, edited).metrics();
-        eprintln!("ξ = {label}: objective/image {:.4} → {:.4} in {elapsed:.1} s", objective[0], objective[objective.len() - 1]);
-        runs.push(XiRun { xi, label, seconds, objective, segments: state.history.iter().map(|r| r.segments).collect(), final_metrics });
+        eprintln!(
+            "ξ = {label}: objective/image {:.4} → {:.4} in {elapsed:.1} s",
+            objective[0],
+            objective[objective.len() - 1]
+        );
+        runs.push(XiRun {
+            xi,
+            label,
+            seconds,
+            objective,
+            segments: state.history.iter().map(|r| r.segments).collect(),
+            final_metrics,
+        });
     }
     Ok(runs)
 }
 
 /// Fig. 7 analog: FlowGrad's edit success for each number of Euler steps N.
-fn steps_sweep(args: &EvalArgs, params: &EditParams, models: &Models, test: &FashionMnist, set: &[usize], target: usize) -> anyhow::Result<Vec<StepsRun>> {
+fn steps_sweep(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models,
+    test: &FashionMnist,
+    set: &[usize],
+    target: usize,
+) -> anyhow::Result<Vec<StepsRun>> {
     let device = backend::device();
     let guidance = class_guidance(args, models, target);
     let original = test.images::<Backend>(set, &device);
@@ -530,16 +653,33 @@ fn write_outputs(args: &EvalArgs, report: &EvalReport) -> anyhow::Result<()> {
     println!("{table}");
     let curve = &report.straightness;
     plots::straightness(&args.output.join("straightness.png"), &curve.t, &curve.mean_s)?;
-    let series: Vec<(String, Vec<(f64, f64)>)> =
-        report.xi_sweep.iter().map(|r| (format!("ξ = {}", r.label), r.seconds.iter().copied().zip(r.objective.iter().copied()).collect())).collect();
+    let series: Vec<(String, Vec<(f64, f64)>)> = report
+        .xi_sweep
+        .iter()
+        .map(|r| (format!("ξ = {}", r.label), r.seconds.iter().copied().zip(r.objective.iter().copied()).collect()))
+        .collect();
     plots::xi_sweep(&args.output.join("xi_sweep.png"), &series)?;
     let steps: Vec<(f64, f64)> = report.steps_sweep.iter().map(|r| (r.steps as f64, r.metrics.success_rate)).collect();
     plots::steps_sweep(&args.output.join("steps_sweep.png"), &steps)?;
-    for (file, axis, value) in [("frontier_l1.png", "L1 to the input", (|m: &Metrics| m.l1) as fn(&Metrics) -> f64), ("frontier_ssim.png", "SSIM to the input", |m: &Metrics| m.ssim)] {
-        let series: Vec<(String, Vec<(f64, f64)>)> = [("flowgrad", "FlowGrad (η sweep)"), ("guided_sampling", "guided sampling (scale sweep)")]
-            .iter()
-            .map(|(key, name)| (name.to_string(), report.frontier.iter().filter(|p| p.method == *key).map(|p| (value(&p.metrics), p.metrics.success_rate)).collect()))
-            .collect();
+    for (file, axis, value) in [
+        ("frontier_l1.png", "L1 to the input", (|m: &Metrics| m.l1) as fn(&Metrics) -> f64),
+        ("frontier_ssim.png", "SSIM to the input", |m: &Metrics| m.ssim),
+    ] {
+        let series: Vec<(String, Vec<(f64, f64)>)> =
+            [("flowgrad", "FlowGrad (η sweep)"), ("guided_sampling", "guided sampling (scale sweep)")]
+                .iter()
+                .map(|(key, name)| {
+                    (
+                        name.to_string(),
+                        report
+                            .frontier
+                            .iter()
+                            .filter(|p| p.method == *key)
+                            .map(|p| (value(&p.metrics), p.metrics.success_rate))
+                            .collect(),
+                    )
+                })
+                .collect();
         plots::frontier(&args.output.join(file), axis, &series)?;
     }
     println!("wrote eval.json, table.md and plots to {}", args.output.display());

@@ -24,7 +24,9 @@ pub fn load_font(path: Option<&Path>) -> anyhow::Result<()> {
     }
     let path = match path {
         Some(p) => p.to_path_buf(),
-        None => FONTS.iter().map(PathBuf::from).find(|p| p.is_file()).with_context(|| format!("no TrueType font among {FONTS:?}; pass --font <file.ttf> or install fonts-dejavu-core"))?,
+        None => FONTS.iter().map(PathBuf::from).find(|p| p.is_file()).with_context(|| {
+            format!("no TrueType font among {FONTS:?}; pass --font <file.ttf> or install fonts-dejavu-core")
+        })?,
     };
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read font {}", path.display()))?;
     if register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice())).is_err() {

@@ -29,7 +29,13 @@ pub struct GridRow<'a> {
 /// Draws the rows as a PNG: columns "input" and "edit", images enlarged by an integer factor
 /// to at least [`MIN_CELL`] pixels a side. With `text` (which needs [`crate::font::load_font`]
 /// first) the header and labels are written, without it their bands stay blank.
-pub fn labelled_grid(rows: &[GridRow<'_>], channels: usize, height: usize, width: usize, text: bool) -> anyhow::Result<Vec<u8>> {
+pub fn labelled_grid(
+    rows: &[GridRow<'_>],
+    channels: usize,
+    height: usize,
+    width: usize,
+    text: bool,
+) -> anyhow::Result<Vec<u8>> {
     let scale = MIN_CELL.div_ceil(height.min(width)).max(1);
     let (cell_w, cell_h) = (width * scale, height * scale);
     let size = (2 * cell_w as u32 + 3 * GAP, HEADER + rows.len() as u32 * (LABEL_BAND + cell_h as u32 + GAP));
@@ -45,14 +51,16 @@ pub fn labelled_grid(rows: &[GridRow<'_>], channels: usize, height: usize, width
                     let (sy, sx) = (y / scale, x / scale);
                     for c in 0..3 {
                         let v = image[(c.min(channels - 1) * height + sy) * width + sx];
-                        pixels[(top + y) * stride + (left + x) * 3 + c] = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+                        pixels[(top + y) * stride + (left + x) * 3 + c] =
+                            ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
                     }
                 }
             }
         }
     }
     if text {
-        let root: DrawingArea<BitMapBackend<'_>, Shift> = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        let root: DrawingArea<BitMapBackend<'_>, Shift> =
+            BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         let header = ("sans-serif", 16).into_font().color(&BLACK);
         let caption = ("sans-serif", 13).into_font().color(&BLACK);
         root.draw_text("input", &header, (cell_left(0) as i32, 5))?;

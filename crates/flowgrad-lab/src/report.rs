@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 use flowgrad::EditParams;
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad_engine::Model;
 use flowgrad_backend::{self as backend, Backend};
+use flowgrad_engine::Model;
 use flowgrad_jobs::{GuidanceSpec, JobReport, TaskOutcome};
 use flowgrad_storage::ObjectStore;
 use flowgrad_storage::image::{ImageLimits, decode_for_model};
@@ -116,7 +116,14 @@ fn no_edit_reason(history: &[f64], unedited: bool, warm_start: bool) -> Option<S
 
 /// Copies the edited images out of the store and writes `<name>.json` per image and `grid.png`
 /// (each input next to its edit, enlarged and labelled); returns the run's summary.
-pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, report: &JobReport, output: &Path, guidance: &GuidanceSpec, params: &EditParams) -> anyhow::Result<RunSummary> {
+pub async fn write_image_reports(
+    store: &dyn ObjectStore,
+    model: &dyn Model,
+    report: &JobReport,
+    output: &Path,
+    guidance: &GuidanceSpec,
+    params: &EditParams,
+) -> anyhow::Result<RunSummary> {
     let shape = model.image_shape();
     let target = match guidance {
         GuidanceSpec::Class(class) => class.clone(),
@@ -131,7 +138,14 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
             let edited_png = store.get(&image.output_key).await?.context("output missing from the store")?;
             let input_pixels = decode_for_model(&input, shape.channels, shape.height, shape.width, &limits)?.values;
             let edit_pixels = decode_for_model(&edited_png, shape.channels, shape.height, shape.width, &limits)?.values;
-            let stem = image.input_key.rsplit('/').next().unwrap_or(&image.input_key).rsplit_once('.').map_or(image.input_key.as_str(), |(s, _)| s).to_string();
+            let stem = image
+                .input_key
+                .rsplit('/')
+                .next()
+                .unwrap_or(&image.input_key)
+                .rsplit_once('.')
+                .map_or(image.input_key.as_str(), |(s, _)| s)
+                .to_string();
             let file = format!("{stem}.png");
             std::fs::write(output.join(&file), &edited_png)?;
             let entry = ImageReport {
@@ -162,12 +176,18 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
             };
             std::fs::write(output.join(format!("{stem}.json")), serde_json::to_vec_pretty(&entry)?)?;
             // the judge's p(target) where the model has a judge, else the guidance score
-            let (source, name, before, after, digits) = match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
-                (Some(before), Some(after)) => ("judge", format!("p({target})"), before, after, 2),
-                _ => ("guidance", "score".to_string(), entry.guidance_score_before, entry.guidance_score_after, 3),
-            };
+            let (source, name, before, after, digits) =
+                match (entry.judge_target_prob_before, entry.judge_target_prob_after) {
+                    (Some(before), Some(after)) => ("judge", format!("p({target})"), before, after, 2),
+                    _ => ("guidance", "score".to_string(), entry.guidance_score_before, entry.guidance_score_after, 3),
+                };
             let label = format!("{source} {name} {before:.3} -> {after:.3}");
-            println!("{stem:<24} {label}   L1 {:.3}  SSIM {:.3}{}", entry.l1, entry.ssim, if entry.no_edit_reason.is_some() { "  (unedited)" } else { "" });
+            println!(
+                "{stem:<24} {label}   L1 {:.3}  SSIM {:.3}{}",
+                entry.l1,
+                entry.ssim,
+                if entry.no_edit_reason.is_some() { "  (unedited)" } else { "" }
+            );
             summary.images += 1;
             summary.mean_l1 += entry.l1;
             summary.mean_ssim += entry.ssim;
@@ -186,7 +206,12 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
     if !grid.is_empty() {
         let rows: Vec<GridRow<'_>> = grid
             .iter()
-            .map(|(input, edit, name, label)| GridRow { input, edit, input_label: name.chars().take(22).collect(), edit_label: label.clone() })
+            .map(|(input, edit, name, label)| GridRow {
+                input,
+                edit,
+                input_label: name.chars().take(22).collect(),
+                edit_label: label.clone(),
+            })
             .collect();
         let text = match crate::font::load_font(None) {
             Ok(()) => true,
@@ -195,8 +220,10 @@ pub async fn write_image_reports(store: &dyn ObjectStore, model: &dyn Model, rep
                 false
             }
         };
-        std::fs::write(output.join("grid.png"), labelled_grid(&rows, shape.channels, shape.height, shape.width, text)?)?;
+        std::fs::write(
+            output.join("grid.png"),
+            labelled_grid(&rows, shape.channels, shape.height, shape.width, text)?,
+        )?;
     }
     Ok(summary)
 }
-

@@ -36,7 +36,11 @@ impl Assets {
     /// The contents of `file`, or why it cannot be had.
     pub fn read(&self, file: &str) -> Result<Cow<'static, [u8]>, String> {
         match self {
-            Assets::Embedded => EMBEDDED.iter().find(|(name, _)| *name == file).map(|(_, bytes)| Cow::Borrowed(*bytes)).ok_or_else(|| format!("`{file}` is not built into this binary")),
+            Assets::Embedded => EMBEDDED
+                .iter()
+                .find(|(name, _)| *name == file)
+                .map(|(_, bytes)| Cow::Borrowed(*bytes))
+                .ok_or_else(|| format!("`{file}` is not built into this binary")),
             Assets::Dir(dir) => std::fs::read(dir.join(file)).map(Cow::Owned).map_err(|e| e.to_string()),
         }
     }

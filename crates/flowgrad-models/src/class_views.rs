@@ -90,7 +90,9 @@ impl ClassViews {
         }
         let device = x.device();
         let index = Tensor::<B, 3, Int>::from_data(TensorData::new(index, [views, c, h * w]), &device);
-        let padded = Tensor::cat(vec![x; self.copies], 0).pad((pad, pad, pad, pad), PadMode::Constant(self.fill)).reshape([views, c, (hp * wp) as usize]);
+        let padded = Tensor::cat(vec![x; self.copies], 0)
+            .pad((pad, pad, pad, pad), PadMode::Constant(self.fill))
+            .reshape([views, c, (hp * wp) as usize]);
         let shifted = padded.gather(2, index).reshape([views, c, h, w]);
         if draw.noise.is_empty() {
             shifted
@@ -129,7 +131,11 @@ mod tests {
                 for j in 0..4i64 {
                     let jj = if draw.flips[view / 2] { 3 - j } else { j };
                     let (si, sj) = (i + dy, jj + dx);
-                    let expected = if (0..4).contains(&si) && (0..4).contains(&sj) { src[image * 16 + (si * 4 + sj) as usize] } else { -1.0 };
+                    let expected = if (0..4).contains(&si) && (0..4).contains(&sj) {
+                        src[image * 16 + (si * 4 + sj) as usize]
+                    } else {
+                        -1.0
+                    };
                     assert_eq!(out[view * 16 + (i * 4 + j) as usize], expected, "view {view} pixel ({i}, {j})");
                 }
             }
@@ -145,7 +151,11 @@ mod tests {
         for i in 0..2 {
             let alone = values(views.apply(image().narrow(0, i, 1), 5));
             for view in 0..3 {
-                assert_eq!(alone[view * 16..(view + 1) * 16], batched[(view * 2 + i) * 16..(view * 2 + i + 1) * 16], "image {i} view {view}");
+                assert_eq!(
+                    alone[view * 16..(view + 1) * 16],
+                    batched[(view * 2 + i) * 16..(view * 2 + i + 1) * 16],
+                    "image {i} view {view}"
+                );
             }
         }
     }

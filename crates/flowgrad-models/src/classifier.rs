@@ -142,7 +142,10 @@ impl<B: Backend> ImageClassifier<B> for Judge<B> {
 
 /// The top-1 class of each row of `[B, 10]` class probabilities (or logits), row-major.
 pub fn top_classes(probs: &[f32]) -> Vec<usize> {
-    probs.chunks(NUM_CLASSES).map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).expect("ten classes")).collect()
+    probs
+        .chunks(NUM_CLASSES)
+        .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).expect("ten classes"))
+        .collect()
 }
 
 /// Per-image cross-entropy −log softmax(logits)[target] for integer targets `[B]`.

@@ -81,10 +81,7 @@ impl FashionMnist {
     /// Loads a split from `dir` (`{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`).
     pub fn load(dir: &Path, split: Split) -> Result<Self, FashionError> {
         let p = split.prefix();
-        Self::load_files(
-            &dir.join(format!("{p}-images-idx3-ubyte.gz")),
-            &dir.join(format!("{p}-labels-idx1-ubyte.gz")),
-        )
+        Self::load_files(&dir.join(format!("{p}-images-idx3-ubyte.gz")), &dir.join(format!("{p}-labels-idx1-ubyte.gz")))
     }
 
     /// Loads a gzipped IDX image file and its label file, validating headers and sizes.
@@ -164,9 +161,7 @@ fn read_idx(path: &Path, magic: u32, kind: &'static str, item_dims: &[usize]) ->
     let format = |reason: String| FashionError::Format { path: path.to_path_buf(), kind, reason };
     let file = std::fs::File::open(path).map_err(|source| FashionError::Io { path: path.to_path_buf(), source })?;
     let mut bytes = Vec::new();
-    GzDecoder::new(file)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format(format!("gzip decoding failed: {e}")))?;
+    GzDecoder::new(file).read_to_end(&mut bytes).map_err(|e| format(format!("gzip decoding failed: {e}")))?;
     let rank = 1 + item_dims.len();
     let header_len = 4 + 4 * rank;
     if bytes.len() < header_len {

@@ -13,12 +13,14 @@ pub mod unet;
 pub mod weights;
 
 pub use assets::Assets;
+pub use class_views::ClassViews;
 pub use classifier::{
     ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy, top_classes,
 };
-pub use class_views::ClassViews;
 pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
 pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};
 pub use unet::{UNet, UNetConfig};
-pub use weights::{REFLOW_STEM, WeightsError, load, load_classifier, load_flow, load_judge, load_reflow, save, weights_digest};
+pub use weights::{
+    REFLOW_STEM, WeightsError, load, load_classifier, load_flow, load_judge, load_reflow, save, weights_digest,
+};

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 
 use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use sha2::{Digest, Sha256};
 
@@ -66,7 +66,11 @@ pub fn load<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M, Weight
 }
 
 /// [`load`] from safetensors bytes; `path` names them in errors.
-fn load_from_store<B: Backend, M: Module<B>>(mut model: M, store: SafetensorsStore, path: &Path) -> Result<M, WeightsError> {
+fn load_from_store<B: Backend, M: Module<B>>(
+    mut model: M,
+    store: SafetensorsStore,
+    path: &Path,
+) -> Result<M, WeightsError> {
     let mut store = store.allow_partial(true).validate(false);
     let result = model.load_from(&mut store).map_err(|e| WeightsError::Store {
         action: "load",
@@ -127,10 +131,15 @@ fn load_bundled<B: Backend, C: Config, M: Module<B>>(
 ) -> Result<M, WeightsError> {
     let config_file = format!("{name}.config.json");
     let config_error = |message: String| WeightsError::Config { path: assets.locate(&config_file), message };
-    let config = C::load_binary(&assets.read(&config_file).map_err(config_error)?).map_err(|e| config_error(e.to_string()))?;
+    let config =
+        C::load_binary(&assets.read(&config_file).map_err(config_error)?).map_err(|e| config_error(e.to_string()))?;
     let weights_file = format!("{name}.safetensors");
     let path = assets.locate(&weights_file);
-    let bytes = assets.read(&weights_file).map_err(|message| WeightsError::Store { action: "load", path: path.clone(), message })?;
+    let bytes = assets.read(&weights_file).map_err(|message| WeightsError::Store {
+        action: "load",
+        path: path.clone(),
+        message,
+    })?;
     load_from_store(init(&config), SafetensorsStore::from_bytes(Some(bytes.into_owned())), &path)
 }
 

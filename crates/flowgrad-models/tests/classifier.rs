@@ -52,9 +52,12 @@ fn guidance_averages_the_loss_over_seeded_views() {
     let x = images();
     let views = ClassViews { copies: 4, ..ClassViews::default() };
     let guidance = ClassGuidance::new(classifier.clone(), 4).with_views(views.clone());
-    let loss = |seed| -> Vec<f32> { guidance.loss(x.clone(), &GuidanceContext { iteration: 0, seed }).into_data().to_vec().unwrap() };
+    let loss = |seed| -> Vec<f32> {
+        guidance.loss(x.clone(), &GuidanceContext { iteration: 0, seed }).into_data().to_vec().unwrap()
+    };
     // by hand: the mean over the views of −log p(target)
-    let probs: Vec<f32> = classifier.probabilities(views.apply(x.clone().clamp(-1.0, 1.0), 5)).into_data().to_vec().unwrap();
+    let probs: Vec<f32> =
+        classifier.probabilities(views.apply(x.clone().clamp(-1.0, 1.0), 5)).into_data().to_vec().unwrap();
     for (i, l) in loss(5).iter().enumerate() {
         let mean = (0..4).map(|k| -probs[(k * 3 + i) * 10 + 4].ln()).sum::<f32>() / 4.0;
         assert!((l - mean).abs() < 1e-4, "image {i}: {l} vs {mean}");
@@ -62,5 +65,9 @@ fn guidance_averages_the_loss_over_seeded_views() {
     assert_eq!(loss(5), loss(5), "a seed fixes the views");
     assert_ne!(loss(5), loss(6), "each iteration draws new views");
     let plain = ClassGuidance::new(classifier, 4).with_views(ClassViews::none());
-    assert_ne!(Guidance::<Flex>::fingerprint(&guidance), Guidance::<Flex>::fingerprint(&plain), "the views are part of the fingerprint");
+    assert_ne!(
+        Guidance::<Flex>::fingerprint(&guidance),
+        Guidance::<Flex>::fingerprint(&plain),
+        "the views are part of the fingerprint"
+    );
 }

@@ -9,7 +9,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 use flowgrad::{Guidance, GuidanceContext};
 use flowgrad_models::clip::{
-    AugmentConfig, Checkpoint, CheckpointError, ClipConfig, ClipGuidance, ClipModel, HostTensor, Layout, TokenizeError, Tokenizer,
+    AugmentConfig, Checkpoint, CheckpointError, ClipConfig, ClipGuidance, ClipModel, HostTensor, Layout, TokenizeError,
+    Tokenizer,
 };
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
@@ -32,7 +33,9 @@ fn read_tensors(path: &Path) -> BTreeMap<String, HostTensor> {
         .map(|(k, v)| {
             let values = match v.dtype() {
                 Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-                Dtype::I32 => v.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                Dtype::I32 => {
+                    v.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect()
+                }
                 other => panic!("{k}: {other:?}"),
             };
             (k, HostTensor { shape: v.shape().to_vec(), values })
@@ -71,7 +74,8 @@ fn token_rows(io: &BTreeMap<String, HostTensor>) -> Vec<Vec<u32>> {
 
 #[test]
 fn vocabulary_file_is_the_fixtures_one() {
-    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/clip/bpe_simple_vocab_16e6.txt.gz")).unwrap();
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/clip/bpe_simple_vocab_16e6.txt.gz")).unwrap();
     let spec = json(&fixtures().join("tokenizer.json"));
     assert_eq!(hex::encode(Sha256::digest(&bytes)), spec["bpe_sha256"].as_str().unwrap());
     let tokenizer = Tokenizer::default();
@@ -87,8 +91,12 @@ fn every_fixture_prompt_tokenizes_identically() {
     let rows = read_tensors(&fixtures().join("tokens.safetensors"));
     let rows = &rows["tokens"];
     let tokenizer = Tokenizer::default();
-    let strings = |v: &serde_json::Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
-    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as u32).collect() };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as u32).collect()
+    };
     let prompts = spec["prompts"].as_array().unwrap();
     assert!(!prompts.is_empty());
     let mut mismatches = vec![];
@@ -168,7 +176,10 @@ fn inferred_shape_equals_the_fixture_config_but_for_heads() {
     let inferred = ClipConfig::infer(&checkpoint.shapes()).unwrap();
     let config = tiny_config();
     // the original's build_model would guess width / 64 heads; the fixture's text tower has 2
-    assert_eq!(ClipConfig { transformer_heads: config.transformer_heads, vision_heads: config.vision_heads, ..inferred }, config);
+    assert_eq!(
+        ClipConfig { transformer_heads: config.transformer_heads, vision_heads: config.vision_heads, ..inferred },
+        config
+    );
 }
 
 /// OpenAI → Hugging Face names, written independently of the crate's own table.
@@ -227,7 +238,8 @@ fn write_hugging_face_copy(path: &Path) {
             }
         } else if key == "visual.proj" || key == "text_projection" {
             let (r, c) = (t.shape[0], t.shape[1]);
-            let transposed: Vec<f32> = (0..c).flat_map(|j| (0..r).map(move |i| (i, j))).map(|(i, j)| t.values[i * c + j]).collect();
+            let transposed: Vec<f32> =
+                (0..c).flat_map(|j| (0..r).map(move |i| (i, j))).map(|(i, j)| t.values[i * c + j]).collect();
             out.push((names[0].clone(), vec![c, r], bytes(&transposed), Dtype::F32));
         } else {
             out.push((names[0].clone(), t.shape.clone(), bytes(&t.values), Dtype::F32));
@@ -237,7 +249,9 @@ fn write_hugging_face_copy(path: &Path) {
     out.push(("text_model.embeddings.position_ids".into(), vec![1, 77], ids, Dtype::I64));
     let views: Vec<(String, safetensors::tensor::TensorView)> = out
         .iter()
-        .map(|(k, shape, data, dtype)| (k.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .map(|(k, shape, data, dtype)| {
+            (k.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap())
+        })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
@@ -273,15 +287,24 @@ fn missing_unexpected_and_misshaped_keys_are_named() {
     tensors.remove("visual.ln_post.bias");
     let extra = tensors["ln_final.bias"].clone();
     tensors.insert("transformer.resblocks.9.ln_1.bias".into(), extra);
-    let (missing, unexpected, misshaped) = mismatch(ClipModel::from_checkpoint(Checkpoint::from_tensors(tensors).unwrap(), &config, &device));
-    assert_eq!((missing, unexpected, misshaped.len()), (vec!["visual.ln_post.bias".to_string()], vec!["transformer.resblocks.9.ln_1.bias".to_string()], 0));
+    let (missing, unexpected, misshaped) =
+        mismatch(ClipModel::from_checkpoint(Checkpoint::from_tensors(tensors).unwrap(), &config, &device));
+    assert_eq!(
+        (missing, unexpected, misshaped.len()),
+        (vec!["visual.ln_post.bias".to_string()], vec!["transformer.resblocks.9.ln_1.bias".to_string()], 0)
+    );
 
     let wider = ClipConfig { embed_dim: config.embed_dim + 1, ..config.clone() };
     let tensors = read_tensors(&fixtures().join("weights.safetensors"));
-    let (missing, unexpected, misshaped) = mismatch(ClipModel::from_checkpoint(Checkpoint::from_tensors(tensors).unwrap(), &wider, &device));
+    let (missing, unexpected, misshaped) =
+        mismatch(ClipModel::from_checkpoint(Checkpoint::from_tensors(tensors).unwrap(), &wider, &device));
     assert!(missing.is_empty() && unexpected.is_empty());
     assert_eq!(misshaped.len(), 2, "{misshaped:?}");
-    assert!(misshaped.iter().any(|m| m.starts_with("visual.proj:")) && misshaped.iter().any(|m| m.starts_with("text_projection:")), "{misshaped:?}");
+    assert!(
+        misshaped.iter().any(|m| m.starts_with("visual.proj:"))
+            && misshaped.iter().any(|m| m.starts_with("text_projection:")),
+        "{misshaped:?}"
+    );
 
     // an HF file with a k_proj gone names the stacked tensor it cannot build
     let dir = tempfile::tempdir().unwrap();
@@ -304,8 +327,13 @@ fn a_missing_checkpoint_says_what_to_provide() {
     let err = Checkpoint::require(None).unwrap_err().to_string();
     assert!(err.contains("CLIP checkpoint") && err.contains("model.safetensors"), "{err}");
     assert_eq!(Checkpoint::require(Some(Path::new("clip.safetensors"))).unwrap(), Path::new("clip.safetensors"));
-    let err = ClipModel::<B>::load_inferred(Path::new("/nonexistent/clip.safetensors"), &Default::default()).unwrap_err().to_string();
-    assert!(err.contains("/nonexistent/clip.safetensors") && err.contains("safetensors") && err.contains("CLIPModel"), "{err}");
+    let err = ClipModel::<B>::load_inferred(Path::new("/nonexistent/clip.safetensors"), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/nonexistent/clip.safetensors") && err.contains("safetensors") && err.contains("CLIPModel"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -336,17 +364,36 @@ fn augmentations_are_deterministic_per_seed_and_differ_across_seeds() {
 #[test]
 fn translation_and_cutout_do_what_the_original_does() {
     let device = Default::default();
-    let x = Tensor::<Flex, 4>::from_data(TensorData::new((1..=16).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 4, 4]), &device);
-    let only = |translation, cutout| AugmentConfig { color: false, resize: false, translation, cutout, ..AugmentConfig::default() };
-    let draw = |shifts: Vec<(i64, i64)>, cutouts: Vec<(i64, i64)>| flowgrad_models::clip::AugmentDraw { color: vec![], shifts, resize_ratio: None, cutouts };
-    let shifted: Vec<f32> = only(true, false).apply(x.clone(), &draw(vec![(1, -1)], vec![])).into_data().to_vec().unwrap();
+    let x = Tensor::<Flex, 4>::from_data(
+        TensorData::new((1..=16).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 4, 4]),
+        &device,
+    );
+    let only = |translation, cutout| AugmentConfig {
+        color: false,
+        resize: false,
+        translation,
+        cutout,
+        ..AugmentConfig::default()
+    };
+    let draw = |shifts: Vec<(i64, i64)>, cutouts: Vec<(i64, i64)>| flowgrad_models::clip::AugmentDraw {
+        color: vec![],
+        shifts,
+        resize_ratio: None,
+        cutouts,
+    };
+    let shifted: Vec<f32> =
+        only(true, false).apply(x.clone(), &draw(vec![(1, -1)], vec![])).into_data().to_vec().unwrap();
     // out[i][j] = x[i + 1][j − 1], zero outside
     assert_eq!(shifted, vec![0.0, 5.0, 6.0, 7.0, 0.0, 9.0, 10.0, 11.0, 0.0, 13.0, 14.0, 15.0, 0.0, 0.0, 0.0, 0.0]);
     // cutout side int(4·0.5 + 0.5) = 2, rows/cols centre−1 ..= centre
     let cut: Vec<f32> = only(false, true).apply(x.clone(), &draw(vec![], vec![(0, 3)])).into_data().to_vec().unwrap();
     assert_eq!(cut, vec![1.0, 2.0, 0.0, 0.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0]);
     let zoom = AugmentConfig { color: false, translation: false, cutout: false, ..AugmentConfig::default() };
-    let same: Vec<f32> = zoom.apply(x.clone(), &flowgrad_models::clip::AugmentDraw { resize_ratio: Some(1.0), ..draw(vec![], vec![]) }).into_data().to_vec().unwrap();
+    let same: Vec<f32> = zoom
+        .apply(x.clone(), &flowgrad_models::clip::AugmentDraw { resize_ratio: Some(1.0), ..draw(vec![], vec![]) })
+        .into_data()
+        .to_vec()
+        .unwrap();
     assert_eq!(same, (1..=16).map(|v| v as f32).collect::<Vec<_>>());
 }
 
@@ -354,7 +401,13 @@ fn translation_and_cutout_do_what_the_original_does() {
 fn guidance_gradient_flows_to_the_input() {
     let device = Default::default();
     let model = tiny_model();
-    let guidance = ClipGuidance::new(&model, &Tokenizer::default(), "a photo of a cat", AugmentConfig { copies: 3, ..AugmentConfig::default() }).unwrap();
+    let guidance = ClipGuidance::new(
+        &model,
+        &Tokenizer::default(),
+        "a photo of a cat",
+        AugmentConfig { copies: 3, ..AugmentConfig::default() },
+    )
+    .unwrap();
     <B as Backend>::seed(&device, 5);
     let x = Tensor::<B, 4>::random([2, 3, 24, 24], Distribution::Uniform(-1.0, 1.0), &device);
     let ctx = GuidanceContext { iteration: 0, seed: 11 };
@@ -378,15 +431,19 @@ fn guidance_gradient_flows_to_the_input() {
     assert_ne!(values(guidance.loss(x, &GuidanceContext { iteration: 1, seed: 12 })), loss_values);
 }
 
-
-
 #[test]
 fn editor_with_clip_guidance_is_deterministic_per_seed() {
     use flowgrad::{EditParams, Editor};
     use flowgrad_models::ConvFieldConfig;
     let device = Default::default();
     let model = tiny_model();
-    let guidance = ClipGuidance::new(&model, &Tokenizer::default(), "a smiling face", AugmentConfig { copies: 2, ..AugmentConfig::default() }).unwrap();
+    let guidance = ClipGuidance::new(
+        &model,
+        &Tokenizer::default(),
+        "a smiling face",
+        AugmentConfig { copies: 2, ..AugmentConfig::default() },
+    )
+    .unwrap();
     let field = ConvFieldConfig::new(3).with_hidden(8).with_seed(2).init::<B>(&device);
     let params = EditParams { steps: 4, iterations: 2, xi: 0.0, ..EditParams::default() };
     let editor = Editor::new(field, guidance, params, device).unwrap();

@@ -8,7 +8,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
 use flowgrad::VelocityField;
 use flowgrad_models::ncsnpp::{
-    Ncsnpp, NcsnppConfig, NcsnppError, StateDict, WeightsChoice, ema_parameter_order, read_pytorch, read_safetensors, read_weights, write_safetensors,
+    Ncsnpp, NcsnppConfig, NcsnppError, StateDict, WeightsChoice, ema_parameter_order, read_pytorch, read_safetensors,
+    read_weights, write_safetensors,
 };
 
 type B = Autodiff<Flex>;
@@ -76,7 +77,8 @@ fn shared_fixture_outputs_and_vjps_match_the_original() {
 
 #[test]
 fn other_configs_match_the_original() {
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(data().join("ncsnpp-sets")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut sets: Vec<PathBuf> =
+        std::fs::read_dir(data().join("ncsnpp-sets")).unwrap().map(|e| e.unwrap().path()).collect();
     sets.sort();
     assert_eq!(sets.len(), 4);
     for dir in sets {
@@ -93,7 +95,10 @@ fn velocity_takes_unit_time_and_scales_it_by_999() {
     let io = dir.join("io.safetensors");
     let (shape, x) = tensor(&io, "x");
     let (t_unit, t) = (tensor(&io, "t_unit").1, tensor(&io, "t").1);
-    assert!(t_unit.iter().zip(&t).all(|(u, t)| (u * 999.0).to_bits() == t.to_bits()), "the fixture's t is t_unit·999 in f32");
+    assert!(
+        t_unit.iter().zip(&t).all(|(u, t)| (u * 999.0).to_bits() == t.to_bits()),
+        "the fixture's t is t_unit·999 in f32"
+    );
     let shape: [usize; 4] = shape.try_into().unwrap();
     let device = Default::default();
     let x = Tensor::<B, 4>::from_data(TensorData::new(x, shape), &device);
@@ -108,7 +113,13 @@ fn parameters_follow_the_original_names_order_and_count() {
     let model = fixture_model(&dir);
     let fixture = &read_json(&dir.join("config.json"))["fixture"];
     assert_eq!(model.num_params() as u64, fixture["num_params"].as_u64().unwrap());
-    let original: Vec<&str> = fixture["state_dict_keys_in_order"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).filter(|k| *k != "sigmas").collect();
+    let original: Vec<&str> = fixture["state_dict_keys_in_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .filter(|k| *k != "sigmas")
+        .collect();
     let ours: Vec<&str> = model.parameters().iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(ours, original);
     // EMA order: the same, without the Fourier W (requires_grad = False)
@@ -123,7 +134,10 @@ fn celeba_hq_256_has_the_original_parameter_count() {
     // with celeba_hq_pytorch_rf_gaussian.py (tests/data/make_ncsnpp_data.py prints it).
     let model = Ncsnpp::<Flex>::random(&NcsnppConfig::celeba_hq_256(), 0, &Default::default()).unwrap();
     assert_eq!(model.num_params(), 65_574_549);
-    assert_eq!(model.parameters().len(), ema_parameter_order(model.parameters().iter().map(|(k, _)| k.as_str())).unwrap().len() + 1);
+    assert_eq!(
+        model.parameters().len(),
+        ema_parameter_order(model.parameters().iter().map(|(k, _)| k.as_str())).unwrap().len() + 1
+    );
 }
 
 #[test]
@@ -142,7 +156,10 @@ fn missing_unexpected_and_mis_shaped_keys_are_reported() {
     assert_eq!(mis_shaped.len(), 1, "{err}");
     assert!(mis_shaped[0].starts_with("all_modules.1.weight"), "{err}");
     let message = err.to_string();
-    assert!(message.contains("1 missing") && message.contains("1 unexpected") && message.contains("1 mis-shaped"), "{message}");
+    assert!(
+        message.contains("1 missing") && message.contains("1 unexpected") && message.contains("1 mis-shaped"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -171,15 +188,26 @@ fn pth_checkpoint_loads_ema_weights_by_default() {
     assert!(model.tensors.keys().all(|k| !k.starts_with("module.")), "DataParallel prefix removed");
     assert_eq!(model.tensors.keys().collect::<Vec<_>>(), ema.tensors.keys().collect::<Vec<_>>());
     // the python side recorded named_parameters() order; shadow_params[i] = parameter + 1 + i
-    let order: Vec<String> = config_json["ema_parameter_order"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+    let order: Vec<String> = config_json["ema_parameter_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ema_parameter_order(model.tensors.keys().map(String::as_str)).unwrap(), order);
     for (i, name) in order.iter().enumerate() {
         let (m, e) = (&model.tensors[name], &ema.tensors[name]);
         let offset = 1.0 + i as f32;
-        assert!(m.values.iter().zip(&e.values).all(|(a, b)| (b - a - offset).abs() <= 1e-4 * offset.max(1.0)), "{name} is not shadow_params[{i}]");
+        assert!(
+            m.values.iter().zip(&e.values).all(|(a, b)| (b - a - offset).abs() <= 1e-4 * offset.max(1.0)),
+            "{name} is not shadow_params[{i}]"
+        );
     }
     for buffer_or_frozen in ["sigmas", "all_modules.0.W"] {
-        assert_eq!(model.tensors[buffer_or_frozen], ema.tensors[buffer_or_frozen], "{buffer_or_frozen} comes from `model`");
+        assert_eq!(
+            model.tensors[buffer_or_frozen], ema.tensors[buffer_or_frozen],
+            "{buffer_or_frozen} comes from `model`"
+        );
     }
     // every key is consumed and every parameter filled, for both choices
     for weights in [&model, &ema] {

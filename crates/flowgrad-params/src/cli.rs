@@ -104,7 +104,17 @@ mod tests {
 
     #[test]
     fn flags_override_only_their_parameter() {
-        let p = Cli::parse_from(["flowgrad", "--steps", "25", "--update", "gradient", "--segment-anchor", "middle"]).params.to_params();
-        assert_eq!(p, EditParams { steps: 25, update: UpdateRule::Gradient, segment_anchor: SegmentAnchor::Middle, ..EditParams::default() });
+        let p = Cli::parse_from(["flowgrad", "--steps", "25", "--update", "gradient", "--segment-anchor", "middle"])
+            .params
+            .to_params();
+        assert_eq!(
+            p,
+            EditParams {
+                steps: 25,
+                update: UpdateRule::Gradient,
+                segment_anchor: SegmentAnchor::Middle,
+                ..EditParams::default()
+            }
+        );
     }
 }

@@ -74,7 +74,10 @@ mod tests {
         assert!(DirectionHeader::read(b"\x89PNG").is_err());
         let err = DirectionHeader::read(&buffer(None)).unwrap_err();
         assert!(err.contains("not a FlowGrad direction"), "{err}");
-        let future = DirectionHeader { format: DIRECTION_FORMAT + 1, ..DirectionHeader::new(EditParams::default(), BTreeMap::new()) };
+        let future = DirectionHeader {
+            format: DIRECTION_FORMAT + 1,
+            ..DirectionHeader::new(EditParams::default(), BTreeMap::new())
+        };
         let err = DirectionHeader::read(&buffer(Some(future.metadata()))).unwrap_err();
         assert!(err.contains("not supported"), "{err}");
     }

@@ -249,16 +249,10 @@ impl EditParams {
             return Err(invalid("eta", format!("must lie in [0, 1], got {}", self.eta)));
         }
         if !(self.time_eps.is_finite() && (0.0..1.0).contains(&self.time_eps)) {
-            return Err(invalid(
-                "time_eps",
-                format!("must lie in [0, 1), got {}", self.time_eps),
-            ));
+            return Err(invalid("time_eps", format!("must lie in [0, 1), got {}", self.time_eps)));
         }
         if let Solver::InverseEuler { iterations: 0 } = self.encode_solver {
-            return Err(invalid(
-                "encode_solver",
-                "inverse_euler needs at least 1 fixed-point iteration",
-            ));
+            return Err(invalid("encode_solver", "inverse_euler needs at least 1 fixed-point iteration"));
         }
         Ok(())
     }
@@ -268,8 +262,13 @@ impl EditParams {
     /// behaviour, so checkpoints written before them keep their fingerprint. (The serialised
     /// form a job or task carries keeps every field: a choice must survive the queue.)
     pub fn fingerprint_form(&self) -> String {
-        const ADDED_LATER: [(&str, &str); 5] =
-            [("update", "\"gradient\""), ("segment_gradient", "\"copy\""), ("segment_anchor", "\"start\""), ("warm_start", "0.0"), ("faithfulness", "\"l1\"")];
+        const ADDED_LATER: [(&str, &str); 5] = [
+            ("update", "\"gradient\""),
+            ("segment_gradient", "\"copy\""),
+            ("segment_anchor", "\"start\""),
+            ("warm_start", "0.0"),
+            ("faithfulness", "\"l1\""),
+        ];
         let mut json = serde_json::to_string(self).expect("parameters serialise");
         for (field, earlier) in ADDED_LATER {
             json = json.replace(&format!(",\"{field}\":{earlier}"), "");
@@ -286,7 +285,13 @@ impl EditParams {
     /// from u = 0, η = 0.7 and L1 faithfulness (everything else as [`EditParams::default`]); the parity fixtures
     /// pin this update.
     pub fn paper() -> Self {
-        Self { update: UpdateRule::Gradient, eta: 0.7, warm_start: 0.0, faithfulness: Faithfulness::L1, ..Self::default() }
+        Self {
+            update: UpdateRule::Gradient,
+            eta: 0.7,
+            warm_start: 0.0,
+            faithfulness: Faithfulness::L1,
+            ..Self::default()
+        }
     }
 
     /// VJPs of the field the warm start costs before iteration 0 (N with a `warm_start` scale, else 0).

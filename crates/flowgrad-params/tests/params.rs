@@ -18,8 +18,16 @@ fn paper_parameters_and_the_defaults_built_on_them() {
     assert_eq!(p.mode, flowgrad_params::Mode::Reference, "the parametrisation α = 10 was tuned for");
     p.validate().unwrap();
     let d = EditParams::default();
-    assert_eq!((d.steps, d.iterations, d.lambda, d.xi, d.mode), (p.steps, p.iterations, p.lambda, p.xi, p.mode), "the paper's size and grid");
-    assert_eq!((d.update, d.eta, d.warm_start, d.faithfulness), (flowgrad_params::UpdateRule::TrustRegion, 0.5, 20.0, Faithfulness::L1Ssim), "the edit-quality defaults");
+    assert_eq!(
+        (d.steps, d.iterations, d.lambda, d.xi, d.mode),
+        (p.steps, p.iterations, p.lambda, p.xi, p.mode),
+        "the paper's size and grid"
+    );
+    assert_eq!(
+        (d.update, d.eta, d.warm_start, d.faithfulness),
+        (flowgrad_params::UpdateRule::TrustRegion, 0.5, 20.0, Faithfulness::L1Ssim),
+        "the edit-quality defaults"
+    );
     assert_eq!(p.faithfulness, Faithfulness::L1);
     d.validate().unwrap();
     assert_eq!(EditParams { warm_start: -1.0, ..d }.validate().unwrap_err().name, "warm_start");
@@ -35,7 +43,10 @@ fn bad_values_are_rejected_with_their_name() {
     rejected(EditParams { eta: 1.5, ..Default::default() }, "eta");
     rejected(EditParams { time_eps: 1.0, ..Default::default() }, "time_eps");
     rejected(EditParams { encode_steps: Some(0), ..Default::default() }, "encode_steps");
-    rejected(EditParams { encode_solver: Solver::InverseEuler { iterations: 0 }, ..Default::default() }, "encode_solver");
+    rejected(
+        EditParams { encode_solver: Solver::InverseEuler { iterations: 0 }, ..Default::default() },
+        "encode_solver",
+    );
 }
 
 #[test]
@@ -60,7 +71,11 @@ fn every_choice_survives_the_wire_and_old_fingerprints_stay() {
     for later in ["update", "warm_start", "faithfulness", "segment_gradient", "segment_anchor"] {
         assert!(!paper.contains(later), "{later} in {paper}");
     }
-    assert!(paper.starts_with("{\"steps\":100,\"iterations\":10,\"step_size\":10.0,") && paper.ends_with("\"encode_steps\":null}"), "{paper}");
+    assert!(
+        paper.starts_with("{\"steps\":100,\"iterations\":10,\"step_size\":10.0,")
+            && paper.ends_with("\"encode_steps\":null}"),
+        "{paper}"
+    );
     let default = EditParams::default().fingerprint_form();
     for later in ["\"update\":\"trust_region\"", "\"warm_start\":20.0", "\"faithfulness\":\"l1_ssim\""] {
         assert!(default.contains(later), "{later} missing from {default}");

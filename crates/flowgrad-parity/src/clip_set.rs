@@ -37,7 +37,9 @@ fn exact_per_prompt(report: &mut ParityReport, what: &str, failures: &[usize], t
 fn check_tokenizer(dir: &Path, tokenizer: &Tokenizer, report: &mut ParityReport) -> Result<usize, FixtureError> {
     let path = dir.join("tokenizer.json");
     let spec = read_json(&path)?;
-    let context = spec["context_length"].as_u64().ok_or_else(|| format_error(&path, "`context_length` must be an integer".into()))? as usize;
+    let context = spec["context_length"]
+        .as_u64()
+        .ok_or_else(|| format_error(&path, "`context_length` must be an integer".into()))? as usize;
     if let Some(hash) = spec["bpe_sha256"].as_str() {
         let ours = vocabulary_sha256();
         report.exact("bpe vocabulary sha256", ours == hash, format!("embedded {ours}"));
@@ -46,9 +48,13 @@ fn check_tokenizer(dir: &Path, tokenizer: &Tokenizer, report: &mut ParityReport)
     let tokens_path = dir.join("tokens.safetensors");
     let (shape, rows) = TensorFile::open(&tokens_path)?.ints("tokens")?;
     if shape != [prompts.len(), context] {
-        return Err(format_error(&tokens_path, format!("tokens has shape {shape:?}, expected [{}, {context}]", prompts.len())));
+        return Err(format_error(
+            &tokens_path,
+            format!("tokens has shape {shape:?}, expected [{}, {context}]", prompts.len()),
+        ));
     }
-    let stages = ["cleaned", "pieces", "bpe_strings", "bpe_ids", "tokens", "truncated, eot_position", "tokens.safetensors"];
+    let stages =
+        ["cleaned", "pieces", "bpe_strings", "bpe_ids", "tokens", "truncated, eot_position", "tokens.safetensors"];
     let mut failures: Vec<Vec<usize>> = vec![vec![]; stages.len()];
     for (i, p) in prompts.iter().enumerate() {
         let bad = |field: &str| format_error(&path, format!("prompt {i}: `{field}` is missing or malformed"));
@@ -90,20 +96,29 @@ pub fn check_clip(dir: &Path) -> Result<ParityReport, FixtureError> {
 
     let config_path = dir.join("config.json");
     let config_json = read_json(&config_path)?;
-    let config = ClipConfig::from_json(&config_json["model"]).map_err(|e| format_error(&config_path, format!("model: {e}")))?;
+    let config =
+        ClipConfig::from_json(&config_json["model"]).map_err(|e| format_error(&config_path, format!("model: {e}")))?;
     if config.context_length != context {
-        return Err(format_error(&config_path, format!("context_length {} differs from tokenizer.json's {context}", config.context_length)));
+        return Err(format_error(
+            &config_path,
+            format!("context_length {} differs from tokenizer.json's {context}", config.context_length),
+        ));
     }
     let weights_path = dir.join("weights.safetensors");
     let device = Default::default();
-    let model = ClipModel::<B>::load(&weights_path, &config, &device).map_err(|e| format_error(&weights_path, e.to_string()))?;
+    let model = ClipModel::<B>::load(&weights_path, &config, &device)
+        .map_err(|e| format_error(&weights_path, e.to_string()))?;
 
     let io_path = dir.join("io.safetensors");
     let io = TensorFile::open(&io_path)?;
     let (image_shape, image) = io.f32("image")?;
-    let expected_image = [image_shape.first().copied().unwrap_or(0), 3, config.image_resolution, config.image_resolution];
+    let expected_image =
+        [image_shape.first().copied().unwrap_or(0), 3, config.image_resolution, config.image_resolution];
     if image_shape != expected_image {
-        return Err(format_error(&io_path, format!("image has shape {image_shape:?}, but config.json says {expected_image:?}")));
+        return Err(format_error(
+            &io_path,
+            format!("image has shape {image_shape:?}, but config.json says {expected_image:?}"),
+        ));
     }
     let (text_shape, text) = io.ints("text")?;
     if text_shape.len() != 2 || text_shape[1] != context {
@@ -120,11 +135,24 @@ pub fn check_clip(dir: &Path) -> Result<ParityReport, FixtureError> {
     let text_features = model.encode_text(&rows);
     let cos = model.cosine(image.clone(), &rows);
     let logits = cos.clone().detach() * model.logit_scale().unsqueeze();
-    for (name, ours) in [("image_features", image_features), ("text_features", text_features), ("cos", cos.clone().detach()), ("logits_per_image", logits)] {
+    for (name, ours) in [
+        ("image_features", image_features),
+        ("text_features", text_features),
+        ("cos", cos.clone().detach()),
+        ("logits_per_image", logits),
+    ] {
         report.measure(name, "scaled", scaled_error(&to_vec(ours), &io.f32(name)?.1), FEATURE_TOLERANCE);
     }
     let grads = cos.sum().backward();
-    let grad = image.grad(&grads).map(Tensor::<B, 4>::from_inner).ok_or_else(|| format_error(&io_path, "the cosine does not depend on the image".into()))?;
-    report.measure("grad_image (d sum cos / d image)", "scaled", scaled_error(&to_vec(grad), &io.f32("grad_image")?.1), GRADIENT_TOLERANCE);
+    let grad = image
+        .grad(&grads)
+        .map(Tensor::<B, 4>::from_inner)
+        .ok_or_else(|| format_error(&io_path, "the cosine does not depend on the image".into()))?;
+    report.measure(
+        "grad_image (d sum cos / d image)",
+        "scaled",
+        scaled_error(&to_vec(grad), &io.f32("grad_image")?.1),
+        GRADIENT_TOLERANCE,
+    );
     Ok(report)
 }

@@ -70,8 +70,12 @@ impl TensorFile {
         let tensors = self.tensors();
         let view = tensors.tensor(name).map_err(|e| format_error(&self.path, format!("{name}: {e}")))?;
         let values = match view.dtype() {
-            Dtype::I64 => view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect(),
-            Dtype::I32 => view.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect(),
+            Dtype::I64 => {
+                view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+            }
+            Dtype::I32 => {
+                view.data().chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64).collect()
+            }
             other => return Err(format_error(&self.path, format!("{name}: dtype {other:?}, expected an integer"))),
         };
         Ok((view.shape().to_vec(), values))

@@ -8,8 +8,9 @@ use std::path::Path;
 use burn::tensor::Tensor;
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
-    EditParams, Editor, GradientRule, Grid, Guidance, GuidanceContext, HostTensor, IterationGradient, Mode, MseToTarget, RecordedForwards, SegmentAnchor, Selection, TimeGrid,
-    UpdateRule, endpoint_gradient, flowgrad_gradient, full_backprop, simulate,
+    EditParams, Editor, GradientRule, Grid, Guidance, GuidanceContext, HostTensor, IterationGradient, Mode,
+    MseToTarget, RecordedForwards, SegmentAnchor, Selection, TimeGrid, UpdateRule, endpoint_gradient,
+    flowgrad_gradient, full_backprop, simulate,
 };
 use flowgrad_models::ncsnpp::Ncsnpp;
 
@@ -41,7 +42,11 @@ fn steps(values: &[f32], shape: [usize; 4]) -> Vec<Tensor<B, 4>> {
 }
 
 /// Runs the recorded iterations with `model` and adds their checks to `report`.
-pub(crate) fn check_with_model(report: &mut ParityReport, model: &Ncsnpp<B>, r: &Recorded<'_>) -> Result<(), FixtureError> {
+pub(crate) fn check_with_model(
+    report: &mut ParityReport,
+    model: &Ncsnpp<B>,
+    r: &Recorded<'_>,
+) -> Result<(), FixtureError> {
     let (data, shape) = (r.data, r.image_shape);
     let per = shape.iter().product::<usize>();
     let device = Default::default();
@@ -59,23 +64,56 @@ pub(crate) fn check_with_model(report: &mut ParityReport, model: &Ncsnpp<B>, r: 
         losses.push(to_vec(loss.clone())[0]);
         let grad_x1 = endpoint_gradient(&x1, loss).expect("the loss depends on x1");
         let rule = GradientRule { xi: r.xi, mode, anchor: SegmentAnchor::Start };
-        let IterationGradient { decomposed: gradient, grid, straightness } = flowgrad_gradient(model, &trajectory, &mut RecordedForwards::none(), Some(&controls), &r.time, grad_x1, rule);
+        let IterationGradient { decomposed: gradient, grid, straightness } = flowgrad_gradient(
+            model,
+            &trajectory,
+            &mut RecordedForwards::none(),
+            Some(&controls),
+            &r.time,
+            grad_x1,
+            rule,
+        );
         let s = straightness.expect("Reference mode computes the straightness");
         if it == 0 {
-            report.measure("v (recomputed, per step)", "scaled", chunked_scaled_error(&flat(&trajectory.velocities), &data.f32("v")?.1, per), 5e-4);
-            report.measure("traj (model)", "scaled", scaled_error(&flat(&trajectory.states), &data.f32("traj")?.1), 1e-4);
-            report.measure("straightness (model)", "relative", relative_error(&s.s, &data.f32("straightness")?.1), 1e-3);
+            report.measure(
+                "v (recomputed, per step)",
+                "scaled",
+                chunked_scaled_error(&flat(&trajectory.velocities), &data.f32("v")?.1, per),
+                5e-4,
+            );
+            report.measure(
+                "traj (model)",
+                "scaled",
+                scaled_error(&flat(&trajectory.states), &data.f32("traj")?.1),
+                1e-4,
+            );
+            report.measure(
+                "straightness (model)",
+                "relative",
+                relative_error(&s.s, &data.f32("straightness")?.1),
+                1e-3,
+            );
         }
-        report.exact(format!("iteration {it} segments (model)"), grid == *expected_grid, format!("ours {grid:?}, original {expected_grid:?}"));
+        report.exact(
+            format!("iteration {it} segments (model)"),
+            grid == *expected_grid,
+            format!("ours {grid:?}, original {expected_grid:?}"),
+        );
         let name = if it == 0 { "lam_seg".to_string() } else { format!("iter{it}_lam_seg") };
         if data.contains(&name) && grid == *expected_grid {
             let error = chunked_scaled_error(&flat(&gradient.segment_costates), &data.f32(&name)?.1, per);
             report.measure(name, "scaled", error, 2e-4);
         }
         if it == 0 {
-            report.measure("grad_u (model, per step)", "scaled", chunked_scaled_error(&flat(&gradient.per_step), &data.f32("grad_u")?.1, per), 2e-4);
+            report.measure(
+                "grad_u (model, per step)",
+                "scaled",
+                chunked_scaled_error(&flat(&gradient.per_step), &data.f32("grad_u")?.1, per),
+                2e-4,
+            );
         }
-        controls = controls.iter().zip(&gradient.per_step).map(|(u, g)| u.clone() - g.clone().mul_scalar(r.lr)).collect();
+        controls =
+            controls.iter().zip(&gradient.per_step).map(|(u, g)| u.clone() - g.clone().mul_scalar(r.lr)).collect();
         let after = format!("u_after{}", it + 1);
         if data.contains(&after) {
             let ours: Vec<f32> = flat(&controls).iter().zip(&u_init).map(|(a, b)| a - b).collect();
@@ -87,8 +125,14 @@ pub(crate) fn check_with_model(report: &mut ParityReport, model: &Ncsnpp<B>, r: 
         report.measure("loss_iters (model)", "relative", relative_error(&losses, &data.f32("loss_iters")?.1), 1e-5);
     }
 
-    let full = full_backprop(model, z0.clone(), &steps(&u_init, shape), &r.time, mode, |x1| guidance.loss(x1, &ctx).sum());
-    report.measure("grad_full (per step)", "scaled", chunked_scaled_error(&flat(&full.per_step), &data.f32("grad_full")?.1, per), 2e-4);
+    let full =
+        full_backprop(model, z0.clone(), &steps(&u_init, shape), &r.time, mode, |x1| guidance.loss(x1, &ctx).sum());
+    report.measure(
+        "grad_full (per step)",
+        "scaled",
+        chunked_scaled_error(&flat(&full.per_step), &data.f32("grad_full")?.1, per),
+        2e-4,
+    );
     report.measure("loss_full", "relative", relative_error(&[full.loss as f32], &data.f32("loss_full")?.1), 1e-5);
 
     check_editor(report, model, r, z0, guidance, &u_init)
@@ -96,7 +140,14 @@ pub(crate) fn check_with_model(report: &mut ParityReport, model: &Ncsnpp<B>, r: 
 
 /// The same iterations through the production `Editor` (η = 1, λ = 0, α = lr, Reference mode):
 /// the controls it ends with must match the original's last recorded controls.
-fn check_editor(report: &mut ParityReport, model: &Ncsnpp<B>, r: &Recorded<'_>, z0: Tensor<B, 4>, guidance: MseToTarget<B>, u_init: &[f32]) -> Result<(), FixtureError> {
+fn check_editor(
+    report: &mut ParityReport,
+    model: &Ncsnpp<B>,
+    r: &Recorded<'_>,
+    z0: Tensor<B, 4>,
+    guidance: MseToTarget<B>,
+    u_init: &[f32],
+) -> Result<(), FixtureError> {
     let iterations = r.segments.len();
     let name = format!("u_after{iterations}");
     if !r.data.contains(&name) {

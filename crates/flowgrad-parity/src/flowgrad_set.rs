@@ -61,15 +61,21 @@ pub fn check_flowgrad_with_model(dir: &Path, model_dir: Option<&Path>) -> Result
     let config_path = dir.join("config.json");
     let config = read_json(&config_path)?;
     let data = TensorFile::open(&dir.join("data.safetensors"))?;
-    let number = |key: &str| config[key].as_f64().ok_or_else(|| format_error(&config_path, format!("`{key}` must be a number")));
+    let number =
+        |key: &str| config[key].as_f64().ok_or_else(|| format_error(&config_path, format!("`{key}` must be a number")));
     let n = number("N")? as usize;
     let eps = number("eps")? as f32;
     let xi = number("xi")? as f32;
     let data_path = dir.join("data.safetensors");
-    for (name, leading) in [("t_unit", n), ("t_model", n), ("v", n), ("u_init", n), ("traj", n + 1), ("grad_u", n), ("u_after1", n)] {
+    for (name, leading) in
+        [("t_unit", n), ("t_model", n), ("v", n), ("u_init", n), ("traj", n + 1), ("grad_u", n), ("u_after1", n)]
+    {
         let (shape, _) = data.f32(name)?;
         if shape.first() != Some(&leading) {
-            return Err(format_error(&data_path, format!("`{name}` has shape {shape:?}, but config.json says N = {n}")));
+            return Err(format_error(
+                &data_path,
+                format!("`{name}` has shape {shape:?}, but config.json says N = {n}"),
+            ));
         }
     }
     let mut report = ParityReport::default();
@@ -99,7 +105,10 @@ pub fn check_flowgrad_with_model(dir: &Path, model_dir: Option<&Path>) -> Result
         lengths: data.ints("seg_lengths")?.1.iter().map(|&x| x as usize).collect(),
     };
     report.exact("seg_starts/seg_lengths", grid == expected, format!("ours {grid:?}"));
-    let config_grid = Grid { starts: usize_list(&config, "segment_starts", &config_path)?, lengths: usize_list(&config, "segment_lengths", &config_path)? };
+    let config_grid = Grid {
+        starts: usize_list(&config, "segment_starts", &config_path)?,
+        lengths: usize_list(&config, "segment_lengths", &config_path)?,
+    };
     report.exact("config segments", config_grid == expected, "config.json and data.safetensors disagree");
     let mut segments = vec![expected.clone()];
     let mut acc = Vec::with_capacity(n);
@@ -113,8 +122,14 @@ pub fn check_flowgrad_with_model(dir: &Path, model_dir: Option<&Path>) -> Result
     report.measure("straightness_acc", "relative", relative_error(&acc, &data.f32("straightness_acc")?.1), 1e-3);
     if let Some(iterations) = config["iterations_3run"].as_array() {
         for (i, it) in iterations.iter().enumerate() {
-            let s_i: Vec<f32> = it["S"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()).unwrap_or_default();
-            let want = Grid { starts: usize_list(it, "segment_starts", &config_path)?, lengths: usize_list(it, "segment_lengths", &config_path)? };
+            let s_i: Vec<f32> = it["S"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+                .unwrap_or_default();
+            let want = Grid {
+                starts: usize_list(it, "segment_starts", &config_path)?,
+                lengths: usize_list(it, "segment_lengths", &config_path)?,
+            };
             let got = Grid::build(&s_i, xi, Mode::Reference);
             report.exact(format!("iteration {i} segments"), got == want, format!("ours {got:?}"));
             if i > 0 {
@@ -127,9 +142,13 @@ pub fn check_flowgrad_with_model(dir: &Path, model_dir: Option<&Path>) -> Result
     let (u_shape, u_init) = data.f32("u_init")?;
     let controls = per_step(&u_init, &u_shape);
     let (z_shape, z0) = data.f32("z0")?;
-    let image_shape: [usize; 4] = z_shape.clone().try_into().map_err(|_| format_error(&dir.join("data.safetensors"), "z0 must be [B,C,H,W]".into()))?;
+    let image_shape: [usize; 4] = z_shape
+        .clone()
+        .try_into()
+        .map_err(|_| format_error(&dir.join("data.safetensors"), "z0 must be [B,C,H,W]".into()))?;
     let replay = ReplayField { next: Cell::new(0), velocities };
-    let trajectory = simulate(&replay, from_vec(z0, image_shape, &Default::default()), Some(&controls), &time, Mode::Reference);
+    let trajectory =
+        simulate(&replay, from_vec(z0, image_shape, &Default::default()), Some(&controls), &time, Mode::Reference);
     let traj: Vec<f32> = trajectory.states.iter().flat_map(|x| to_vec(x.clone())).collect();
     let (_, expected_traj) = data.f32("traj")?;
     report.measure("traj", "scaled", scaled_error(&traj, &expected_traj), 1e-4);
@@ -148,11 +167,20 @@ pub fn check_flowgrad_with_model(dir: &Path, model_dir: Option<&Path>) -> Result
     let (_, lam_seg) = data.f32("lam_seg")?;
     let per = image_shape.iter().product::<usize>();
     if lam_seg.len() != expected.len() * per {
-        return Err(format_error(&dir.join("data.safetensors"), format!("lam_seg has {} values, expected {} segments × {per}", lam_seg.len(), expected.len())));
+        return Err(format_error(
+            &dir.join("data.safetensors"),
+            format!("lam_seg has {} values, expected {} segments × {per}", lam_seg.len(), expected.len()),
+        ));
     }
     // re-assign with the fixture's own segments, so this row checks only the re-assignment
-    let reassigned: Vec<f32> = expected.segment_of_step().iter().flat_map(|&j| lam_seg[j * per..(j + 1) * per].to_vec()).collect();
-    report.measure("grad_u (re-assigned lam_seg)", "scaled", chunked_scaled_error(&reassigned, &data.f32("grad_u")?.1, per), 2e-4);
+    let reassigned: Vec<f32> =
+        expected.segment_of_step().iter().flat_map(|&j| lam_seg[j * per..(j + 1) * per].to_vec()).collect();
+    report.measure(
+        "grad_u (re-assigned lam_seg)",
+        "scaled",
+        chunked_scaled_error(&reassigned, &data.f32("grad_u")?.1, per),
+        2e-4,
+    );
     let lr = number("lr")? as f32;
     let (_, u_after1) = data.f32("u_after1")?;
     let ours_delta: Vec<f32> = reassigned.iter().map(|g| -lr * g).collect();

@@ -76,7 +76,9 @@ impl fmt::Display for ParityReport {
         writeln!(f, "{:<34} {:<9} {:>11} {:>11}  result", "quantity", "measure", "max error", "tolerance")?;
         for c in &self.checks {
             match &c.outcome {
-                Outcome::Skipped(why) => writeln!(f, "{:<34} {:<9} {:>11} {:>11}  skipped: {why}", c.quantity, c.measure, "-", "-")?,
+                Outcome::Skipped(why) => {
+                    writeln!(f, "{:<34} {:<9} {:>11} {:>11}  skipped: {why}", c.quantity, c.measure, "-", "-")?
+                }
                 outcome => writeln!(
                     f,
                     "{:<34} {:<9} {:>11.3e} {:>11.1e}  {}",

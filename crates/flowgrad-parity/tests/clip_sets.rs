@@ -10,7 +10,8 @@ use flowgrad_testkit::fixtures_dir as fixtures;
 
 fn shipped_sets() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../flowgrad-models/tests/data/clip-sets");
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut sets: Vec<PathBuf> =
+        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     sets.sort();
     sets.insert(0, fixtures().join("clip"));
     sets
@@ -20,7 +21,15 @@ fn assert_all_checked(dir: &Path, report: &ParityReport) {
     assert!(report.passed(), "{}:\n{report}", dir.display());
     let skipped = report.checks.iter().filter(|c| matches!(c.outcome, Outcome::Skipped(_))).count();
     assert_eq!(skipped, 0, "{}:\n{report}", dir.display());
-    for quantity in ["bpe vocabulary sha256", "io text = tokenize(text_prompts)", "image_features", "text_features", "cos", "logits_per_image", "grad_image (d sum cos / d image)"] {
+    for quantity in [
+        "bpe vocabulary sha256",
+        "io text = tokenize(text_prompts)",
+        "image_features",
+        "text_features",
+        "cos",
+        "logits_per_image",
+        "grad_image (d sum cos / d image)",
+    ] {
         assert!(report.get(quantity).is_some(), "{quantity} not checked for {}:\n{report}", dir.display());
     }
 }

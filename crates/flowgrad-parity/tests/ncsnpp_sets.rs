@@ -13,8 +13,19 @@ fn shared_ncsnpp_set_passes() {
     let report = check_ncsnpp(&fixtures().join("ncsnpp")).unwrap();
     eprintln!("{report}");
     assert!(report.passed(), "{report}");
-    for quantity in ["num_params", "parameter order", "t = t_unit·999 (f32)", "v (per sample)", "vjp_x (per sample)", "velocity(x, t_unit) (per sample)"] {
-        assert_eq!(report.get(quantity).unwrap_or_else(|| panic!("{quantity}:\n{report}")).outcome, Outcome::Pass, "{quantity}");
+    for quantity in [
+        "num_params",
+        "parameter order",
+        "t = t_unit·999 (f32)",
+        "v (per sample)",
+        "vjp_x (per sample)",
+        "velocity(x, t_unit) (per sample)",
+    ] {
+        assert_eq!(
+            report.get(quantity).unwrap_or_else(|| panic!("{quantity}:\n{report}")).outcome,
+            Outcome::Pass,
+            "{quantity}"
+        );
     }
 }
 
@@ -71,7 +82,11 @@ fn flowgrad_iterations_on_the_network_match_the_original() {
         "u_after3 - u_init (Editor)",
         "loss_iters (model)",
     ] {
-        assert_eq!(report.get(quantity).unwrap_or_else(|| panic!("{quantity}:\n{report}")).outcome, Outcome::Pass, "{quantity}");
+        assert_eq!(
+            report.get(quantity).unwrap_or_else(|| panic!("{quantity}:\n{report}")).outcome,
+            Outcome::Pass,
+            "{quantity}"
+        );
     }
 }
 

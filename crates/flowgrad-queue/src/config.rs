@@ -49,12 +49,7 @@ impl fmt::Debug for RabbitConfig {
 
 impl fmt::Display for RabbitConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (prefix {:?})",
-            self.redacted_url(),
-            self.topology.prefix
-        )
+        write!(f, "{} (prefix {:?})", self.redacted_url(), self.topology.prefix)
     }
 }
 
@@ -80,11 +75,7 @@ pub struct ReconnectPolicy {
 
 impl Default for ReconnectPolicy {
     fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max_delay: Duration::from_secs(10),
-            max_elapsed: None,
-        }
+        Self { initial: Duration::from_millis(100), max_delay: Duration::from_secs(10), max_elapsed: None }
     }
 }
 
@@ -92,11 +83,7 @@ impl Default for ReconnectPolicy {
 /// (`amqp://user:***@host:5672/%2f`).
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
-        return if url.contains('@') {
-            "***".to_owned()
-        } else {
-            url.to_owned()
-        };
+        return if url.contains('@') { "***".to_owned() } else { url.to_owned() };
     };
     let rest_start = scheme_end + 3;
     let rest = &url[rest_start..];
@@ -109,12 +96,7 @@ pub fn redact_url(url: &str) -> String {
     let Some(colon) = userinfo.find(':') else {
         return url.to_owned();
     };
-    format!(
-        "{}{}:***{}",
-        &url[..rest_start],
-        &userinfo[..colon],
-        &url[rest_start + at..]
-    )
+    format!("{}{}:***{}", &url[..rest_start], &userinfo[..colon], &url[rest_start + at..])
 }
 
 mod de {
@@ -124,18 +106,12 @@ mod de {
     use serde::de::{self, Deserializer, Visitor};
 
     pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor {
-            allow_forever: false,
-        })?
-        .ok_or_else(|| de::Error::custom("a duration is required here"))
+        d.deserialize_any(DurationVisitor { allow_forever: false })?
+            .ok_or_else(|| de::Error::custom("a duration is required here"))
     }
 
-    pub(super) fn opt_duration<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        d.deserialize_any(DurationVisitor {
-            allow_forever: true,
-        })
+    pub(super) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(DurationVisitor { allow_forever: true })
     }
 
     struct DurationVisitor {
@@ -172,13 +148,9 @@ mod de {
             if self.allow_forever && (v == "forever" || v == "none") {
                 return Ok(None);
             }
-            let split = v
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(v.len());
+            let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
             let (number, unit) = v.split_at(split);
-            let number: f64 = number
-                .parse()
-                .map_err(|_| E::custom(format!("invalid duration {v:?}")))?;
+            let number: f64 = number.parse().map_err(|_| E::custom(format!("invalid duration {v:?}")))?;
             let scale = match unit.trim() {
                 "ms" => 0.001,
                 "" | "s" => 1.0,
@@ -186,9 +158,7 @@ mod de {
                 "h" => 3600.0,
                 other => return Err(E::custom(format!("unknown duration unit {other:?}"))),
             };
-            Duration::try_from_secs_f64(number * scale)
-                .map(Some)
-                .map_err(E::custom)
+            Duration::try_from_secs_f64(number * scale).map(Some).map_err(E::custom)
         }
 
         fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -196,11 +166,7 @@ mod de {
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            if self.allow_forever {
-                Ok(None)
-            } else {
-                Err(E::custom("a duration is required here"))
-            }
+            if self.allow_forever { Ok(None) } else { Err(E::custom("a duration is required here")) }
         }
     }
 }
@@ -211,14 +177,8 @@ mod tests {
 
     #[test]
     fn redacts_password() {
-        assert_eq!(
-            redact_url("amqp://user:s3cret@host:5672/%2f"),
-            "amqp://user:***@host:5672/%2f"
-        );
-        assert_eq!(
-            redact_url("amqps://u:p%40ss@h/vh?heartbeat=10"),
-            "amqps://u:***@h/vh?heartbeat=10"
-        );
+        assert_eq!(redact_url("amqp://user:s3cret@host:5672/%2f"), "amqp://user:***@host:5672/%2f");
+        assert_eq!(redact_url("amqps://u:p%40ss@h/vh?heartbeat=10"), "amqps://u:***@h/vh?heartbeat=10");
         assert_eq!(redact_url("amqp://host:5672/%2f"), "amqp://host:5672/%2f");
         assert_eq!(redact_url("amqp://user@host/%2f"), "amqp://user@host/%2f");
         assert_eq!(redact_url("user:pw@host"), "***");
@@ -226,15 +186,12 @@ mod tests {
 
     #[test]
     fn durations_deserialize() {
-        let p: ReconnectPolicy = serde_json::from_str(
-            r#"{"initial": "250ms", "max_delay": 2, "max_elapsed": "forever"}"#,
-        )
-        .unwrap();
+        let p: ReconnectPolicy =
+            serde_json::from_str(r#"{"initial": "250ms", "max_delay": 2, "max_elapsed": "forever"}"#).unwrap();
         assert_eq!(p.initial, Duration::from_millis(250));
         assert_eq!(p.max_delay, Duration::from_secs(2));
         assert_eq!(p.max_elapsed, None);
-        let p: ReconnectPolicy =
-            serde_json::from_str(r#"{"max_elapsed": "1.5m", "initial": 0.5}"#).unwrap();
+        let p: ReconnectPolicy = serde_json::from_str(r#"{"max_elapsed": "1.5m", "initial": 0.5}"#).unwrap();
         assert_eq!(p.max_elapsed, Some(Duration::from_secs(90)));
         assert_eq!(p.initial, Duration::from_millis(500));
         assert_eq!(p.max_delay, ReconnectPolicy::default().max_delay);

@@ -63,10 +63,7 @@ pub struct Topology {
 
 impl Default for Topology {
     fn default() -> Self {
-        Self {
-            prefix: "flowgrad".to_owned(),
-            delivery_limit: 5,
-        }
+        Self { prefix: "flowgrad".to_owned(), delivery_limit: 5 }
     }
 }
 
@@ -97,12 +94,7 @@ impl Topology {
 pub trait Broker: Send + Sync + 'static {
     /// Persistent publish; returns only after the broker confirmed it (publisher confirms).
     /// `message_id` is set as the AMQP message-id.
-    async fn publish(
-        &self,
-        queue: Queue,
-        payload: Bytes,
-        message_id: &str,
-    ) -> Result<(), QueueError>;
+    async fn publish(&self, queue: Queue, payload: Bytes, message_id: &str) -> Result<(), QueueError>;
     /// Start consuming with manual acks and the given prefetch (0 = unlimited).
     async fn consume(&self, queue: Queue, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError>;
     /// Messages ready in the queue (for metrics / autoscaling / tests).
@@ -110,11 +102,7 @@ pub trait Broker: Send + Sync + 'static {
     /// Messages ready in the queue's dead-letter queue.
     async fn dead_depth(&self, queue: Queue) -> Result<u32, QueueError>;
     /// Consume the dead-letter queue of `queue` (for the coordinator to record failures).
-    async fn consume_dead(
-        &self,
-        queue: Queue,
-        prefetch: u16,
-    ) -> Result<Box<dyn Consumer>, QueueError>;
+    async fn consume_dead(&self, queue: Queue, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError>;
     /// Unfinished deliveries after which the broker dead-letters a message: it is delivered at
     /// most `delivery_limit() + 1` times.
     fn delivery_limit(&self) -> u32;

@@ -19,9 +19,7 @@ pub struct InProcessBroker {
 
 impl fmt::Debug for InProcessBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InProcessBroker")
-            .field("delivery_limit", &self.inner.delivery_limit)
-            .finish_non_exhaustive()
+        f.debug_struct("InProcessBroker").field("delivery_limit", &self.inner.delivery_limit).finish_non_exhaustive()
     }
 }
 
@@ -97,19 +95,8 @@ impl InProcessBroker {
     fn subscribe(&self, slot: Slot, prefetch: u16) -> Box<dyn Consumer> {
         let mut state = self.inner.lock();
         let id = state.fresh_id();
-        state.queues[slot.index()].consumers.insert(
-            id,
-            ConsumerState {
-                prefetch,
-                unacked: BTreeMap::new(),
-            },
-        );
-        Box::new(MemoryConsumer {
-            inner: self.inner.clone(),
-            slot,
-            id,
-            stopped: false,
-        })
+        state.queues[slot.index()].consumers.insert(id, ConsumerState { prefetch, unacked: BTreeMap::new() });
+        Box::new(MemoryConsumer { inner: self.inner.clone(), slot, id, stopped: false })
     }
 
     fn ready(&self, slot: Slot) -> u32 {
@@ -164,20 +151,13 @@ impl Inner {
 
 #[async_trait::async_trait]
 impl Broker for InProcessBroker {
-    async fn publish(
-        &self,
-        queue: Queue,
-        payload: Bytes,
-        message_id: &str,
-    ) -> Result<(), QueueError> {
+    async fn publish(&self, queue: Queue, payload: Bytes, message_id: &str) -> Result<(), QueueError> {
         let slot = Slot { queue, dead: false };
-        self.inner.lock().queues[slot.index()]
-            .ready
-            .push_back(Message {
-                payload,
-                message_id: message_id.to_owned(),
-                delivery_count: 0,
-            });
+        self.inner.lock().queues[slot.index()].ready.push_back(Message {
+            payload,
+            message_id: message_id.to_owned(),
+            delivery_count: 0,
+        });
         self.inner.wake(slot);
         Ok(())
     }
@@ -194,11 +174,7 @@ impl Broker for InProcessBroker {
         Ok(self.ready(Slot { queue, dead: true }))
     }
 
-    async fn consume_dead(
-        &self,
-        queue: Queue,
-        prefetch: u16,
-    ) -> Result<Box<dyn Consumer>, QueueError> {
+    async fn consume_dead(&self, queue: Queue, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         Ok(self.subscribe(Slot { queue, dead: true }, prefetch))
     }
 
@@ -228,12 +204,7 @@ impl MemoryConsumer {
             payload: msg.payload.clone(),
             message_id: Some(msg.message_id.clone()),
             redeliveries: msg.delivery_count,
-            acker: Acker::Memory(MemoryAcker {
-                inner: self.inner.clone(),
-                slot: self.slot,
-                consumer: self.id,
-                tag,
-            }),
+            acker: Acker::Memory(MemoryAcker { inner: self.inner.clone(), slot: self.slot, consumer: self.id, tag }),
         };
         q.consumers.get_mut(&self.id)?.unacked.insert(tag, msg);
         Some(delivery)
@@ -306,9 +277,7 @@ impl MemoryAcker {
             .get_mut(&self.consumer)
             .and_then(|c| c.unacked.remove(&self.tag))
             .ok_or_else(|| {
-                QueueError::Closed(
-                    "the consumer of this delivery was dropped; it was redelivered".to_owned(),
-                )
+                QueueError::Closed("the consumer of this delivery was dropped; it was redelivered".to_owned())
             })?;
         f(&self.inner, &mut state, msg);
         self.inner.wake(self.slot);

@@ -7,16 +7,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPHardError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
-    ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use tokio::sync::Mutex;
 
 use crate::backoff::Backoff;
@@ -36,9 +33,7 @@ pub struct RabbitBroker {
 
 impl std::fmt::Debug for RabbitBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RabbitBroker")
-            .field("config", &self.shared.cfg)
-            .finish_non_exhaustive()
+        f.debug_struct("RabbitBroker").field("config", &self.shared.cfg).finish_non_exhaustive()
     }
 }
 
@@ -80,24 +75,14 @@ impl RabbitBroker {
                 e.replace(&cfg.url, &cfg.redacted_url())
             ))
         })?;
-        let broker = Self {
-            shared: Arc::new(Shared {
-                cfg: cfg.clone(),
-                uri,
-                link: Mutex::new(LinkSlot::default()),
-            }),
-        };
+        let broker = Self { shared: Arc::new(Shared { cfg: cfg.clone(), uri, link: Mutex::new(LinkSlot::default()) }) };
         broker.retry("connect", |_| async { Ok(()) }).await?;
         Ok(broker)
     }
 
     /// Runs `op` on a healthy publishing link, reconnecting and retrying on connection errors
     /// until the reconnect policy gives up.
-    async fn retry<T, Fut>(
-        &self,
-        what: &str,
-        op: impl Fn(Arc<Link>) -> Fut,
-    ) -> Result<T, QueueError>
+    async fn retry<T, Fut>(&self, what: &str, op: impl Fn(Arc<Link>) -> Fut) -> Result<T, QueueError>
     where
         Fut: Future<Output = Result<T, QueueError>>,
     {
@@ -137,10 +122,7 @@ impl RabbitBroker {
                             .map_err(classify)?;
                     }
                 }
-                for name in [
-                    topology.exchange_name(),
-                    topology.dead_letter_exchange_name(),
-                ] {
+                for name in [topology.exchange_name(), topology.dead_letter_exchange_name()] {
                     link.channel
                         .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
                         .await
@@ -161,10 +143,7 @@ impl RabbitBroker {
                 let declared = channel
                     .queue_declare(
                         queue.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
+                        QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
                         FieldTable::default(),
                     )
                     .await
@@ -177,11 +156,7 @@ impl RabbitBroker {
         .await
     }
 
-    async fn subscribe(
-        &self,
-        queue: String,
-        prefetch: u16,
-    ) -> Result<Box<dyn Consumer>, QueueError> {
+    async fn subscribe(&self, queue: String, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let mut consumer = RabbitConsumer {
             shared: self.shared.clone(),
             queue,
@@ -209,10 +184,7 @@ impl Shared {
             tracing::warn!(url = %self.cfg.redacted_url(), "publisher connection lost, reconnecting");
         }
         let link = self.open("publisher", slot.connected_before).await?;
-        link.channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(classify)?;
+        link.channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(classify)?;
         let link = Arc::new(link);
         slot.current = Some(link.clone());
         slot.connected_before = true;
@@ -229,17 +201,12 @@ impl Shared {
 
     /// One attempt: connect, open a channel, declare the topology.
     async fn open(&self, role: &str, reconnect: bool) -> Result<Link, QueueError> {
-        let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(format!("flowgrad-queue {role}")));
-        let conn = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect_uri(self.uri.clone(), props),
-        )
-        .await
-        .map_err(|_| {
-            QueueError::Connection(format!("connect timed out after {CONNECT_TIMEOUT:?}"))
-        })?
-        .map_err(classify)?;
+        let props =
+            ConnectionProperties::default().with_connection_name(LongString::from(format!("flowgrad-queue {role}")));
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(self.uri.clone(), props))
+            .await
+            .map_err(|_| QueueError::Connection(format!("connect timed out after {CONNECT_TIMEOUT:?}")))?
+            .map_err(classify)?;
         let channel = conn.create_channel().await.map_err(classify)?;
         declare_topology(&channel, &self.cfg.topology).await?;
         if reconnect {
@@ -253,20 +220,12 @@ impl Shared {
 
 /// Declares exchanges, quorum queues, dead-letter queues and bindings (idempotent).
 async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), QueueError> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     let exchange = topology.exchange_name();
     let dlx = topology.dead_letter_exchange_name();
     for name in [&exchange, &dlx] {
         channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
+            .exchange_declare(name.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
             .await
             .map_err(classify)?;
     }
@@ -276,37 +235,16 @@ async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), 
         let dead = topology.dead_letter_name(q);
 
         let mut dead_args = FieldTable::default();
-        dead_args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        channel
-            .queue_declare(dead.as_str().into(), queue_options, dead_args)
-            .await
-            .map_err(classify)?;
+        dead_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        channel.queue_declare(dead.as_str().into(), queue_options, dead_args).await.map_err(classify)?;
         bind(channel, &dead, &dlx).await?;
 
         let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(dlx.as_str().into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(dead.as_str().into()),
-        );
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
-        );
-        channel
-            .queue_declare(name.as_str().into(), queue_options, args)
-            .await
-            .map_err(classify)?;
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.as_str().into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead.as_str().into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(topology.delivery_limit)));
+        channel.queue_declare(name.as_str().into(), queue_options, args).await.map_err(classify)?;
         bind(channel, &name, &exchange).await?;
     }
     Ok(())
@@ -315,25 +253,14 @@ async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), 
 /// Binds `queue` on `exchange` with its own name as routing key.
 async fn bind(channel: &Channel, queue: &str, exchange: &str) -> Result<(), QueueError> {
     channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            queue.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_bind(queue.into(), exchange.into(), queue.into(), QueueBindOptions::default(), FieldTable::default())
         .await
         .map_err(classify)
 }
 
 #[async_trait::async_trait]
 impl Broker for RabbitBroker {
-    async fn publish(
-        &self,
-        queue: Queue,
-        payload: Bytes,
-        message_id: &str,
-    ) -> Result<(), QueueError> {
+    async fn publish(&self, queue: Queue, payload: Bytes, message_id: &str) -> Result<(), QueueError> {
         let topology = &self.shared.cfg.topology;
         let exchange = ShortString::from(topology.exchange_name());
         let routing_key = ShortString::from(topology.queue_name(queue));
@@ -352,10 +279,7 @@ impl Broker for RabbitBroker {
                     .basic_publish(
                         exchange,
                         routing_key.clone(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
+                        BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() },
                         &payload,
                         properties,
                     )
@@ -365,10 +289,9 @@ impl Broker for RabbitBroker {
                     .map_err(classify)?;
                 match confirm {
                     Confirmation::Ack(None) => Ok(()),
-                    Confirmation::Ack(Some(_)) => Err(QueueError::Unroutable {
-                        queue: routing_key.to_string(),
-                        message_id,
-                    }),
+                    Confirmation::Ack(Some(_)) => {
+                        Err(QueueError::Unroutable { queue: routing_key.to_string(), message_id })
+                    }
                     Confirmation::Nack(_) => Err(QueueError::Nacked { message_id }),
                     Confirmation::NotRequested => Err(QueueError::Protocol(
                         "publisher confirms are not enabled on the publish channel".to_owned(),
@@ -380,27 +303,19 @@ impl Broker for RabbitBroker {
     }
 
     async fn consume(&self, queue: Queue, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
-        self.subscribe(self.shared.cfg.topology.queue_name(queue), prefetch)
-            .await
+        self.subscribe(self.shared.cfg.topology.queue_name(queue), prefetch).await
     }
 
     async fn depth(&self, queue: Queue) -> Result<u32, QueueError> {
-        self.ready_count(self.shared.cfg.topology.queue_name(queue))
-            .await
+        self.ready_count(self.shared.cfg.topology.queue_name(queue)).await
     }
 
     async fn dead_depth(&self, queue: Queue) -> Result<u32, QueueError> {
-        self.ready_count(self.shared.cfg.topology.dead_letter_name(queue))
-            .await
+        self.ready_count(self.shared.cfg.topology.dead_letter_name(queue)).await
     }
 
-    async fn consume_dead(
-        &self,
-        queue: Queue,
-        prefetch: u16,
-    ) -> Result<Box<dyn Consumer>, QueueError> {
-        self.subscribe(self.shared.cfg.topology.dead_letter_name(queue), prefetch)
-            .await
+    async fn consume_dead(&self, queue: Queue, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
+        self.subscribe(self.shared.cfg.topology.dead_letter_name(queue), prefetch).await
     }
 
     fn delivery_limit(&self) -> u32 {
@@ -447,18 +362,10 @@ impl RabbitConsumer {
 
     async fn start(&self) -> Result<(Link, lapin::Consumer), QueueError> {
         let link = self.shared.open("consumer", self.started_before).await?;
-        link.channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(classify)?;
+        link.channel.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(classify)?;
         let consumer = link
             .channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
+            .basic_consume(self.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .map_err(classify)?;
         tracing::debug!(queue = %self.queue, prefetch = self.prefetch, "consuming");
@@ -507,7 +414,9 @@ impl Consumer for RabbitConsumer {
         // the connection stays open: deliveries already received are settled on its channel,
         // and those the broker had already sent are still handed out by `next`
         match &self.active {
-            Some((link, consumer)) => link.channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.map_err(classify),
+            Some((link, consumer)) => {
+                link.channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.map_err(classify)
+            }
             None => Ok(()),
         }
     }
@@ -522,11 +431,7 @@ fn convert(delivery: lapin::message::Delivery) -> Delivery {
         .and_then(as_u32)
         .unwrap_or(0);
     Delivery {
-        message_id: delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(ToString::to_string),
+        message_id: delivery.properties.message_id().as_ref().map(ToString::to_string),
         payload: Bytes::from(delivery.data),
         redeliveries,
         acker: Acker::Rabbit(delivery.acker),
@@ -555,18 +460,11 @@ fn classify(e: lapin::Error) -> QueueError {
         | ErrorKind::InvalidConnectionState(_)
         | ErrorKind::MissingHeartbeatError => true,
         ErrorKind::ProtocolError(amqp) => {
-            matches!(
-                amqp.kind(),
-                AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
-            )
+            matches!(amqp.kind(), AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED))
         }
         _ => false,
     };
-    if retryable {
-        QueueError::Connection(e.to_string())
-    } else {
-        QueueError::Protocol(e.to_string())
-    }
+    if retryable { QueueError::Connection(e.to_string()) } else { QueueError::Protocol(e.to_string()) }
 }
 
 fn settled(result: lapin::Result<bool>) -> Result<(), QueueError> {
@@ -575,9 +473,7 @@ fn settled(result: lapin::Result<bool>) -> Result<(), QueueError> {
         Ok(false) => Err(QueueError::Closed(
             "the channel of this delivery is closed; RabbitMQ redelivers the message".to_owned(),
         )),
-        Err(e) => Err(QueueError::Closed(format!(
-            "{e}; RabbitMQ redelivers the message"
-        ))),
+        Err(e) => Err(QueueError::Closed(format!("{e}; RabbitMQ redelivers the message"))),
     }
 }
 
@@ -586,14 +482,7 @@ pub(crate) async fn ack(acker: lapin::Acker) -> Result<(), QueueError> {
 }
 
 pub(crate) async fn requeue(acker: lapin::Acker) -> Result<(), QueueError> {
-    settled(
-        acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await,
-    )
+    settled(acker.nack(BasicNackOptions { multiple: false, requeue: true }).await)
 }
 
 pub(crate) async fn dead_letter(acker: lapin::Acker) -> Result<(), QueueError> {

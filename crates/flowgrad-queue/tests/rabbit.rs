@@ -15,8 +15,7 @@ use flowgrad_testkit::{TcpProxy, split_host, via};
 use std::time::Duration;
 
 use flowgrad_queue::{
-    Broker, Bytes, Queue, QueueError, RabbitBroker, RabbitConfig, ReconnectPolicy, SharedBroker,
-    Topology,
+    Broker, Bytes, Queue, QueueError, RabbitBroker, RabbitConfig, ReconnectPolicy, SharedBroker, Topology,
 };
 
 use flowgrad_testkit::amqp_url as test_url;
@@ -51,9 +50,7 @@ impl common::Backend for Rabbit {
     async fn cleanup(topology: &Topology) -> Result<(), String> {
         let mut cfg = config(test_url(), topology);
         cfg.reconnect.max_elapsed = Some(Duration::from_secs(10));
-        let teardown = async {
-            RabbitBroker::connect(&cfg).await?.delete_topology().await
-        };
+        let teardown = async { RabbitBroker::connect(&cfg).await?.delete_topology().await };
         match tokio::time::timeout(Duration::from_secs(30), teardown).await {
             Ok(result) => result.map_err(|e| format!("deleting the test topology: {e}")),
             Err(_) => Err("deleting the test topology took over 30 s".into()),
@@ -78,14 +75,8 @@ async fn reconnects_after_connection_cut_without_losing_messages() {
         let broker: SharedBroker = Arc::new(RabbitBroker::connect(&cfg).await.unwrap());
         let mut consumer = broker.consume(Queue::Tasks, 10).await.unwrap();
 
-        broker
-            .publish(Queue::Tasks, Bytes::from_static(b"{}"), "before")
-            .await
-            .unwrap();
-        broker
-            .publish(Queue::Tasks, Bytes::from_static(b"{}"), "held")
-            .await
-            .unwrap();
+        broker.publish(Queue::Tasks, Bytes::from_static(b"{}"), "before").await.unwrap();
+        broker.publish(Queue::Tasks, Bytes::from_static(b"{}"), "held").await.unwrap();
         let mut seen = BTreeSet::new();
         let mut held = None;
         while seen.len() < 2 {
@@ -101,40 +92,24 @@ async fn reconnects_after_connection_cut_without_losing_messages() {
         proxy.cut();
         let during = tokio::spawn({
             let broker = broker.clone();
-            async move {
-                broker
-                    .publish(Queue::Tasks, Bytes::from_static(b"{}"), "during")
-                    .await
-            }
+            async move { broker.publish(Queue::Tasks, Bytes::from_static(b"{}"), "during").await }
         });
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        assert!(
-            !during.is_finished(),
-            "publish must block while the broker is unreachable"
-        );
+        assert!(!during.is_finished(), "publish must block while the broker is unreachable");
         // The held delivery's connection is gone: settling it fails cleanly.
         let err = held.unwrap().ack().await.unwrap_err();
         assert!(matches!(err, QueueError::Closed(_)), "{err:?}");
 
         proxy.restore();
-        during
-            .await
-            .unwrap()
-            .expect("publish during the cut succeeds after restore");
-        broker
-            .publish(Queue::Tasks, Bytes::from_static(b"{}"), "after")
-            .await
-            .unwrap();
+        during.await.unwrap().expect("publish during the cut succeeds after restore");
+        broker.publish(Queue::Tasks, Bytes::from_static(b"{}"), "after").await.unwrap();
 
         let mut after_cut = BTreeSet::new();
         let want: BTreeSet<String> = ["held", "during", "after"].map(String::from).into();
         while !want.is_subset(&after_cut) {
             let d = common::expect_next(&mut consumer).await;
             let id = d.message_id.clone().unwrap();
-            assert!(
-                want.contains(&id) || id == "before",
-                "unexpected message {id}"
-            );
+            assert!(want.contains(&id) || id == "before", "unexpected message {id}");
             after_cut.insert(id);
             d.ack().await.unwrap();
         }
@@ -155,24 +130,14 @@ async fn publish_gives_up_after_max_elapsed() {
         let broker = RabbitBroker::connect(&cfg).await.unwrap();
         proxy.cut();
         let started = tokio::time::Instant::now();
-        let err = broker
-            .publish(Queue::Jobs, Bytes::from_static(b"{}"), "lost")
-            .await
-            .unwrap_err();
+        let err = broker.publish(Queue::Jobs, Bytes::from_static(b"{}"), "lost").await.unwrap_err();
         assert!(matches!(err, QueueError::Connection(_)), "{err:?}");
         assert!(err.is_retryable());
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 
         // Once the broker is back the same broker value works again.
         proxy.restore();
-        broker
-            .publish(Queue::Jobs, Bytes::from_static(b"{}"), "kept")
-            .await
-            .unwrap();
+        broker.publish(Queue::Jobs, Bytes::from_static(b"{}"), "kept").await.unwrap();
         common::eventually("depth", 1, || broker.depth(Queue::Jobs)).await;
     })
     .await;
@@ -183,16 +148,9 @@ async fn wrong_password_is_a_protocol_error_without_the_password() {
     let url = test_url();
     let (before, host, after) = split_host(&url);
     let scheme_end = before.find("://").unwrap() + 3;
-    let user = before[scheme_end..]
-        .trim_end_matches('@')
-        .split(':')
-        .next()
-        .filter(|u| !u.is_empty())
-        .unwrap_or("guest");
-    let bad = format!(
-        "{}{user}:wrong-Pa55word@{host}{after}",
-        &before[..scheme_end]
-    );
+    let user =
+        before[scheme_end..].trim_end_matches('@').split(':').next().filter(|u| !u.is_empty()).unwrap_or("guest");
+    let bad = format!("{}{user}:wrong-Pa55word@{host}{after}", &before[..scheme_end]);
     let mut cfg = config(bad, &common::unique_topology(5));
     cfg.reconnect.max_elapsed = Some(Duration::from_secs(2));
     common::init_tracing();
@@ -210,19 +168,13 @@ fn config_debug_and_display_hide_the_password() {
     };
     for shown in [format!("{cfg:?}"), format!("{cfg}"), format!("{cfg:#?}")] {
         assert!(!shown.contains("hunter2-secret"), "{shown}");
-        assert!(
-            shown.contains("amqp://fleet:***@rabbit.internal:5672/%2f"),
-            "{shown}"
-        );
+        assert!(shown.contains("amqp://fleet:***@rabbit.internal:5672/%2f"), "{shown}");
     }
 }
 
 #[tokio::test]
 async fn invalid_url_error_hides_the_password() {
-    let cfg = RabbitConfig {
-        url: "amqp://fleet:hunter2-secret@bad host/%2f".to_owned(),
-        ..RabbitConfig::default()
-    };
+    let cfg = RabbitConfig { url: "amqp://fleet:hunter2-secret@bad host/%2f".to_owned(), ..RabbitConfig::default() };
     let err = RabbitBroker::connect(&cfg).await.unwrap_err();
     assert!(matches!(err, QueueError::Config(_)), "{err:?}");
     assert!(!err.to_string().contains("hunter2-secret"), "{err}");

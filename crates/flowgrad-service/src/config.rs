@@ -103,7 +103,9 @@ impl<S: serde::de::DeserializeOwned> FleetConfig<S> {
             builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml).required(true));
         }
         let settings = builder
-            .add_source(config::Environment::with_prefix("FLOWGRAD").prefix_separator("__").separator("__").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix("FLOWGRAD").prefix_separator("__").separator("__").try_parsing(true),
+            )
             .build()?;
         let loaded: Self = settings.try_deserialize()?;
         Ok(loaded)
@@ -113,6 +115,8 @@ impl<S: serde::de::DeserializeOwned> FleetConfig<S> {
 /// A service's own sections from its TOML defaults alone (no file, no environment): the
 /// settings a fleet embedded in one process runs with, so they never drift from the services'.
 pub fn section_defaults<S: serde::de::DeserializeOwned>(service_defaults: &str) -> anyhow::Result<S> {
-    let settings = config::Config::builder().add_source(config::File::from_str(service_defaults, config::FileFormat::Toml)).build()?;
+    let settings = config::Config::builder()
+        .add_source(config::File::from_str(service_defaults, config::FileFormat::Toml))
+        .build()?;
     Ok(settings.try_deserialize()?)
 }

@@ -44,7 +44,13 @@ const PROBE_KEY: &str = "flowgrad-readiness-probe";
 /// Checks the broker (the tasks queue's depth) and storage (a read) now and every `interval`
 /// until `shutdown`, each check bounded by `interval` (at least a second), and caches the
 /// answers `/readyz` reports; changes are logged. Liveness (`/healthz`) does not depend on them.
-pub fn watch_dependencies(readiness: Readiness, store: SharedStore, broker: SharedBroker, interval: Duration, shutdown: CancellationToken) {
+pub fn watch_dependencies(
+    readiness: Readiness,
+    store: SharedStore,
+    broker: SharedBroker,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     let limit = interval.max(Duration::from_secs(1));
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
@@ -75,7 +81,12 @@ fn record(flag: &AtomicBool, dependency: &str, reachable: bool) {
 
 /// Binds `listen` and serves the probes and `registry`'s metrics until `shutdown`; returns the
 /// bound address (useful with port 0).
-pub async fn serve(listen: &str, registry: Registry, readiness: Readiness, shutdown: CancellationToken) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    listen: &str,
+    registry: Registry,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
     let app = Router::new()
@@ -85,7 +96,11 @@ pub async fn serve(listen: &str, registry: Registry, readiness: Readiness, shutd
             get(move || {
                 let problems = readiness.problems();
                 async move {
-                    if problems.is_empty() { (StatusCode::OK, "ready".to_string()) } else { (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", problems.join(", "))) }
+                    if problems.is_empty() {
+                        (StatusCode::OK, "ready".to_string())
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}", problems.join(", ")))
+                    }
                 }
             }),
         )
@@ -95,7 +110,10 @@ pub async fn serve(listen: &str, registry: Registry, readiness: Readiness, shutd
                 let registry = registry.clone();
                 async move {
                     let mut body = Vec::new();
-                    TextEncoder::new().encode(&registry.gather(), &mut body).map(|_| body).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+                    TextEncoder::new()
+                        .encode(&registry.gather(), &mut body)
+                        .map(|_| body)
+                        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
                 }
             }),
         );

@@ -39,7 +39,10 @@ pub struct Started<S> {
 
 /// Parses the command line, loads the configuration (`service_defaults` for the service's own
 /// section), starts logging, the probe/metrics endpoint serving `registry`, and connects.
-pub async fn start<S: serde::de::DeserializeOwned + std::fmt::Debug>(service_defaults: &str, registry: prometheus::Registry) -> anyhow::Result<Started<S>> {
+pub async fn start<S: serde::de::DeserializeOwned + std::fmt::Debug>(
+    service_defaults: &str,
+    registry: prometheus::Registry,
+) -> anyhow::Result<Started<S>> {
     use clap::Parser;
     let args = ServiceArgs::parse();
     let config: FleetConfig<S> = FleetConfig::load(args.config.as_deref(), service_defaults)?;

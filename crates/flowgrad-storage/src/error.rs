@@ -31,20 +31,12 @@ pub enum StorageError {
 impl StorageError {
     /// A [`StorageError::Transient`] error.
     pub fn transient(op: &'static str, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Transient {
-            op,
-            key: key.into(),
-            message: message.into(),
-        }
+        Self::Transient { op, key: key.into(), message: message.into() }
     }
 
     /// A [`StorageError::Permanent`] error.
     pub fn permanent(op: &'static str, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Permanent {
-            op,
-            key: key.into(),
-            message: message.into(),
-        }
+        Self::Permanent { op, key: key.into(), message: message.into() }
     }
 
     /// Whether the same call may succeed if tried again later (transient errors and
@@ -66,10 +58,7 @@ impl StorageError {
 
 /// Wraps an I/O error so that its message names the path it happened at (the kind is kept).
 pub(crate) fn io_at(path: &std::path::Path, e: std::io::Error) -> StorageError {
-    StorageError::Io(std::io::Error::new(
-        e.kind(),
-        format!("{}: {e}", path.display()),
-    ))
+    StorageError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ use std::io::Cursor;
 
 use ::image::codecs::png::PngEncoder;
 use ::image::imageops::FilterType;
-use ::image::{
-    ColorType, DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat, ImageReader, Limits,
-};
+use ::image::{ColorType, DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat, ImageReader, Limits};
 
 /// What [`decode_for_model`] accepts, and how it fits smaller inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +26,7 @@ pub struct ImageLimits {
 
 impl Default for ImageLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 32 << 20,
-            max_width: 8192,
-            max_height: 8192,
-            pad_smaller: false,
-        }
+        Self { max_bytes: 32 << 20, max_width: 8192, max_height: 8192, pad_smaller: false }
     }
 }
 
@@ -152,28 +145,21 @@ pub fn decode_for_model(
         return Err(ImageError::Empty);
     }
     if bytes.len() > limits.max_bytes {
-        return Err(ImageError::TooManyBytes {
-            bytes: bytes.len(),
-            max: limits.max_bytes,
-        });
+        return Err(ImageError::TooManyBytes { bytes: bytes.len(), max: limits.max_bytes });
     }
     let (format, format_name) = match ::image::guess_format(bytes) {
         Ok(ImageFormat::Png) => (ImageFormat::Png, "PNG"),
         Ok(ImageFormat::Jpeg) => (ImageFormat::Jpeg, "JPEG"),
         Ok(other) => return Err(ImageError::Unsupported(format!("{other:?}"))),
         Err(_) => {
-            return Err(ImageError::Unsupported(
-                "unrecognised file signature".into(),
-            ));
+            return Err(ImageError::Unsupported("unrecognised file signature".into()));
         }
     };
     let corrupt = |e: ::image::ImageError| ImageError::Corrupt {
         format: format_name,
         message: readable_decoder_message(&e.to_string()),
     };
-    let (src_w, src_h) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(corrupt)?;
+    let (src_w, src_h) = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions().map_err(corrupt)?;
     let too_large = ImageError::TooLarge {
         width: src_w,
         height: src_h,
@@ -202,7 +188,12 @@ pub fn decode_for_model(
     let dst_color = if channels == 1 { "gray" } else { "RGB" };
     if limits.pad_smaller && src_w <= target_w && src_h <= target_h && (src_w, src_h) != (target_w, target_h) {
         // smaller, for a model trained on padded images: centred on black, cropped back on output
-        let region = Region { left: (width - src_w as usize) / 2, top: (height - src_h as usize) / 2, width: src_w as usize, height: src_h as usize };
+        let region = Region {
+            left: (width - src_w as usize) / 2,
+            top: (height - src_h as usize) / 2,
+            width: src_w as usize,
+            height: src_h as usize,
+        };
         let small = chw_values(converted.into_bytes(), channels, region.height, region.width);
         let mut values = vec![-1.0f32; channels * height * width];
         for c in 0..channels {
@@ -212,16 +203,14 @@ pub fn decode_for_model(
                 values[dst..dst + region.width].copy_from_slice(&small[src..src + region.width]);
             }
         }
-        let note = format!("padded {src_w}×{src_h} {src_color} → {target_w}×{target_h} {dst_color} (centred on black; the output is cropped back to {src_w}×{src_h})");
+        let note = format!(
+            "padded {src_w}×{src_h} {src_color} → {target_w}×{target_h} {dst_color} (centred on black; the output is cropped back to {src_w}×{src_h})"
+        );
         return Ok(ModelImage { channels, height, width, values, note: Some(note), region: Some(region) });
     }
     let resized = (src_w, src_h) != (target_w, target_h);
     let converted = if resized {
-        let filter = if target_w < src_w || target_h < src_h {
-            FilterType::Lanczos3
-        } else {
-            FilterType::Triangle
-        };
+        let filter = if target_w < src_w || target_h < src_h { FilterType::Lanczos3 } else { FilterType::Triangle };
         converted.resize_exact(target_w, target_h, filter)
     } else {
         converted
@@ -263,12 +252,7 @@ fn chw_values(pixels: Vec<u8>, channels: usize, height: usize, width: usize) -> 
 }
 
 /// Encodes a CHW tensor in [-1, 1] (values outside are clamped) as an 8-bit PNG.
-pub fn encode_png(
-    values: &[f32],
-    channels: usize,
-    height: usize,
-    width: usize,
-) -> Result<Vec<u8>, ImageError> {
+pub fn encode_png(values: &[f32], channels: usize, height: usize, width: usize) -> Result<Vec<u8>, ImageError> {
     let (w, h) = check_shape(channels, height, width)?;
     check_len(values, channels, height, width, "values")?;
     if let Some(index) = values.iter().position(|v| v.is_nan()) {
@@ -281,15 +265,9 @@ pub fn encode_png(
         // In range by the clamp; the cast cannot truncate.
         *p = ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
     }
-    let color = if channels == 1 {
-        ExtendedColorType::L8
-    } else {
-        ExtendedColorType::Rgb8
-    };
+    let color = if channels == 1 { ExtendedColorType::L8 } else { ExtendedColorType::Rgb8 };
     let mut png = Vec::new();
-    PngEncoder::new(&mut png)
-        .write_image(&pixels, w, h, color)
-        .map_err(|e| ImageError::Encode(e.to_string()))?;
+    PngEncoder::new(&mut png).write_image(&pixels, w, h, color).map_err(|e| ImageError::Encode(e.to_string()))?;
     Ok(png)
 }
 
@@ -306,19 +284,14 @@ pub fn grid_png(
 ) -> Result<Vec<u8>, ImageError> {
     check_shape(channels, height, width)?;
     if images.is_empty() || columns == 0 {
-        return Err(ImageError::Shape(
-            "a grid needs at least one image and one column".into(),
-        ));
+        return Err(ImageError::Shape("a grid needs at least one image and one column".into()));
     }
     for (i, image) in images.iter().enumerate() {
         check_len(image, channels, height, width, &format!("grid image {i}"))?;
     }
     let cols = columns.min(images.len());
     let rows = images.len().div_ceil(cols);
-    let span = |n: usize, size: usize| {
-        n.checked_mul(size)?
-            .checked_add(n.checked_add(1)?.checked_mul(pad)?)
-    };
+    let span = |n: usize, size: usize| n.checked_mul(size)?.checked_add(n.checked_add(1)?.checked_mul(pad)?);
     let (Some(grid_w), Some(grid_h)) = (span(cols, width), span(rows, height)) else {
         return Err(ImageError::Shape("grid is too large".into()));
     };
@@ -340,27 +313,17 @@ pub fn grid_png(
 /// Checks a tensor shape and returns (width, height) as image dimensions.
 fn check_shape(channels: usize, height: usize, width: usize) -> Result<(u32, u32), ImageError> {
     if channels != 1 && channels != 3 {
-        return Err(ImageError::Shape(format!(
-            "channels must be 1 or 3, got {channels}"
-        )));
+        return Err(ImageError::Shape(format!("channels must be 1 or 3, got {channels}")));
     }
     let dims = u32::try_from(width).ok().zip(u32::try_from(height).ok());
     match dims {
-        Some((w, h)) if w > 0 && h > 0 && (channels * height).checked_mul(width).is_some() => {
-            Ok((w, h))
-        }
+        Some((w, h)) if w > 0 && h > 0 && (channels * height).checked_mul(width).is_some() => Ok((w, h)),
         _ => Err(ImageError::Shape(format!("invalid size {width}×{height}"))),
     }
 }
 
 /// Checks that a tensor has `channels * height * width` values.
-fn check_len(
-    values: &[f32],
-    channels: usize,
-    height: usize,
-    width: usize,
-    what: &str,
-) -> Result<(), ImageError> {
+fn check_len(values: &[f32], channels: usize, height: usize, width: usize, what: &str) -> Result<(), ImageError> {
     let expected = channels * height * width;
     if values.len() != expected {
         return Err(ImageError::Shape(format!(

@@ -95,11 +95,7 @@ pub fn validate_key(op: &'static str, key: &str) -> Result<(), StorageError> {
         None
     };
     match reason {
-        Some(reason) => Err(StorageError::permanent(
-            op,
-            key,
-            format!("invalid key: {reason}"),
-        )),
+        Some(reason) => Err(StorageError::permanent(op, key, format!("invalid key: {reason}"))),
         None => Ok(()),
     }
 }
@@ -126,14 +122,7 @@ mod tests {
 
     #[test]
     fn key_validation() {
-        for good in [
-            "a",
-            "jobs/1/spec.json",
-            "a b/ü.png",
-            "x/.hidden",
-            "..a/b..",
-            "a.b/c",
-        ] {
+        for good in ["a", "jobs/1/spec.json", "a b/ü.png", "x/.hidden", "..a/b..", "a.b/c"] {
             validate_key("put", good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
         }
         let long = "k".repeat(MAX_KEY_BYTES + 1);
@@ -152,10 +141,7 @@ mod tests {
             long.as_str(),
         ] {
             let err = validate_key("put", bad).expect_err(bad);
-            assert!(
-                matches!(err, StorageError::Permanent { .. }),
-                "{bad:?}: {err:?}"
-            );
+            assert!(matches!(err, StorageError::Permanent { .. }), "{bad:?}: {err:?}");
             assert!(!err.is_retryable());
             assert!(err.to_string().contains("invalid key"), "{err}");
         }

@@ -47,9 +47,7 @@ impl LocalStore {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || f(&root))
             .await
-            .map_err(|e| {
-                StorageError::permanent(op, key, format!("file-system task failed: {e}"))
-            })?
+            .map_err(|e| StorageError::permanent(op, key, format!("file-system task failed: {e}")))?
     }
 }
 
@@ -143,10 +141,7 @@ impl ObjectStore for LocalStore {
 
 /// Errors that mean "no object at this key" when reading or deleting.
 fn is_absent(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory
-    )
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::IsADirectory)
 }
 
 /// Writes `body` to a new, fsynced temporary file and returns its path.
@@ -154,17 +149,12 @@ fn write_temp(root: &Path, body: &[u8]) -> Result<PathBuf, StorageError> {
     let dir = root.join(RESERVED_SEGMENT);
     let tmp = dir.join(uuid::Uuid::new_v4().simple().to_string());
     let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         file.write_all(body)?;
         file.sync_all()
     };
     let written = match write() {
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            fs::create_dir_all(&dir).and_then(|()| write())
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound => fs::create_dir_all(&dir).and_then(|()| write()),
         other => other,
     };
     written.map_err(|e| {
@@ -191,9 +181,7 @@ fn with_parent(target: &Path, mut place: impl FnMut() -> io::Result<()>) -> io::
 /// Makes a rename or link durable.
 fn sync_parent(target: &Path) -> Result<(), StorageError> {
     let parent = target.parent().expect("a key path has a parent");
-    fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_at(parent, e))
+    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| io_at(parent, e))
 }
 
 /// Turns a failed rename/link into a clear error (keys that clash as file and directory).
@@ -205,21 +193,14 @@ fn placement_error(op: &'static str, key: &str, target: &Path, e: io::Error) -> 
         | ErrorKind::DirectoryNotEmpty => StorageError::permanent(
             op,
             key,
-            format!(
-                "a local store cannot hold both a key and keys below it (like `a` and `a/b`): {e}"
-            ),
+            format!("a local store cannot hold both a key and keys below it (like `a` and `a/b`): {e}"),
         ),
         _ => io_at(target, e),
     }
 }
 
 /// Collects the keys under directory `dir_key` (relative to `root`) that start with `prefix`.
-fn walk(
-    root: &Path,
-    dir_key: &str,
-    prefix: &str,
-    keys: &mut Vec<String>,
-) -> Result<(), StorageError> {
+fn walk(root: &Path, dir_key: &str, prefix: &str, keys: &mut Vec<String>) -> Result<(), StorageError> {
     let dir = root.join(dir_key);
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -231,11 +212,7 @@ fn walk(
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let key = if dir_key.is_empty() {
-            name
-        } else {
-            format!("{dir_key}/{name}")
-        };
+        let key = if dir_key.is_empty() { name } else { format!("{dir_key}/{name}") };
         let file_type = match entry.file_type() {
             Ok(t) => t,
             Err(e) if is_absent(&e) => continue,
@@ -244,8 +221,7 @@ fn walk(
         if file_type.is_dir() {
             // Descend only where keys below could still match the prefix.
             let below = format!("{key}/");
-            if (below.starts_with(prefix) || prefix.starts_with(&below)) && key != RESERVED_SEGMENT
-            {
+            if (below.starts_with(prefix) || prefix.starts_with(&below)) && key != RESERVED_SEGMENT {
                 walk(root, &key, prefix, keys)?;
             }
         } else if key.starts_with(prefix) && validate_key("list", &key).is_ok() {

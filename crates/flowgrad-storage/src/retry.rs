@@ -59,9 +59,7 @@ mod duration {
         type Value = Duration;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(
-                "a duration such as \"250ms\", \"5s\" or \"2m\", or a number of milliseconds",
-            )
+            f.write_str("a duration such as \"250ms\", \"5s\" or \"2m\", or a number of milliseconds")
         }
 
         fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Duration, E> {
@@ -79,8 +77,7 @@ mod duration {
             if let Ok(ms) = s.parse::<u64>() {
                 return Ok(Duration::from_millis(ms));
             }
-            humantime::parse_duration(s)
-                .map_err(|e| E::custom(format!("invalid duration {s:?}: {e}")))
+            humantime::parse_duration(s).map_err(|e| E::custom(format!("invalid duration {s:?}: {e}")))
         }
     }
 }
@@ -99,20 +96,14 @@ pub struct RetryingStore<S> {
 
 impl<S: ObjectStore> fmt::Debug for RetryingStore<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryingStore")
-            .field("inner", &self.inner.describe())
-            .field("policy", &self.policy)
-            .finish()
+        f.debug_struct("RetryingStore").field("inner", &self.inner.describe()).field("policy", &self.policy).finish()
     }
 }
 
 impl<S: ObjectStore> RetryingStore<S> {
     /// Wraps `inner`. A zero `policy.initial` is raised to 1 ms so that retries never spin.
     pub fn new(inner: S, policy: RetryPolicy) -> Self {
-        let policy = RetryPolicy {
-            initial: policy.initial.max(Duration::from_millis(1)),
-            ..policy
-        };
+        let policy = RetryPolicy { initial: policy.initial.max(Duration::from_millis(1)), ..policy };
         Self { inner, policy }
     }
 
@@ -122,12 +113,7 @@ impl<S: ObjectStore> RetryingStore<S> {
     }
 
     /// Runs `call` until it succeeds, fails permanently, or the policy's time is up.
-    async fn run<T, Fut>(
-        &self,
-        op: &'static str,
-        key: &str,
-        call: impl FnMut() -> Fut,
-    ) -> Result<T, StorageError>
+    async fn run<T, Fut>(&self, op: &'static str, key: &str, call: impl FnMut() -> Fut) -> Result<T, StorageError>
     where
         Fut: Future<Output = Result<T, StorageError>>,
     {
@@ -169,15 +155,11 @@ impl<S: ObjectStore> ObjectStore for RetryingStore<S> {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StorageError> {
-        self.run("put", key, || self.inner.put(key, body.clone()))
-            .await
+        self.run("put", key, || self.inner.put(key, body.clone())).await
     }
 
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StorageError> {
-        self.run("put_if_absent", key, || {
-            self.inner.put_if_absent(key, body.clone())
-        })
-        .await
+        self.run("put_if_absent", key, || self.inner.put_if_absent(key, body.clone())).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
@@ -226,10 +208,7 @@ mod tests {
 
         fn call(&self, op: &'static str, key: &str) -> Result<(), StorageError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            let fail = self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
+            let fail = self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
             match (fail, self.permanent) {
                 (false, _) => Ok(()),
                 (true, false) => Err(StorageError::transient(op, key, "HTTP 503 SlowDown")),
@@ -260,14 +239,7 @@ mod tests {
         }
         async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
             self.call("list", prefix)?;
-            Ok(self
-                .objects
-                .lock()
-                .unwrap()
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned()
-                .collect())
+            Ok(self.objects.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect())
         }
         async fn delete(&self, key: &str) -> Result<(), StorageError> {
             self.call("delete", key)?;
@@ -295,11 +267,7 @@ mod tests {
 
     impl Captured {
         fn lines(&self) -> Vec<String> {
-            String::from_utf8(self.0.lock().unwrap().clone())
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect()
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap().lines().map(str::to_owned).collect()
         }
     }
 
@@ -308,10 +276,7 @@ mod tests {
     fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
         let captured = Captured::default();
         let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
         (captured, tracing::subscriber::set_default(subscriber))
     }
 
@@ -333,12 +298,7 @@ mod tests {
         flaky.failures.store(2, Ordering::SeqCst);
         assert_eq!(store.get("a/b").await.unwrap().as_deref(), Some(&b"x"[..]));
         flaky.failures.store(2, Ordering::SeqCst);
-        assert!(
-            !store
-                .put_if_absent("a/b", Bytes::from_static(b"y"))
-                .await
-                .unwrap()
-        );
+        assert!(!store.put_if_absent("a/b", Bytes::from_static(b"y")).await.unwrap());
         flaky.failures.store(2, Ordering::SeqCst);
         assert_eq!(store.list("a/").await.unwrap(), ["a/b"]);
         flaky.failures.store(2, Ordering::SeqCst);
@@ -366,18 +326,11 @@ mod tests {
         let err = store.get("k").await.unwrap_err();
         let elapsed = start.elapsed();
         assert!(err.is_retryable(), "{err:?}");
-        assert!(
-            elapsed >= Duration::from_secs(10) && elapsed < Duration::from_millis(10_050),
-            "{elapsed:?}"
-        );
+        assert!(elapsed >= Duration::from_secs(10) && elapsed < Duration::from_millis(10_050), "{elapsed:?}");
         // Delays 100 ms, 200 ms, … capped at 1 s (+ up to 100 % jitter): between 7 and 18 attempts in 10 s.
         let calls = flaky.calls.load(Ordering::SeqCst);
         assert!((7..=18).contains(&calls), "{calls} attempts");
-        assert_eq!(
-            logs.lines().len(),
-            calls as usize - 1,
-            "one warning per retry"
-        );
+        assert_eq!(logs.lines().len(), calls as usize - 1, "one warning per retry");
     }
 
     #[tokio::test(start_paused = true)]
@@ -389,34 +342,21 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         for (i, line) in lines.iter().enumerate() {
             assert!(line.contains("WARN"), "{line}");
-            assert!(
-                line.contains("op=\"put\"") && line.contains("key=\"jobs/7/spec.json\""),
-                "{line}"
-            );
+            assert!(line.contains("op=\"put\"") && line.contains("key=\"jobs/7/spec.json\""), "{line}");
             assert!(line.contains(&format!("attempt={}", i + 1)), "{line}");
-            assert!(
-                line.contains("HTTP 503 SlowDown") && line.contains("store=flaky memory"),
-                "{line}"
-            );
+            assert!(line.contains("HTTP 503 SlowDown") && line.contains("store=flaky memory"), "{line}");
         }
     }
 
     #[test]
     fn policy_deserialises_humantime_and_millis() {
         let p: RetryPolicy =
-            serde_json::from_str(r#"{"initial":"250ms","max_delay":2000,"max_elapsed":"2m"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"initial":"250ms","max_delay":2000,"max_elapsed":"2m"}"#).unwrap();
         assert_eq!(p.initial, Duration::from_millis(250));
         assert_eq!(p.max_delay, Duration::from_secs(2));
         assert_eq!(p.max_elapsed, Duration::from_secs(120));
         let p: RetryPolicy = serde_json::from_str(r#"{"initial":"50"}"#).unwrap();
-        assert_eq!(
-            p,
-            RetryPolicy {
-                initial: Duration::from_millis(50),
-                ..RetryPolicy::default()
-            }
-        );
+        assert_eq!(p, RetryPolicy { initial: Duration::from_millis(50), ..RetryPolicy::default() });
         let p: RetryPolicy = serde_json::from_str("{}").unwrap();
         assert_eq!(
             p,

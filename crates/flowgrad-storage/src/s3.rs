@@ -90,9 +90,7 @@ pub struct S3Store {
 
 impl fmt::Debug for S3Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Store")
-            .field("location", &self.describe())
-            .finish()
+        f.debug_struct("S3Store").field("location", &self.describe()).finish()
     }
 }
 
@@ -102,16 +100,12 @@ impl S3Store {
     /// `create_bucket` no request is made: bad credentials or a missing bucket show up as
     /// [`StorageError::Permanent`] on the first operation.
     pub async fn connect(cfg: &S3Config) -> Result<Self, StorageError> {
-        let invalid = |what: &str| {
-            StorageError::permanent("connect", "", format!("invalid S3 config: {what}"))
-        };
+        let invalid = |what: &str| StorageError::permanent("connect", "", format!("invalid S3 config: {what}"));
         if cfg.bucket.is_empty() {
             return Err(invalid("bucket is empty"));
         }
         if cfg.access_key_id.is_empty() || cfg.secret_access_key.is_empty() {
-            return Err(invalid(
-                "access_key_id and secret_access_key must both be set",
-            ));
+            return Err(invalid("access_key_id and secret_access_key must both be set"));
         }
         if cfg.region.is_empty() {
             return Err(invalid("region is empty"));
@@ -144,11 +138,7 @@ impl S3Store {
             }
             None => format!("s3://{} (AWS, {})", cfg.bucket, cfg.region),
         };
-        let store = Self {
-            client: Client::from_conf(builder.build()),
-            bucket: cfg.bucket.clone(),
-            location,
-        };
+        let store = Self { client: Client::from_conf(builder.build()), bucket: cfg.bucket.clone(), location };
         if cfg.create_bucket {
             store.create_bucket(&cfg.region).await?;
         }
@@ -167,25 +157,16 @@ impl S3Store {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
-            {
-                Ok(())
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => Ok(()),
             // Some servers answer BucketAlreadyExists to the owner too: check that we can use it.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_bucket_already_exists()) =>
-            {
-                self.client
-                    .head_bucket()
-                    .bucket(&self.bucket)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| self.error("create_bucket", &self.bucket, e))
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_exists()) => self
+                .client
+                .head_bucket()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error("create_bucket", &self.bucket, e)),
             Err(e) => Err(self.error("create_bucket", &self.bucket, e)),
         }
     }
@@ -219,17 +200,11 @@ impl S3Store {
                 (transient, format!("HTTP {status} {code}: {message}"))
             }
             SdkError::ConstructionFailure(_) => (false, DisplayErrorContext(&err).to_string()),
-            SdkError::DispatchFailure(dispatch) => {
-                (!dispatch.is_user(), DisplayErrorContext(&err).to_string())
-            }
+            SdkError::DispatchFailure(dispatch) => (!dispatch.is_user(), DisplayErrorContext(&err).to_string()),
             _ => (true, DisplayErrorContext(&err).to_string()),
         };
         let message = format!("{}: {detail}", self.location);
-        if transient {
-            StorageError::transient(op, key, message)
-        } else {
-            StorageError::permanent(op, key, message)
-        }
+        if transient { StorageError::transient(op, key, message) } else { StorageError::permanent(op, key, message) }
     }
 }
 
@@ -237,14 +212,7 @@ impl S3Store {
 impl ObjectStore for S3Store {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         validate_key("get", key)?;
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => output,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(self.error("get", key, e)),
@@ -253,11 +221,7 @@ impl ObjectStore for S3Store {
             StorageError::transient(
                 "get",
                 key,
-                format!(
-                    "{}: reading the body: {}",
-                    self.location,
-                    DisplayErrorContext(&e)
-                ),
+                format!("{}: reading the body: {}", self.location, DisplayErrorContext(&e)),
             )
         })?;
         Ok(Some(body.into_bytes()))
@@ -296,11 +260,7 @@ impl ObjectStore for S3Store {
                 Some(409) => Err(StorageError::transient(
                     "put_if_absent",
                     key,
-                    format!(
-                        "{}: conflicting concurrent write, retry: {}",
-                        self.location,
-                        DisplayErrorContext(&e)
-                    ),
+                    format!("{}: conflicting concurrent write, retry: {}", self.location, DisplayErrorContext(&e)),
                 )),
                 _ => Err(self.error("put_if_absent", key, e)),
             },
@@ -317,12 +277,7 @@ impl ObjectStore for S3Store {
         let mut keys = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error("list", prefix, e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(str::to_owned),
-            );
+            keys.extend(page.contents().iter().filter_map(|o| o.key()).map(str::to_owned));
         }
         keys.sort_unstable();
         keys.dedup();
@@ -331,14 +286,7 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key("delete", key)?;
-        match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.delete_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(()),
             // S3 answers 204 for a missing key; some compatible servers answer NoSuchKey.
             Err(e) if e.code() == Some("NoSuchKey") => Ok(()),
@@ -357,14 +305,8 @@ mod tests {
 
     #[test]
     fn userinfo_is_redacted() {
-        assert_eq!(
-            redact_userinfo("http://u:p@host:9000/x@y"),
-            "http://***@host:9000/x@y"
-        );
-        assert_eq!(
-            redact_userinfo("http://127.0.0.1:9000"),
-            "http://127.0.0.1:9000"
-        );
+        assert_eq!(redact_userinfo("http://u:p@host:9000/x@y"), "http://***@host:9000/x@y");
+        assert_eq!(redact_userinfo("http://127.0.0.1:9000"), "http://127.0.0.1:9000");
         assert_eq!(redact_userinfo("u:p@host"), "***@host");
     }
 
@@ -382,19 +324,9 @@ mod tests {
         let err = S3Store::connect(&cfg).await.unwrap_err();
         assert!(matches!(err, StorageError::Permanent { .. }), "{err:?}");
         assert!(err.to_string().contains("http://"), "{err}");
-        let err = S3Store::connect(&S3Config {
-            secret_access_key: String::new(),
-            ..cfg.clone()
-        })
-        .await
-        .unwrap_err();
+        let err = S3Store::connect(&S3Config { secret_access_key: String::new(), ..cfg.clone() }).await.unwrap_err();
         assert!(err.to_string().contains("secret_access_key"), "{err}");
-        let err = S3Store::connect(&S3Config {
-            bucket: String::new(),
-            ..cfg
-        })
-        .await
-        .unwrap_err();
+        let err = S3Store::connect(&S3Config { bucket: String::new(), ..cfg }).await.unwrap_err();
         assert!(err.to_string().contains("bucket is empty"), "{err}");
     }
 }

@@ -14,50 +14,21 @@ fn store() -> (tempfile::TempDir, LocalStore) {
 async fn put_get_list_delete_and_overwrite() {
     let (_dir, store) = store();
     assert_eq!(store.get("jobs/1/spec.json").await.unwrap(), None);
-    store
-        .put("jobs/1/spec.json", Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
-    store
-        .put("jobs/1/results/b.json", Bytes::from_static(b"b"))
-        .await
-        .unwrap();
-    store
-        .put("jobs/1/results/a.json", Bytes::from_static(b"a"))
-        .await
-        .unwrap();
-    store
-        .put("jobs/10/spec.json", Bytes::from_static(b"x"))
-        .await
-        .unwrap();
+    store.put("jobs/1/spec.json", Bytes::from_static(b"{}")).await.unwrap();
+    store.put("jobs/1/results/b.json", Bytes::from_static(b"b")).await.unwrap();
+    store.put("jobs/1/results/a.json", Bytes::from_static(b"a")).await.unwrap();
+    store.put("jobs/10/spec.json", Bytes::from_static(b"x")).await.unwrap();
     store.put("out/img.png", Bytes::new()).await.unwrap();
-    assert_eq!(
-        store.get("jobs/1/spec.json").await.unwrap().as_deref(),
-        Some(&b"{}"[..])
-    );
-    assert_eq!(
-        store.get("out/img.png").await.unwrap().as_deref(),
-        Some(&b""[..])
-    );
+    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{}"[..]));
+    assert_eq!(store.get("out/img.png").await.unwrap().as_deref(), Some(&b""[..]));
 
     // Overwrite replaces the body.
-    store
-        .put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":2}"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get("jobs/1/spec.json").await.unwrap().as_deref(),
-        Some(&b"{\"v\":2}"[..])
-    );
+    store.put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
+    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{\"v\":2}"[..]));
 
     // Listing: sorted, prefix is a plain string prefix (not a directory), temp files hidden.
-    let all = [
-        "jobs/1/results/a.json",
-        "jobs/1/results/b.json",
-        "jobs/1/spec.json",
-        "jobs/10/spec.json",
-        "out/img.png",
-    ];
+    let all =
+        ["jobs/1/results/a.json", "jobs/1/results/b.json", "jobs/1/spec.json", "jobs/10/spec.json", "out/img.png"];
     assert_eq!(store.list("").await.unwrap(), all);
     assert_eq!(store.list("jobs/1").await.unwrap(), all[..4]);
     assert_eq!(store.list("jobs/1/").await.unwrap(), all[..3]);
@@ -77,14 +48,8 @@ async fn put_get_list_delete_and_overwrite() {
     assert_eq!(store.get("jobs/1/results/a.json").await.unwrap(), None);
     store.delete("jobs/1/results/b.json").await.unwrap();
     assert!(!store.root().join("jobs/1/results").exists());
-    store
-        .put("jobs/1/results", Bytes::from_static(b"now a file"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.list("jobs/1/").await.unwrap(),
-        ["jobs/1/results", "jobs/1/spec.json"]
-    );
+    store.put("jobs/1/results", Bytes::from_static(b"now a file")).await.unwrap();
+    assert_eq!(store.list("jobs/1/").await.unwrap(), ["jobs/1/results", "jobs/1/spec.json"]);
     assert!(store.describe().contains(store.root().to_str().unwrap()));
 }
 
@@ -92,10 +57,7 @@ async fn put_get_list_delete_and_overwrite() {
 async fn a_key_cannot_be_both_object_and_directory() {
     let (_dir, store) = store();
     store.put("a/b", Bytes::from_static(b"1")).await.unwrap();
-    for result in [
-        store.put("a", Bytes::new()).await,
-        store.put("a/b/c", Bytes::new()).await,
-    ] {
+    for result in [store.put("a", Bytes::new()).await, store.put("a/b/c", Bytes::new()).await] {
         let err = result.unwrap_err();
         assert!(matches!(err, StorageError::Permanent { .. }), "{err:?}");
         assert!(err.to_string().contains("cannot hold both"), "{err}");
@@ -109,41 +71,19 @@ async fn a_key_cannot_be_both_object_and_directory() {
 async fn invalid_keys_are_rejected_permanently() {
     let (dir, store) = store();
     let outside = dir.path().join("escaped");
-    for key in [
-        "",
-        "/etc/passwd",
-        "../escaped",
-        "a/../../escaped",
-        "a//b",
-        "a/",
-        "./a",
-        "a\\b",
-        ".flowgrad-tmp/x",
-    ] {
+    for key in ["", "/etc/passwd", "../escaped", "a/../../escaped", "a//b", "a/", "./a", "a\\b", ".flowgrad-tmp/x"] {
         for err in [
             store.put(key, Bytes::from_static(b"x")).await.unwrap_err(),
-            store
-                .put_if_absent(key, Bytes::from_static(b"x"))
-                .await
-                .unwrap_err(),
+            store.put_if_absent(key, Bytes::from_static(b"x")).await.unwrap_err(),
             store.get(key).await.unwrap_err(),
             store.delete(key).await.unwrap_err(),
         ] {
-            assert!(
-                matches!(err, StorageError::Permanent { .. }),
-                "{key:?}: {err:?}"
-            );
+            assert!(matches!(err, StorageError::Permanent { .. }), "{key:?}: {err:?}");
             assert!(!err.is_retryable());
         }
     }
     for prefix in ["/", "../", "a/../.."] {
-        assert!(
-            matches!(
-                store.list(prefix).await,
-                Err(StorageError::Permanent { .. })
-            ),
-            "{prefix:?}"
-        );
+        assert!(matches!(store.list(prefix).await, Err(StorageError::Permanent { .. })), "{prefix:?}");
     }
     assert!(!outside.exists());
     assert!(store.list("").await.unwrap().is_empty());
@@ -163,10 +103,7 @@ async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
                 tokio::spawn(async move {
                     barrier.wait().await;
                     let body = Bytes::from(format!("racer {i} ").repeat(1000));
-                    store
-                        .put_if_absent(&key, body)
-                        .await
-                        .map(|won| won.then_some(i))
+                    store.put_if_absent(&key, body).await.map(|won| won.then_some(i))
                 })
             })
             .collect();
@@ -175,25 +112,11 @@ async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
             winners.extend(racer.await.unwrap().unwrap());
         }
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let stored = LocalStore::new(dir.path())
-            .unwrap()
-            .get(&key)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            stored,
-            format!("racer {} ", winners[0]).repeat(1000).as_bytes(),
-            "round {round}"
-        );
+        let stored = LocalStore::new(dir.path()).unwrap().get(&key).await.unwrap().unwrap();
+        assert_eq!(stored, format!("racer {} ", winners[0]).repeat(1000).as_bytes(), "round {round}");
     }
     // No temporary files left behind.
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(".flowgrad-tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(dir.path().join(".flowgrad-tmp")).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -207,25 +130,14 @@ async fn readers_never_see_a_partial_overwrite() {
         let (store, old, new) = (store.clone(), old.clone(), new.clone());
         tokio::spawn(async move {
             for i in 0..30 {
-                store
-                    .put("big", if i % 2 == 0 { new.clone() } else { old.clone() })
-                    .await
-                    .unwrap();
+                store.put("big", if i % 2 == 0 { new.clone() } else { old.clone() }).await.unwrap();
             }
         })
     };
     let mut reads = 0;
     while !writer.is_finished() || reads < 30 {
-        let body = store
-            .get("big")
-            .await
-            .unwrap()
-            .expect("the key always exists");
-        assert!(
-            body == old || body == new,
-            "partial body of {} bytes",
-            body.len()
-        );
+        let body = store.get("big").await.unwrap().expect("the key always exists");
+        assert!(body == old || body == new, "partial body of {} bytes", body.len());
         reads += 1;
     }
     writer.await.unwrap();

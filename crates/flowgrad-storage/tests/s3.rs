@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use flowgrad_storage::{
-    Bytes, ObjectStore, RetryPolicy, RetryingStore, S3Config, S3Store, StorageError,
-};
+use flowgrad_storage::{Bytes, ObjectStore, RetryPolicy, RetryingStore, S3Config, S3Store, StorageError};
 use futures::{StreamExt, TryStreamExt};
 
 /// The test server's config with a fresh bucket (created on connect).
@@ -31,49 +29,24 @@ fn server_config() -> S3Config {
 
 async fn fresh_store() -> (S3Config, S3Store) {
     let cfg = server_config();
-    let store = S3Store::connect(&cfg)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {:?}: {e}", cfg));
+    let store = S3Store::connect(&cfg).await.unwrap_or_else(|e| panic!("connect to {:?}: {e}", cfg));
     (cfg, store)
 }
 
 #[tokio::test]
 async fn get_put_overwrite_delete() {
     let (cfg, store) = fresh_store().await;
-    assert!(
-        store.describe().contains(&cfg.bucket) && store.describe().contains("http://"),
-        "{}",
-        store.describe()
-    );
+    assert!(store.describe().contains(&cfg.bucket) && store.describe().contains("http://"), "{}", store.describe());
     assert_eq!(store.get("jobs/1/spec.json").await.unwrap(), None);
-    store
-        .put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":1}"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get("jobs/1/spec.json").await.unwrap().as_deref(),
-        Some(&b"{\"v\":1}"[..])
-    );
-    store
-        .put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":2}"))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get("jobs/1/spec.json").await.unwrap().as_deref(),
-        Some(&b"{\"v\":2}"[..])
-    );
-    let big = Bytes::from(
-        (0..3_000_000u32)
-            .map(|i| (i % 251) as u8)
-            .collect::<Vec<_>>(),
-    );
+    store.put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":1}")).await.unwrap();
+    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{\"v\":1}"[..]));
+    store.put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
+    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{\"v\":2}"[..]));
+    let big = Bytes::from((0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
     store.put("out/big.bin", big.clone()).await.unwrap();
     assert_eq!(store.get("out/big.bin").await.unwrap(), Some(big));
     store.put("out/empty", Bytes::new()).await.unwrap();
-    assert_eq!(
-        store.get("out/empty").await.unwrap().as_deref(),
-        Some(&b""[..])
-    );
+    assert_eq!(store.get("out/empty").await.unwrap().as_deref(), Some(&b""[..]));
     store.delete("jobs/1/spec.json").await.unwrap();
     store.delete("jobs/1/spec.json").await.unwrap();
     assert_eq!(store.get("jobs/1/spec.json").await.unwrap(), None);
@@ -86,9 +59,7 @@ async fn get_put_overwrite_delete() {
 #[tokio::test]
 async fn list_paginates_past_1000_keys() {
     let (_cfg, store) = fresh_store().await;
-    let keys: Vec<String> = (0..1100)
-        .map(|i| format!("jobs/p/results/{i:05}.json"))
-        .collect();
+    let keys: Vec<String> = (0..1100).map(|i| format!("jobs/p/results/{i:05}.json")).collect();
     futures::stream::iter(&keys)
         .map(|k| store.put(k, Bytes::from(k.clone())))
         .buffer_unordered(32)
@@ -110,10 +81,7 @@ async fn list_paginates_past_1000_keys() {
 async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
     let cfg = server_config();
     S3Store::connect(&cfg).await.unwrap();
-    let cfg = S3Config {
-        create_bucket: false,
-        ..cfg
-    };
+    let cfg = S3Config { create_bucket: false, ..cfg };
     for round in 0..3 {
         let key = format!("jobs/{round}/results/task.json");
         let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
@@ -125,10 +93,7 @@ async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
             racers.push(tokio::spawn(async move {
                 barrier.wait().await;
                 let body = Bytes::from(format!("racer {i}"));
-                store
-                    .put_if_absent(&key, body)
-                    .await
-                    .map(|won| won.then_some(i))
+                store.put_if_absent(&key, body).await.map(|won| won.then_some(i))
             }));
         }
         let mut winners = Vec::new();
@@ -137,16 +102,8 @@ async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
         }
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let store = S3Store::connect(&cfg).await.unwrap();
-        assert_eq!(
-            store.get(&key).await.unwrap().unwrap(),
-            format!("racer {}", winners[0]).as_bytes()
-        );
-        assert!(
-            !store
-                .put_if_absent(&key, Bytes::from_static(b"late"))
-                .await
-                .unwrap()
-        );
+        assert_eq!(store.get(&key).await.unwrap().unwrap(), format!("racer {}", winners[0]).as_bytes());
+        assert!(!store.put_if_absent(&key, Bytes::from_static(b"late")).await.unwrap());
     }
 }
 
@@ -155,16 +112,8 @@ async fn wrong_credentials_are_a_permanent_error() {
     let (cfg, good) = fresh_store().await;
     good.put("k", Bytes::from_static(b"v")).await.unwrap();
     for bad in [
-        S3Config {
-            secret_access_key: "not-the-secret".into(),
-            create_bucket: false,
-            ..cfg.clone()
-        },
-        S3Config {
-            access_key_id: "nobody".into(),
-            create_bucket: false,
-            ..cfg.clone()
-        },
+        S3Config { secret_access_key: "not-the-secret".into(), create_bucket: false, ..cfg.clone() },
+        S3Config { access_key_id: "nobody".into(), create_bucket: false, ..cfg.clone() },
     ] {
         let store = S3Store::connect(&bad).await.unwrap();
         for err in [
@@ -181,10 +130,7 @@ async fn wrong_credentials_are_a_permanent_error() {
         // Retrying does not turn it into success, and gives up at once.
         let start = Instant::now();
         let retrying = RetryingStore::new(store, RetryPolicy::default());
-        assert!(matches!(
-            retrying.get("k").await,
-            Err(StorageError::Permanent { .. })
-        ));
+        assert!(matches!(retrying.get("k").await, Err(StorageError::Permanent { .. })));
         assert!(start.elapsed() < Duration::from_secs(5));
     }
     assert_eq!(good.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
@@ -192,10 +138,7 @@ async fn wrong_credentials_are_a_permanent_error() {
 
 #[tokio::test]
 async fn missing_bucket_is_a_permanent_error_not_a_missing_key() {
-    let cfg = S3Config {
-        create_bucket: false,
-        ..server_config()
-    };
+    let cfg = S3Config { create_bucket: false, ..server_config() };
     let store = S3Store::connect(&cfg).await.unwrap();
     let err = store.get("k").await.unwrap_err();
     assert!(matches!(err, StorageError::Permanent { .. }), "{err:?}");
@@ -233,12 +176,7 @@ async fn unreachable_endpoint_is_retryable_and_retrying_gives_up_in_time() {
         assert!(err.is_retryable(), "{err:?}");
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     }
-    let err = S3Store::connect(&S3Config {
-        create_bucket: true,
-        ..cfg.clone()
-    })
-    .await
-    .unwrap_err();
+    let err = S3Store::connect(&S3Config { create_bucket: true, ..cfg.clone() }).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 
     let policy = RetryPolicy {
@@ -251,10 +189,7 @@ async fn unreachable_endpoint_is_retryable_and_retrying_gives_up_in_time() {
     let err = retrying.get("k").await.unwrap_err();
     let elapsed = start.elapsed();
     assert!(err.is_retryable(), "{err:?}");
-    assert!(
-        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(8),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(8), "{elapsed:?}");
 }
 
 /// Needs no server.
@@ -272,12 +207,6 @@ fn config_deserialises_with_defaults_and_debug_hides_secrets() {
     for secret in ["AKIAEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG", "pw@"] {
         assert!(!debug.contains(secret), "{debug}");
     }
-    assert!(
-        debug.contains("***") && debug.contains("bucket: \"b\""),
-        "{debug}"
-    );
-    assert!(
-        serde_json::from_str::<S3Config>(r#"{"bucket":"b"}"#).is_err(),
-        "credentials are required"
-    );
+    assert!(debug.contains("***") && debug.contains("bucket: \"b\""), "{debug}");
+    assert!(serde_json::from_str::<S3Config>(r#"{"bucket":"b"}"#).is_err(), "credentials are required");
 }

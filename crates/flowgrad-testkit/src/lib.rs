@@ -11,7 +11,9 @@ use tokio::task::AbortHandle;
 
 /// The parity fixture sets: `$FLOWGRAD_FIXTURES`, else `shared/fixtures` beside the checkout.
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+    std::env::var_os("FLOWGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
 /// The RabbitMQ the tests use: `$FLOWGRAD_TEST_AMQP_URL`, else the local broker as guest.

@@ -59,7 +59,9 @@ pub fn update_model_card(out_dir: &Path, command: &str, wall_s: f64) -> anyhow::
         command: String,
         total_wall_s: Option<f64>,
     }
-    let previous = std::fs::read_to_string(out_dir.join("metrics.json")).ok().and_then(|text| serde_json::from_str::<Previous>(&text).ok());
+    let previous = std::fs::read_to_string(out_dir.join("metrics.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Previous>(&text).ok());
     match previous {
         Some(previous) => write_model_card(out_dir, &previous.command, previous.total_wall_s),
         None => write_model_card(out_dir, command, Some(wall_s)),
@@ -71,8 +73,12 @@ fn render(m: &Metrics) -> String {
     let w = &mut s;
     let _ = writeln!(w, "# FlowGrad Fleet bundled models\n");
     let _ = writeln!(w, "Trained from scratch on Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence): the 60 000");
-    let _ = writeln!(w, "training images, 28×28 zero-padded to 32×32 with black (−1), pixels scaled to [−1, 1]. Metrics use");
-    let _ = writeln!(w, "the 10 000-image test set. Trained with burn 0.21 on the {} backend.", flowgrad_backend::name());
+    let _ = writeln!(
+        w,
+        "training images, 28×28 zero-padded to 32×32 with black (−1), pixels scaled to [−1, 1]. Metrics use"
+    );
+    let _ =
+        writeln!(w, "the 10 000-image test set. Trained with burn 0.21 on the {} backend.", flowgrad_backend::name());
     let _ = writeln!(w, "The weights are released under the workspace licence (MIT OR Apache-2.0).\n");
     let _ = writeln!(w, "Command: `{}`", m.command);
     if let Some(t) = m.total_wall_s {
@@ -81,17 +87,35 @@ fn render(m: &Metrics) -> String {
     let _ = writeln!(w, "\nAll numbers below are measured by that run and also stored in `metrics.json`.\n");
     if let Some(f) = &m.flow {
         let _ = writeln!(w, "## flow.safetensors — rectified-flow UNet velocity field\n");
-        let _ = writeln!(w, "- Architecture: `flow.config.json` (base {} channels, multipliers {:?}), {} parameters", f.config.model.base, f.config.model.mults, f.parameters);
-        let _ = writeln!(w, "- Objective: x₀ ~ N(0, I) at t = 0, data x₁ at t = 1, t ~ U(0, 1), MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀");
+        let _ = writeln!(
+            w,
+            "- Architecture: `flow.config.json` (base {} channels, multipliers {:?}), {} parameters",
+            f.config.model.base, f.config.model.mults, f.parameters
+        );
+        let _ = writeln!(
+            w,
+            "- Objective: x₀ ~ N(0, I) at t = 0, data x₁ at t = 1, t ~ U(0, 1), MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀"
+        );
         let _ = writeln!(w, "{}", run_line(&f.config.run, f.wall_s, f.step_s));
         let _ = writeln!(w, "- Final training loss: {:.4}", f.loss_curve.last().map_or(f64::NAN, |l| l.1));
-        let _ = writeln!(w, "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}", f.config.eval_images, f.reconstruction_mse);
-        let _ = writeln!(w, "- Samples: `samples.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps\n", f.config.sample_seed);
+        let _ = writeln!(
+            w,
+            "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}",
+            f.config.eval_images, f.reconstruction_mse
+        );
+        let _ = writeln!(
+            w,
+            "- Samples: `samples.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps\n",
+            f.config.sample_seed
+        );
     }
     if let Some(r) = &m.reflow {
         let _ = writeln!(w, "## {REFLOW_NAME}.safetensors — reflowed (2-rectified) flow\n");
         let _ = writeln!(w, "- Architecture: that of `flow.safetensors` ({} parameters)", r.parameters);
-        let _ = writeln!(w, "- Objective: the flow's, on (noise, teacher sample) pairs: MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀");
+        let _ = writeln!(
+            w,
+            "- Objective: the flow's, on (noise, teacher sample) pairs: MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀"
+        );
         let rounds = r.rounds();
         for (i, round) in rounds.iter().enumerate() {
             let c = &round.config;
@@ -99,23 +123,59 @@ fn render(m: &Metrics) -> String {
                 0 => (String::new(), "after the set above, from the teacher's weights".to_string()),
                 _ => (format!(" --init <round {i}>"), format!("after round {i}, from its weights")),
             };
-            let _ = writeln!(w, "- Round {} of {}: `flowgrad train reflow --pairs {} --pair-steps {} --pair-seed {} --steps {} --seed {}{init_flag}` ({start})", i + 1, rounds.len(), c.pairs, c.pair_steps, c.pair_seed, c.run.steps, c.run.seed);
-            let _ = writeln!(w, "  - Pairs: {} noise draws x₀ (seed {}) and the teacher's Euler sample x₁ from each (N = {}), {:.1} min", c.pairs, c.pair_seed, c.pair_steps, round.pairs_wall_s / 60.0);
+            let _ = writeln!(
+                w,
+                "- Round {} of {}: `flowgrad train reflow --pairs {} --pair-steps {} --pair-seed {} --steps {} --seed {}{init_flag}` ({start})",
+                i + 1,
+                rounds.len(),
+                c.pairs,
+                c.pair_steps,
+                c.pair_seed,
+                c.run.steps,
+                c.run.seed
+            );
+            let _ = writeln!(
+                w,
+                "  - Pairs: {} noise draws x₀ (seed {}) and the teacher's Euler sample x₁ from each (N = {}), {:.1} min",
+                c.pairs,
+                c.pair_seed,
+                c.pair_steps,
+                round.pairs_wall_s / 60.0
+            );
             let _ = writeln!(w, "  {}", run_line(&c.run, round.wall_s, round.step_s));
-            let _ = writeln!(w, "  - Final training loss: {:.4}; straightness after it: {:.1} segments", round.loss_curve.last().map_or(f64::NAN, |l| l.1), round.straightness.mean_segments);
+            let _ = writeln!(
+                w,
+                "  - Final training loss: {:.4}; straightness after it: {:.1} segments",
+                round.loss_curve.last().map_or(f64::NAN, |l| l.1),
+                round.straightness.mean_segments
+            );
         }
-        let _ = writeln!(w, "- Reconstruction MSE (as above, first {} test images): {:.2e}", r.config.eval_images, r.reconstruction_mse);
+        let _ = writeln!(
+            w,
+            "- Reconstruction MSE (as above, first {} test images): {:.2e}",
+            r.config.eval_images, r.reconstruction_mse
+        );
         let (t, s) = (r.teacher_straightness, r.straightness);
-        let _ = writeln!(w, "- Straightness ({} generation trajectories, N = 100): FlowGrad segments at ξ = {COMPARISON_XI} {:.1} (teacher {:.1}); mean Σ S_k {:.4} (teacher {:.4})", r.config.straightness_draws, s.mean_segments, t.mean_segments, s.mean_total_s, t.mean_total_s);
+        let _ = writeln!(
+            w,
+            "- Straightness ({} generation trajectories, N = 100): FlowGrad segments at ξ = {COMPARISON_XI} {:.1} (teacher {:.1}); mean Σ S_k {:.4} (teacher {:.4})",
+            r.config.straightness_draws, s.mean_segments, t.mean_segments, s.mean_total_s, t.mean_total_s
+        );
         let _ = writeln!(w, "- Samples: `samples-reflow.png` (same noise as `samples.png`)\n");
     }
-    for (title, r) in [("guidance classifier", &m.classifier), ("evaluation judge (independent architecture and seed)", &m.judge)] {
+    for (title, r) in
+        [("guidance classifier", &m.classifier), ("evaluation judge (independent architecture and seed)", &m.judge)]
+    {
         if let Some(r) = r {
             let _ = writeln!(w, "## {}.safetensors — {title}\n", r.name);
             let _ = writeln!(w, "- Architecture: `{}.config.json`, {} parameters", r.name, r.parameters);
             match &r.views {
                 Some(v) => {
-                    let _ = writeln!(w, "- Objective: cross-entropy on random views: shifts of up to {} px, left–right mirroring, Gaussian noise σ = {} (images in [−1, 1]); noise-trained for input gradients that look like the classes, at some clean accuracy", v.max_shift, v.noise_std);
+                    let _ = writeln!(
+                        w,
+                        "- Objective: cross-entropy on random views: shifts of up to {} px, left–right mirroring, Gaussian noise σ = {} (images in [−1, 1]); noise-trained for input gradients that look like the classes, at some clean accuracy",
+                        v.max_shift, v.noise_std
+                    );
                 }
                 None => {
                     let _ = writeln!(w, "- Objective: cross-entropy, random left–right mirroring");
@@ -123,7 +183,11 @@ fn render(m: &Metrics) -> String {
             }
             let _ = writeln!(w, "{}", run_line(&r.run, r.wall_s, r.step_s));
             let _ = writeln!(w, "- Test accuracy (10 000 images): {:.2}%", 100.0 * r.test_accuracy);
-            let _ = writeln!(w, "- Test accuracy (first 1 000 test images, checked by the tests): {:.2}%\n", 100.0 * r.subset_accuracy);
+            let _ = writeln!(
+                w,
+                "- Test accuracy (first 1 000 test images, checked by the tests): {:.2}%\n",
+                100.0 * r.subset_accuracy
+            );
         }
     }
     s
@@ -132,7 +196,13 @@ fn render(m: &Metrics) -> String {
 fn run_line(run: &crate::LoopConfig, wall_s: f64, step_s: f64) -> String {
     format!(
         "- Training: {} steps of batch {}, Adam (lr {} with {} warm-up steps, cosine decay), data seed {}; {:.1} min wall time, {:.0} ms/step",
-        run.steps, run.batch, run.lr, run.warmup, run.seed, wall_s / 60.0, 1000.0 * step_s
+        run.steps,
+        run.batch,
+        run.lr,
+        run.warmup,
+        run.seed,
+        wall_s / 60.0,
+        1000.0 * step_s
     )
 }
 
@@ -142,7 +212,12 @@ mod tests {
     use crate::reflow::{ReflowTrainConfig, StraightnessStats};
 
     fn round(pair_seed: u64, segments: f64, previous: Option<ReflowReport>) -> ReflowReport {
-        let config = ReflowTrainConfig { pairs: 3072, pair_seed, init_dir: previous.as_ref().map(|_| "assets".into()), ..ReflowTrainConfig::default() };
+        let config = ReflowTrainConfig {
+            pairs: 3072,
+            pair_seed,
+            init_dir: previous.as_ref().map(|_| "assets".into()),
+            ..ReflowTrainConfig::default()
+        };
         ReflowReport {
             config,
             parameters: 10,
@@ -166,11 +241,22 @@ mod tests {
         let second = round(2, 6.5, Some(round(1, 7.9, None)));
         let back: ReflowReport = serde_json::from_str(&serde_json::to_string(&second).unwrap()).unwrap();
         assert_eq!(back.rounds().iter().map(|r| r.config.pair_seed).collect::<Vec<_>>(), vec![1, 2]);
-        let metrics = Metrics { command: "train_all".into(), total_wall_s: None, flow: None, reflow: Some(back), classifier: None, judge: None };
+        let metrics = Metrics {
+            command: "train_all".into(),
+            total_wall_s: None,
+            flow: None,
+            reflow: Some(back),
+            classifier: None,
+            judge: None,
+        };
         let card = render(&metrics);
         let first = card.find("- Round 1 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 1 --steps 1500 --seed 0` (after the set above, from the teacher's weights)").expect(&card);
         let second = card.find("- Round 2 of 2: `flowgrad train reflow --pairs 3072 --pair-steps 32 --pair-seed 2 --steps 1500 --seed 0 --init <round 1>` (after round 1, from its weights)").expect(&card);
         assert!(first < second, "{card}");
-        assert!(card.contains("straightness after it: 7.9 segments") && card.contains("FlowGrad segments at ξ = 0.005 6.5 (teacher 14.9)"), "{card}");
+        assert!(
+            card.contains("straightness after it: 7.9 segments")
+                && card.contains("FlowGrad segments at ξ = 0.005 6.5 (teacher 14.9)"),
+            "{card}"
+        );
     }
 }

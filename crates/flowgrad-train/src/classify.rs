@@ -8,8 +8,8 @@ use burn::module::AutodiffModule;
 use flowgrad_models::fashion::{FashionMnist, Split};
 use flowgrad_models::{ClassViews, ClassifierConfig, ImageClassifier, JudgeConfig, cross_entropy, save};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{image_batch, sample_indices, step_rng};
 use crate::eval::accuracy;
@@ -19,10 +19,7 @@ use crate::{EvalBackend, TrainBackend, write_json};
 /// Configuration of [`train_classifier`] (`M` = [`ClassifierConfig`]) and [`train_judge`]
 /// (`M` = [`JudgeConfig`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(
-    default,
-    bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned, SupervisedConfig<M>: Default")
-)]
+#[serde(default, bound(serialize = "M: Serialize", deserialize = "M: DeserializeOwned, SupervisedConfig<M>: Default"))]
 pub struct SupervisedConfig<M> {
     /// Architecture and initial-weight seed.
     pub model: M,
@@ -42,7 +39,11 @@ pub type JudgeTrainConfig = SupervisedConfig<JudgeConfig>;
 
 impl Default for ClassifierTrainConfig {
     fn default() -> Self {
-        Self { model: ClassifierConfig::new(), run: LoopConfig { steps: 3000, ..LoopConfig::default() }, views: Some(ROBUST_VIEWS) }
+        Self {
+            model: ClassifierConfig::new(),
+            run: LoopConfig { steps: 3000, ..LoopConfig::default() },
+            views: Some(ROBUST_VIEWS),
+        }
     }
 }
 
@@ -89,17 +90,38 @@ pub const SUBSET: usize = 1000;
 /// and `classifier.report.json` into `out_dir`.
 pub fn train_classifier(cfg: &ClassifierTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport> {
     let device = Default::default();
-    train_supervised("classifier", &cfg.model, cfg.model.init::<TrainBackend>(&device), &cfg.run, cfg.views.as_ref(), out_dir)
+    train_supervised(
+        "classifier",
+        &cfg.model,
+        cfg.model.init::<TrainBackend>(&device),
+        &cfg.run,
+        cfg.views.as_ref(),
+        out_dir,
+    )
 }
 
 /// Trains the evaluation judge; writes `judge.safetensors`, `judge.config.json` and
 /// `judge.report.json` into `out_dir`.
 pub fn train_judge(cfg: &JudgeTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport> {
     let device = Default::default();
-    train_supervised("judge", &cfg.model, cfg.model.init::<TrainBackend>(&device), &cfg.run, cfg.views.as_ref(), out_dir)
+    train_supervised(
+        "judge",
+        &cfg.model,
+        cfg.model.init::<TrainBackend>(&device),
+        &cfg.run,
+        cfg.views.as_ref(),
+        out_dir,
+    )
 }
 
-fn train_supervised<C, M>(name: &str, model_cfg: &C, model: M, cfg: &LoopConfig, views: Option<&ClassViews>, out_dir: &Path) -> anyhow::Result<ClassifierReport>
+fn train_supervised<C, M>(
+    name: &str,
+    model_cfg: &C,
+    model: M,
+    cfg: &LoopConfig,
+    views: Option<&ClassViews>,
+    out_dir: &Path,
+) -> anyhow::Result<ClassifierReport>
 where
     C: Config,
     M: AutodiffModule<TrainBackend> + ImageClassifier<TrainBackend>,
@@ -122,7 +144,9 @@ where
     std::fs::create_dir_all(out_dir)?;
     let weights = out_dir.join(format!("{name}.safetensors"));
     save(&model, &weights)?;
-    model_cfg.save(out_dir.join(format!("{name}.config.json"))).with_context(|| format!("writing {name}.config.json"))?;
+    model_cfg
+        .save(out_dir.join(format!("{name}.config.json")))
+        .with_context(|| format!("writing {name}.config.json"))?;
 
     let test = FashionMnist::load(&cfg.data_dir, Split::Test)?;
     let all: Vec<usize> = (0..test.len()).collect();

@@ -51,8 +51,7 @@ pub fn image_batch<B: Backend>(
     for &i in indices {
         let raw = data.raw(i);
         if mirror && rng.random::<bool>() {
-            let flipped: Vec<u8> =
-                raw.chunks_exact(RAW_SIDE).flat_map(|row| row.iter().rev().copied()).collect();
+            let flipped: Vec<u8> = raw.chunks_exact(RAW_SIDE).flat_map(|row| row.iter().rev().copied()).collect();
             values.extend(to_padded(&flipped));
         } else {
             values.extend(to_padded(raw));

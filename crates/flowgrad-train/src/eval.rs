@@ -44,7 +44,12 @@ pub fn reconstruction_mse<B: Backend, F: VelocityField<B>>(field: &F, images: Te
 }
 
 /// Draws `count` samples from seeded noise with N = 100 Euler steps.
-pub fn samples<B: Backend, F: VelocityField<B>>(field: &F, count: usize, seed: u64, device: &B::Device) -> Tensor<B, 4> {
+pub fn samples<B: Backend, F: VelocityField<B>>(
+    field: &F,
+    count: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let noise = normal(&mut step_rng(seed, 0), count * SIDE * SIDE);
     let x0 = tensor(noise, [count, 1, SIDE, SIDE], device);
     simulate(field, x0, None, &TimeGrid::new(ODE_STEPS, TIME_EPS), Mode::Paper).last()

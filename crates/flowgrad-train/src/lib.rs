@@ -37,7 +37,9 @@ use std::path::Path;
 use anyhow::Context;
 
 pub use card::{update_model_card, write_model_card};
-pub use classify::{ClassifierReport, ClassifierTrainConfig, JudgeTrainConfig, SupervisedConfig, train_classifier, train_judge};
+pub use classify::{
+    ClassifierReport, ClassifierTrainConfig, JudgeTrainConfig, SupervisedConfig, train_classifier, train_judge,
+};
 pub use flow::{FlowReport, FlowTrainConfig, train_flow};
 pub use reflow::{ReflowReport, ReflowTrainConfig, train_reflow};
 pub use trainer::LoopConfig;

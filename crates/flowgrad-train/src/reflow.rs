@@ -205,13 +205,19 @@ fn write_cache(path: &Path, pairs: &Pairs, key: HashMap<String, String>) -> anyh
 
 /// Draws `cfg.pairs` pairs: noise x₀ (seeded per chunk) and the teacher's Euler sample from it.
 fn draw_pairs<F: VelocityField<EvalBackend>>(teacher: &F, cfg: &ReflowTrainConfig) -> anyhow::Result<Pairs> {
-    anyhow::ensure!(cfg.pairs > 0 && cfg.pair_steps > 0 && cfg.pair_batch > 0, "reflow: pairs, pair_steps and pair_batch must be positive");
+    anyhow::ensure!(
+        cfg.pairs > 0 && cfg.pair_steps > 0 && cfg.pair_batch > 0,
+        "reflow: pairs, pair_steps and pair_batch must be positive"
+    );
     let device = Default::default();
     let grid = TimeGrid::new(cfg.pair_steps, TIME_EPS);
     let bar = ProgressBar::new(cfg.pairs as u64);
     bar.set_style(ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} {elapsed}<{eta}")?);
     bar.set_prefix("reflow pairs");
-    let mut pairs = Pairs { noise: Vec::with_capacity(cfg.pairs * SIDE * SIDE), sample: Vec::with_capacity(cfg.pairs * SIDE * SIDE) };
+    let mut pairs = Pairs {
+        noise: Vec::with_capacity(cfg.pairs * SIDE * SIDE),
+        sample: Vec::with_capacity(cfg.pairs * SIDE * SIDE),
+    };
     for (chunk, start) in (0..cfg.pairs).step_by(cfg.pair_batch).enumerate() {
         let count = cfg.pair_batch.min(cfg.pairs - start);
         let noise = normal(&mut step_rng(cfg.pair_seed, chunk), count * SIDE * SIDE);
@@ -256,7 +262,8 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
         Some(dir) => {
             let previous: ReflowReport = crate::card::read_report(dir, REFLOW_NAME)?
                 .with_context(|| format!("no earlier round's {REFLOW_NAME}.report.json in {}", dir.display()))?;
-            let student = load_reflow::<TrainBackend>(&Assets::Dir(dir.clone()), &device).with_context(|| format!("loading the earlier round from {}", dir.display()))?;
+            let student = load_reflow::<TrainBackend>(&Assets::Dir(dir.clone()), &device)
+                .with_context(|| format!("loading the earlier round from {}", dir.display()))?;
             (student, Some(Box::new(previous)))
         }
     };
@@ -276,8 +283,11 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
     std::fs::create_dir_all(out_dir)?;
     let weights = out_dir.join(format!("{REFLOW_NAME}.safetensors"));
     save(&model, &weights)?;
-    let teacher_config = UNetConfig::load(cfg.teacher_dir.join("flow.config.json")).context("reading the teacher's flow.config.json")?;
-    teacher_config.save(out_dir.join(format!("{REFLOW_NAME}.config.json"))).with_context(|| format!("writing {REFLOW_NAME}.config.json"))?;
+    let teacher_config =
+        UNetConfig::load(cfg.teacher_dir.join("flow.config.json")).context("reading the teacher's flow.config.json")?;
+    teacher_config
+        .save(out_dir.join(format!("{REFLOW_NAME}.config.json")))
+        .with_context(|| format!("writing {REFLOW_NAME}.config.json"))?;
 
     let test = FashionMnist::load(&cfg.run.data_dir, Split::Test)?;
     let first: Vec<usize> = (0..cfg.eval_images.min(test.len())).collect();
@@ -314,7 +324,10 @@ mod tests {
     fn pairs_cache_round_trips_and_rejects_another_key() {
         let dir = std::env::temp_dir().join(format!("flowgrad-reflow-cache-{}", std::process::id()));
         let path = dir.join("pairs.safetensors");
-        let pairs = Pairs { noise: (0..2048).map(|i| i as f32 * 0.5).collect(), sample: (0..2048).map(|i| -(i as f32)).collect() };
+        let pairs = Pairs {
+            noise: (0..2048).map(|i| i as f32 * 0.5).collect(),
+            sample: (0..2048).map(|i| -(i as f32)).collect(),
+        };
         let cfg = ReflowTrainConfig::default();
         write_cache(&path, &pairs, cache_key(&cfg, "abc")).unwrap();
         let back = read_cache(&path, &cache_key(&cfg, "abc")).expect("same key reads back");
@@ -327,10 +340,15 @@ mod tests {
 
     #[test]
     fn pair_batches_pick_matching_noise_and_samples() {
-        let pairs = Pairs { noise: (0..3 * 1024).map(|i| (i / 1024) as f32).collect(), sample: (0..3 * 1024).map(|i| 10.0 + (i / 1024) as f32).collect() };
+        let pairs = Pairs {
+            noise: (0..3 * 1024).map(|i| (i / 1024) as f32).collect(),
+            sample: (0..3 * 1024).map(|i| 10.0 + (i / 1024) as f32).collect(),
+        };
         let (noise, sample) = pairs.batch::<EvalBackend>(&[2, 0], &Default::default());
         assert_eq!(noise.dims(), [2, 1, SIDE, SIDE]);
-        let firsts = |t: Tensor<EvalBackend, 4>| -> Vec<f32> { flowgrad::tensor_util::to_vec(t.narrow(2, 0, 1).narrow(3, 0, 1)) };
+        let firsts = |t: Tensor<EvalBackend, 4>| -> Vec<f32> {
+            flowgrad::tensor_util::to_vec(t.narrow(2, 0, 1).narrow(3, 0, 1))
+        };
         assert_eq!(firsts(noise), vec![2.0, 0.0]);
         assert_eq!(firsts(sample), vec![12.0, 10.0]);
     }
@@ -350,7 +368,10 @@ mod tests {
                 "constant".into()
             }
         }
-        let x0 = Tensor::<EvalBackend, 4>::from_data(TensorData::new(vec![0.1f32; 2 * 1024], [2, 1, 32, 32]), &Default::default());
+        let x0 = Tensor::<EvalBackend, 4>::from_data(
+            TensorData::new(vec![0.1f32; 2 * 1024], [2, 1, 32, 32]),
+            &Default::default(),
+        );
         let stats = straightness_stats(&Constant, x0.clone());
         assert_eq!(stats, StraightnessStats { mean_segments: 1.0, mean_total_s: 0.0 });
         // a field that rotates its velocity along the path is not straight

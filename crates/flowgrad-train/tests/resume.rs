@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use burn::tensor::Int;
 use flowgrad_models::{ClassifierConfig, ImageClassifier, cross_entropy, weights_digest};
+use flowgrad_train::TrainBackend;
 use flowgrad_train::data::{normal, step_rng, tensor};
 use flowgrad_train::trainer::{LoopConfig, run};
-use flowgrad_train::TrainBackend;
 use rand::Rng;
 
 fn scratch(name: &str) -> PathBuf {

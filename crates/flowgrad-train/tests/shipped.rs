@@ -7,10 +7,10 @@ use flowgrad::VelocityField;
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
 use flowgrad_models::{Assets, ImageClassifier, load_classifier, load_flow, load_judge, load_reflow, weights_digest};
 use flowgrad_train::ReflowReport;
-use flowgrad_train::reflow::{comparison_noise, straightness_stats};
 use flowgrad_train::classify::SUBSET;
 use flowgrad_train::data::{normal, step_rng, tensor};
 use flowgrad_train::eval::accuracy;
+use flowgrad_train::reflow::{comparison_noise, straightness_stats};
 
 /// Allowed drop below the documented subset accuracy.
 const MARGIN: f64 = 0.02;
@@ -38,7 +38,11 @@ fn check_accuracy<C: ImageClassifier<Flex>>(name: &str, model: &C) {
     let acc = accuracy(model, &test, &subset, 250, &Default::default());
     let doc = documented(name, "subset_accuracy");
     assert!(acc >= doc - MARGIN, "{name}: accuracy {acc:.4} on {SUBSET} test images, documented {doc:.4}");
-    assert!(documented(name, "test_accuracy") >= floor(name), "{name}: documented full-test accuracy below {}", floor(name));
+    assert!(
+        documented(name, "test_accuracy") >= floor(name),
+        "{name}: documented full-test accuracy below {}",
+        floor(name)
+    );
 }
 
 #[test]
@@ -75,13 +79,28 @@ fn shipped_flow_predicts_velocities() {
 #[test]
 fn shipped_reflow_is_straighter_than_its_teacher_as_documented() {
     let device = Default::default();
-    let text = std::fs::read_to_string(assets().join("flow-reflow.report.json")).expect("assets/flow-reflow.report.json");
+    let text =
+        std::fs::read_to_string(assets().join("flow-reflow.report.json")).expect("assets/flow-reflow.report.json");
     let report: ReflowReport = serde_json::from_str(&text).unwrap();
-    let teacher = straightness_stats(&load_flow::<Flex>(&Assets::Dir(assets()), &device).unwrap(), comparison_noise(&report.config, &device));
-    let reflow = straightness_stats(&load_reflow::<Flex>(&Assets::Dir(assets()), &device).unwrap(), comparison_noise(&report.config, &device));
-    for (name, measured, documented) in [("teacher", teacher, report.teacher_straightness), ("reflow", reflow, report.straightness)] {
-        assert!((measured.mean_segments - documented.mean_segments).abs() <= 0.25, "{name}: {measured:?} vs documented {documented:?}");
-        assert!((measured.mean_total_s - documented.mean_total_s).abs() <= 0.02 * documented.mean_total_s, "{name}: {measured:?} vs documented {documented:?}");
+    let teacher = straightness_stats(
+        &load_flow::<Flex>(&Assets::Dir(assets()), &device).unwrap(),
+        comparison_noise(&report.config, &device),
+    );
+    let reflow = straightness_stats(
+        &load_reflow::<Flex>(&Assets::Dir(assets()), &device).unwrap(),
+        comparison_noise(&report.config, &device),
+    );
+    for (name, measured, documented) in
+        [("teacher", teacher, report.teacher_straightness), ("reflow", reflow, report.straightness)]
+    {
+        assert!(
+            (measured.mean_segments - documented.mean_segments).abs() <= 0.25,
+            "{name}: {measured:?} vs documented {documented:?}"
+        );
+        assert!(
+            (measured.mean_total_s - documented.mean_total_s).abs() <= 0.02 * documented.mean_total_s,
+            "{name}: {measured:?} vs documented {documented:?}"
+        );
     }
     assert!(reflow.mean_segments <= 0.6 * teacher.mean_segments, "reflow {reflow:?}, teacher {teacher:?}");
 }

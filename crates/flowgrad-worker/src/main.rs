@@ -14,7 +14,13 @@ async fn main() -> anyhow::Result<()> {
     let started = flowgrad_service::start::<WorkerSection>(DEFAULTS, metrics.registry.clone()).await?;
     let settings = started.config.service.worker.clone();
     tracing::info!(backend = flowgrad_backend::name(), "worker ready");
-    let models = Arc::new(ModelRegistry::with_catalog(Assets::from_option(settings.assets.clone()), started.config.service.models.clone()).with_recorded_forwards(settings.recorded_forwards));
+    let models = Arc::new(
+        ModelRegistry::with_catalog(
+            Assets::from_option(settings.assets.clone()),
+            started.config.service.models.clone(),
+        )
+        .with_recorded_forwards(settings.recorded_forwards),
+    );
     let grace = settings.shutdown_grace();
     let worker = Worker::new(started.store, started.broker, models, settings, metrics);
     started.readiness.set(true);
@@ -29,7 +35,10 @@ async fn main() -> anyhow::Result<()> {
     match tokio::time::timeout(grace, running).await {
         Ok(finished) => finished?,
         Err(_) => {
-            warn!(?grace, "grace period over: abandoning the current iteration (the last checkpoint stands; the task is redelivered)");
+            warn!(
+                ?grace,
+                "grace period over: abandoning the current iteration (the last checkpoint stands; the task is redelivered)"
+            );
             std::process::exit(0);
         }
     }

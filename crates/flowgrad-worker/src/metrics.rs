@@ -48,19 +48,47 @@ impl WorkerMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let seconds = prometheus::exponential_buckets(0.001, 2.5, 16).expect("buckets");
-        let checkpoint_bytes = IntGauge::new("flowgrad_checkpoint_bytes", "Size of the last checkpoint written").expect("valid metric");
+        let checkpoint_bytes =
+            IntGauge::new("flowgrad_checkpoint_bytes", "Size of the last checkpoint written").expect("valid metric");
         registry.register(Box::new(checkpoint_bytes.clone())).expect("unique metric");
         Self {
             tasks_done: counter(&registry, "flowgrad_tasks_done_total", "Tasks finished with outputs written"),
             tasks_failed: counter(&registry, "flowgrad_tasks_failed_total", "Tasks given up with a failed result"),
             tasks_retried: counter(&registry, "flowgrad_tasks_retried_total", "Transient task failures requeued"),
             tasks_resumed: counter(&registry, "flowgrad_tasks_resumed_total", "Tasks resumed from a checkpoint"),
-            tasks_requeued: counter(&registry, "flowgrad_tasks_requeued_total", "Tasks checkpointed and handed back to the queue on shutdown"),
-            tasks_cancelled: counter(&registry, "flowgrad_tasks_cancelled_total", "Tasks stopped by a job cancellation"),
-            tasks_superseded: counter(&registry, "flowgrad_tasks_superseded_total", "Duplicate task copies stopped because another worker finished first"),
-            iteration_seconds: histogram(&registry, "flowgrad_iteration_seconds", "Seconds per FlowGrad iteration", seconds.clone()),
-            checkpoint_seconds: histogram(&registry, "flowgrad_checkpoint_seconds", "Seconds per checkpoint write", seconds.clone()),
-            queue_lag_seconds: histogram(&registry, "flowgrad_queue_lag_seconds", "Seconds from publication to start", seconds),
+            tasks_requeued: counter(
+                &registry,
+                "flowgrad_tasks_requeued_total",
+                "Tasks checkpointed and handed back to the queue on shutdown",
+            ),
+            tasks_cancelled: counter(
+                &registry,
+                "flowgrad_tasks_cancelled_total",
+                "Tasks stopped by a job cancellation",
+            ),
+            tasks_superseded: counter(
+                &registry,
+                "flowgrad_tasks_superseded_total",
+                "Duplicate task copies stopped because another worker finished first",
+            ),
+            iteration_seconds: histogram(
+                &registry,
+                "flowgrad_iteration_seconds",
+                "Seconds per FlowGrad iteration",
+                seconds.clone(),
+            ),
+            checkpoint_seconds: histogram(
+                &registry,
+                "flowgrad_checkpoint_seconds",
+                "Seconds per checkpoint write",
+                seconds.clone(),
+            ),
+            queue_lag_seconds: histogram(
+                &registry,
+                "flowgrad_queue_lag_seconds",
+                "Seconds from publication to start",
+                seconds,
+            ),
             checkpoint_bytes,
             registry,
         }

@@ -73,7 +73,9 @@ mod tests {
         let loaded = flowgrad_service::FleetConfig::<WorkerSection>::load(Some(&file), DEFAULTS);
         std::fs::remove_file(&file).unwrap();
         let id = loaded.unwrap().service.worker.id;
-        let host = id.strip_suffix(&format!("-{}", std::process::id())).unwrap_or_else(|| panic!("`{id}` ends with the process id"));
+        let host = id
+            .strip_suffix(&format!("-{}", std::process::id()))
+            .unwrap_or_else(|| panic!("`{id}` ends with the process id"));
         assert!(!host.is_empty(), "`{id}` starts with the host name");
     }
 }

@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use flowgrad::{ControlState, GlobalDirection};
 use flowgrad_engine::{EditSession, Model, ModelRegistry, direction_bytes, read_direction};
-use flowgrad_jobs::{DirectionSpec, Failure, GuidanceSpec, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec, keys};
+use flowgrad_jobs::{
+    DirectionSpec, Failure, GuidanceSpec, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec,
+    keys,
+};
 use flowgrad_queue::{Consumer, Delivery, Queue, SharedBroker};
 use flowgrad_storage::image::{ImageLimits, ModelImage, crop, decode_for_model, encode_png};
 use flowgrad_storage::{Bytes, SharedStore, StorageError};
@@ -68,7 +71,13 @@ struct Progress {
 
 impl Worker {
     /// A worker using these connections, models and settings.
-    pub fn new(store: SharedStore, broker: SharedBroker, models: Arc<ModelRegistry>, settings: WorkerSettings, metrics: WorkerMetrics) -> Self {
+    pub fn new(
+        store: SharedStore,
+        broker: SharedBroker,
+        models: Arc<ModelRegistry>,
+        settings: WorkerSettings,
+        metrics: WorkerMetrics,
+    ) -> Self {
         Self { store, broker, models, settings, metrics }
     }
 
@@ -169,7 +178,9 @@ impl Worker {
         if let Err(err) = consumer.stop().await {
             warn!(%err, "could not stop consuming");
         }
-        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await {
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await
+        {
             let Ok(task) = TaskSpec::from_json(&delivery.payload) else {
                 // unreadable: it goes back and the next worker dead-letters it
                 continue;
@@ -187,7 +198,12 @@ impl Worker {
     /// then this delivery is acknowledged. If publishing fails the delivery is requeued instead
     /// (counted, never lost); a crash between the two leaves a duplicate, which the result record
     /// makes harmless.
-    async fn hand_back(&self, mut task: TaskSpec, redeliveries: u32, delivery: Delivery) -> Result<(), flowgrad_queue::QueueError> {
+    async fn hand_back(
+        &self,
+        mut task: TaskSpec,
+        redeliveries: u32,
+        delivery: Delivery,
+    ) -> Result<(), flowgrad_queue::QueueError> {
         task.earlier_deliveries = redeliveries;
         let message_id = format!("{}/{}", task.job_id, task.task_id);
         match self.broker.publish(Queue::Tasks, Bytes::from(flowgrad_jobs::to_json(&task)), &message_id).await {
@@ -200,7 +216,13 @@ impl Worker {
     }
 
     async fn event(&self, task: &TaskSpec, kind: TaskEventKind) {
-        let event = TaskEvent { schema: flowgrad_jobs::SCHEMA_VERSION, job_id: task.job_id, task_id: task.task_id.clone(), worker: self.settings.id.clone(), kind };
+        let event = TaskEvent {
+            schema: flowgrad_jobs::SCHEMA_VERSION,
+            job_id: task.job_id,
+            task_id: task.task_id.clone(),
+            worker: self.settings.id.clone(),
+            kind,
+        };
         let id = format!("{}/{}/{}", task.job_id, task.task_id, flowgrad_jobs::unix_now());
         if let Err(err) = self.broker.publish(Queue::Events, Bytes::from(flowgrad_jobs::to_json(&event)), &id).await {
             warn!(%err, "could not publish a task event");
@@ -208,14 +230,27 @@ impl Worker {
     }
 
     async fn record_failure(&self, task: &TaskSpec, redeliveries: u32, started: Instant, reason: &str) {
-        let result = TaskResult::failed(task.job_id, &task.task_id, &self.settings.id, redeliveries, reason.to_string(), started.elapsed().as_secs_f64());
+        let result = TaskResult::failed(
+            task.job_id,
+            &task.task_id,
+            &self.settings.id,
+            redeliveries,
+            reason.to_string(),
+            started.elapsed().as_secs_f64(),
+        );
         let key = keys::result(task.job_id, &task.task_id);
         if let Err(err) = self.store.put_if_absent(&key, Bytes::from(flowgrad_jobs::to_json(&result))).await {
             warn!(%err, "could not record the failure");
         }
     }
 
-    async fn attempt(&self, task: &TaskSpec, redeliveries: u32, started: Instant, shutdown: &CancellationToken) -> Result<Attempt, TaskError> {
+    async fn attempt(
+        &self,
+        task: &TaskSpec,
+        redeliveries: u32,
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) -> Result<Attempt, TaskError> {
         if self.store.get(&keys::result(task.job_id, &task.task_id)).await?.is_some() {
             info!("result already recorded: duplicate delivery acknowledged");
             return Ok(Attempt::Done);
@@ -233,7 +268,8 @@ impl Worker {
         let batch = inputs.len();
         let pixels: Vec<f32> = inputs.iter().flat_map(|(_, image)| image.values.iter().copied()).collect();
 
-        let mut progress = Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0, checkpoint_seconds: 0.0 };
+        let mut progress =
+            Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0, checkpoint_seconds: 0.0 };
         let mut state = match self.store.get(&checkpoint_key).await? {
             Some(bytes) => match ControlState::from_bytes(&bytes) {
                 Ok(state) => {
@@ -262,7 +298,8 @@ impl Worker {
                 self.save(&checkpoint_key, unsaved.take()).await?;
                 return Ok(Attempt::Interrupted { completed: state.iteration });
             }
-            if self.stopped_by_cancellation(task, redeliveries, started).await? || self.finished_elsewhere(task).await? {
+            if self.stopped_by_cancellation(task, redeliveries, started).await? || self.finished_elsewhere(task).await?
+            {
                 return Ok(Attempt::Done);
             }
             let clock = Instant::now();
@@ -282,7 +319,8 @@ impl Worker {
             progress.iterations_run += 1;
             progress.vjps += record.segments;
             unsaved = Some(state.clone());
-            self.event(task, TaskEventKind::Iteration { completed: state.iteration, objective: record.objective }).await;
+            self.event(task, TaskEventKind::Iteration { completed: state.iteration, objective: record.objective })
+                .await;
         }
         progress.checkpoint_seconds += self.save(&checkpoint_key, unsaved.take()).await?;
 
@@ -301,8 +339,11 @@ impl Worker {
         if self.finished_elsewhere(task).await? {
             return Ok(Attempt::Done);
         }
-        let objectives_before: Vec<f64> = (0..batch).map(|i| state.history.first().map_or(0.0, |r| r.per_image[i])).collect();
-        let mut images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &finished.images, &objectives_before).await?;
+        let objectives_before: Vec<f64> =
+            (0..batch).map(|i| state.history.first().map_or(0.0, |r| r.per_image[i])).collect();
+        let mut images = self
+            .write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &finished.images, &objectives_before)
+            .await?;
         // per control entry: one per image, or one shared by the batch
         let zero: Vec<bool> = flowgrad::trust::entry_energies(&finished.controls).iter().map(|&e| e == 0.0).collect();
         for (i, image) in images.iter_mut().enumerate() {
@@ -338,7 +379,10 @@ impl Worker {
 
     /// Writes a finished task's result record (the first one wins) and counts it.
     async fn record_success(&self, result: &TaskResult) -> Result<(), TaskError> {
-        let created = self.store.put_if_absent(&keys::result(result.job_id, &result.task_id), Bytes::from(flowgrad_jobs::to_json(result))).await?;
+        let created = self
+            .store
+            .put_if_absent(&keys::result(result.job_id, &result.task_id), Bytes::from(flowgrad_jobs::to_json(result)))
+            .await?;
         if !created {
             info!("another worker recorded this task first");
         }
@@ -348,7 +392,15 @@ impl Worker {
 
     /// Writes the edited images as PNGs and measures each edit as written (the 8-bit output the
     /// user gets): guidance scores, the judge's where the model has one, L1 to the input.
-    async fn write_outputs(&self, model: &dyn Model, guidance: &GuidanceSpec, inputs: &[LoadedInput], pixels: &[f32], edited: &[f32], objectives_before: &[f64]) -> Result<Vec<ImageResult>, TaskError> {
+    async fn write_outputs(
+        &self,
+        model: &dyn Model,
+        guidance: &GuidanceSpec,
+        inputs: &[LoadedInput],
+        pixels: &[f32],
+        edited: &[f32],
+        objectives_before: &[f64],
+    ) -> Result<Vec<ImageResult>, TaskError> {
         let batch = inputs.len();
         let shape = model.image_shape();
         let per = shape.len();
@@ -358,11 +410,18 @@ impl Worker {
         for (output, (_, input)) in edited.chunks(per).zip(inputs) {
             // a padded input's edit is cropped back to the input's size
             let png = match input.region {
-                Some(r) => encode_png(&crop(output, shape.channels, shape.height, shape.width, r), shape.channels, r.height, r.width),
+                Some(r) => encode_png(
+                    &crop(output, shape.channels, shape.height, shape.width, r),
+                    shape.channels,
+                    r.height,
+                    r.width,
+                ),
                 None => encode_png(output, shape.channels, shape.height, shape.width),
             }
             .map_err(permanent)?;
-            written.extend(decode_for_model(&png, shape.channels, shape.height, shape.width, &limits).map_err(permanent)?.values);
+            written.extend(
+                decode_for_model(&png, shape.channels, shape.height, shape.width, &limits).map_err(permanent)?.values,
+            );
             pngs.push(png);
         }
         let before = model.guidance_scores(guidance, pixels, batch).map_err(permanent)?;
@@ -392,25 +451,49 @@ impl Worker {
     /// Stores the direction a learning task found at `key`. Put-if-absent: a redelivered task
     /// recomputes the same bytes (accepted); different bytes there are another direction, which
     /// is never overwritten.
-    async fn store_direction(&self, task: &TaskSpec, model: &dyn Model, controls: &flowgrad::HostTensor, key: &str, images: usize) -> Result<(), TaskError> {
+    async fn store_direction(
+        &self,
+        task: &TaskSpec,
+        model: &dyn Model,
+        controls: &flowgrad::HostTensor,
+        key: &str,
+        images: usize,
+    ) -> Result<(), TaskError> {
         let direction = GlobalDirection::from_controls(controls.clone(), task.params.clone()).map_err(permanent)?;
-        let bytes = Bytes::from(direction_bytes(&direction, model.name(), &task.guidance, &task.job_id.to_string(), images).map_err(permanent)?);
+        let bytes = Bytes::from(
+            direction_bytes(&direction, model.name(), &task.guidance, &task.job_id.to_string(), images)
+                .map_err(permanent)?,
+        );
         if self.store.put_if_absent(key, bytes.clone()).await? {
             info!(key, "direction stored");
             return Ok(());
         }
         match self.store.get(key).await? {
             Some(existing) if existing == bytes => Ok(()),
-            _ => Err(TaskError::Permanent(format!("`{key}` already holds another object: a learned direction never overwrites one (choose another key or delete it)"))),
+            _ => Err(TaskError::Permanent(format!(
+                "`{key}` already holds another object: a learned direction never overwrites one (choose another key or delete it)"
+            ))),
         }
     }
 
     /// Runs a task that applies a stored direction: no iterations, so no checkpoints.
-    async fn apply_direction(&self, task: &TaskSpec, key: &str, redeliveries: u32, started: Instant) -> Result<Attempt, TaskError> {
+    async fn apply_direction(
+        &self,
+        task: &TaskSpec,
+        key: &str,
+        redeliveries: u32,
+        started: Instant,
+    ) -> Result<Attempt, TaskError> {
         let model = self.models.get(&task.model).map_err(permanent)?;
-        let bytes = self.store.get(key).await?.ok_or_else(|| TaskError::Permanent(format!("direction `{key}` does not exist")))?;
-        let direction = read_direction(&bytes, model.name(), Some(model.image_shape())).map_err(|e| TaskError::Permanent(format!("direction `{key}`: {e}")))?;
-        let session: Arc<dyn EditSession> = Arc::from(model.session(&task.guidance, direction.params()).map_err(permanent)?);
+        let bytes = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| TaskError::Permanent(format!("direction `{key}` does not exist")))?;
+        let direction = read_direction(&bytes, model.name(), Some(model.image_shape()))
+            .map_err(|e| TaskError::Permanent(format!("direction `{key}`: {e}")))?;
+        let session: Arc<dyn EditSession> =
+            Arc::from(model.session(&task.guidance, direction.params()).map_err(permanent)?);
         let (inputs, rejected) = self.usable_inputs(task, model.as_ref()).await?;
         let batch = inputs.len();
         let pixels: Vec<f32> = inputs.iter().flat_map(|(_, image)| image.values.iter().copied()).collect();
@@ -421,13 +504,21 @@ impl Worker {
             .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
             .map_err(permanent)?;
         let edit_seconds = clock.elapsed().as_secs_f64();
-        let images = self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &edited, &vec![0.0; batch]).await?;
+        let images =
+            self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &edited, &vec![0.0; batch]).await?;
         let result = TaskResult {
             images,
             rejected_inputs: rejected,
             edit_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
-            ..TaskResult::ended(task.job_id, &task.task_id, &self.settings.id, redeliveries, TaskOutcome::Succeeded, 0.0)
+            ..TaskResult::ended(
+                task.job_id,
+                &task.task_id,
+                &self.settings.id,
+                redeliveries,
+                TaskOutcome::Succeeded,
+                0.0,
+            )
         };
         self.record_success(&result).await?;
         info!(key, seconds = result.total_seconds, "direction applied: task done");
@@ -449,12 +540,25 @@ impl Worker {
 
     /// When the task's job was cancelled: records the task as cancelled, drops its checkpoint
     /// and returns true (the delivery is then acknowledged).
-    async fn stopped_by_cancellation(&self, task: &TaskSpec, redeliveries: u32, started: Instant) -> Result<bool, TaskError> {
+    async fn stopped_by_cancellation(
+        &self,
+        task: &TaskSpec,
+        redeliveries: u32,
+        started: Instant,
+    ) -> Result<bool, TaskError> {
         if self.store.get(&keys::cancel(task.job_id)).await?.is_none() {
             return Ok(false);
         }
-        let result = TaskResult::cancelled(task.job_id, &task.task_id, &self.settings.id, redeliveries, started.elapsed().as_secs_f64());
-        self.store.put_if_absent(&keys::result(task.job_id, &task.task_id), Bytes::from(flowgrad_jobs::to_json(&result))).await?;
+        let result = TaskResult::cancelled(
+            task.job_id,
+            &task.task_id,
+            &self.settings.id,
+            redeliveries,
+            started.elapsed().as_secs_f64(),
+        );
+        self.store
+            .put_if_absent(&keys::result(task.job_id, &task.task_id), Bytes::from(flowgrad_jobs::to_json(&result)))
+            .await?;
         if let Err(err) = self.store.delete(&keys::checkpoint(task.job_id, &task.task_id)).await {
             warn!(%err, "could not delete the checkpoint of a cancelled task");
         }
@@ -463,7 +567,14 @@ impl Worker {
         Ok(true)
     }
 
-    async fn start(&self, session: &Arc<dyn EditSession>, pixels: &[f32], batch: usize, task: &TaskSpec, progress: &mut Progress) -> Result<ControlState, TaskError> {
+    async fn start(
+        &self,
+        session: &Arc<dyn EditSession>,
+        pixels: &[f32],
+        batch: usize,
+        task: &TaskSpec,
+        progress: &mut Progress,
+    ) -> Result<ControlState, TaskError> {
         let clock = Instant::now();
         let session = session.clone();
         let pixels = pixels.to_vec();
@@ -503,7 +614,11 @@ impl Worker {
     }
 
     /// [`Worker::load_inputs`], failing the task when no input is usable.
-    async fn usable_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
+    async fn usable_inputs(
+        &self,
+        task: &TaskSpec,
+        model: &dyn Model,
+    ) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
         let (inputs, rejected) = self.load_inputs(task, model).await?;
         if inputs.is_empty() {
             let reasons: Vec<String> = rejected.iter().map(|f| f.reason.clone()).collect();
@@ -513,13 +628,18 @@ impl Worker {
     }
 
     /// Downloads and decodes the task's images; unusable ones are reported, not fatal.
-    async fn load_inputs(&self, task: &TaskSpec, model: &dyn Model) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
+    async fn load_inputs(
+        &self,
+        task: &TaskSpec,
+        model: &dyn Model,
+    ) -> Result<(Vec<LoadedInput>, Vec<Failure>), TaskError> {
         let shape = model.image_shape();
         let limits = Self::image_limits(model, self.settings.max_image_bytes);
         let mut inputs = vec![];
         let mut rejected = vec![];
         for input in &task.inputs {
-            let reject = |reason: String| Failure { task_id: task.task_id.clone(), reason: format!("{}: {reason}", input.key) };
+            let reject =
+                |reason: String| Failure { task_id: task.task_id.clone(), reason: format!("{}: {reason}", input.key) };
             match self.store.get(&input.key).await? {
                 None => rejected.push(reject("input object does not exist".into())),
                 Some(bytes) => match decode_for_model(&bytes, shape.channels, shape.height, shape.width, &limits) {

@@ -26,7 +26,13 @@ async fn crashes_carried_over_a_planned_stop_still_count_towards_the_limit() {
         max_image_bytes: 1 << 20,
         recorded_forwards: None,
     };
-    let worker = Worker::new(store.clone(), broker.clone(), Arc::new(ModelRegistry::new(Assets::Embedded)), settings, WorkerMetrics::new());
+    let worker = Worker::new(
+        store.clone(),
+        broker.clone(),
+        Arc::new(ModelRegistry::new(Assets::Embedded)),
+        settings,
+        WorkerMetrics::new(),
+    );
     let task = TaskSpec {
         schema: flowgrad_jobs::SCHEMA_VERSION,
         job_id: uuid::Uuid::new_v4(),
@@ -60,7 +66,9 @@ async fn crashes_carried_over_a_planned_stop_still_count_towards_the_limit() {
     shutdown.cancel();
     running.await.unwrap().unwrap();
     match &result.outcome {
-        TaskOutcome::Failed { reason } => assert!(reason.contains("delivered 4 times") && reason.contains("delivery limit 2"), "{reason}"),
+        TaskOutcome::Failed { reason } => {
+            assert!(reason.contains("delivered 4 times") && reason.contains("delivery limit 2"), "{reason}")
+        }
         other => panic!("expected a failure, got {other:?}"),
     }
     assert_eq!(result.redeliveries, 3);

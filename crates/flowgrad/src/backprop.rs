@@ -88,7 +88,17 @@ pub fn decomposed_backprop<B: AutodiffBackend, F: VelocityField<B>>(
     mode: Mode,
     anchor: SegmentAnchor,
 ) -> DecomposedGradient<B> {
-    decomposed_backprop_recorded(field, trajectory, &mut RecordedForwards::none(), controls, grid, time, grad_x1, mode, anchor)
+    decomposed_backprop_recorded(
+        field,
+        trajectory,
+        &mut RecordedForwards::none(),
+        controls,
+        grid,
+        time,
+        grad_x1,
+        mode,
+        anchor,
+    )
 }
 
 /// [`decomposed_backprop`] on a trajectory from [`crate::simulate_recording`] with the same
@@ -139,10 +149,7 @@ pub fn decomposed_backprop_recorded<B: AutodiffBackend, F: VelocityField<B>>(
     }
     costates.reverse();
     DecomposedGradient {
-        per_step: per_step
-            .into_iter()
-            .map(|g| g.expect("the grid covers every step"))
-            .collect(),
+        per_step: per_step.into_iter().map(|g| g.expect("the grid covers every step")).collect(),
         segment_costates: costates,
         end_costate,
         vjps: grid.len(),

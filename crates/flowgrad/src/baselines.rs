@@ -71,8 +71,18 @@ where
         if last {
             break;
         }
-        let grad_x1 = endpoint_gradient(&x1, weighted).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?;
-        let gradient = flowgrad_gradient(editor.field(), &trajectory, &mut RecordedForwards::none(), None, &time, grad_x1, GradientRule::of(params)).decomposed;
+        let grad_x1 =
+            endpoint_gradient(&x1, weighted).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?;
+        let gradient = flowgrad_gradient(
+            editor.field(),
+            &trajectory,
+            &mut RecordedForwards::none(),
+            None,
+            &time,
+            grad_x1,
+            GradientRule::of(params),
+        )
+        .decomposed;
         vjps += gradient.vjps;
         let direction = gradient.segment_costates[0].clone() + shift.clone() * (2.0 * params.lambda);
         let step = match params.update {
@@ -107,7 +117,14 @@ pub struct GuidedSample<B: AutodiffBackend> {
 /// i.e. the guidance loss (for a class, −log p(target | ·)) of the one-step prediction of the
 /// endpoint, differentiated through the field. This is how a rectified flow is guided by a
 /// classifier trained on clean images. Costs one VJP of the field per step (N per image).
-pub fn guided_sample<B, F, G>(field: &F, guidance: &G, x0: Tensor<B, 4>, time: &TimeGrid, scale: f32, ctx: &GuidanceContext) -> GuidedSample<B>
+pub fn guided_sample<B, F, G>(
+    field: &F,
+    guidance: &G,
+    x0: Tensor<B, 4>,
+    time: &TimeGrid,
+    scale: f32,
+    ctx: &GuidanceContext,
+) -> GuidedSample<B>
 where
     B: AutodiffBackend,
     F: VelocityField<B>,
@@ -192,7 +209,17 @@ mod tests {
     #[test]
     fn noise_gradient_matches_the_closed_form() {
         let (affine, target, alpha) = (Affine::new(), values(2), 0.5);
-        let params = EditParams { steps: 8, iterations: 1, update: UpdateRule::Gradient, step_size: alpha, eta: 1.0, lambda: 0.0, xi: 0.0, selection: Selection::Last, ..EditParams::default() };
+        let params = EditParams {
+            steps: 8,
+            iterations: 1,
+            update: UpdateRule::Gradient,
+            step_size: alpha,
+            eta: 1.0,
+            lambda: 0.0,
+            xi: 0.0,
+            selection: Selection::Last,
+            ..EditParams::default()
+        };
         let guidance = MseToTarget::new(tensor(target.clone()));
         let editor = Editor::new(affine.field(), guidance, params, Default::default()).unwrap();
         let state = editor.start(tensor(values(1)), 3, 0).unwrap();
@@ -210,7 +237,8 @@ mod tests {
                 let v = affine.velocity(time.t(k) as f64, &x);
                 xs.push(x.iter().zip(&v).map(|(x, v)| x + h * v).collect());
             }
-            let mut lambda: Vec<f64> = xs[time.steps].iter().zip(y).map(|(x, y)| 2.0 * (x - *y as f64) / D as f64).collect();
+            let mut lambda: Vec<f64> =
+                xs[time.steps].iter().zip(y).map(|(x, y)| 2.0 * (x - *y as f64) / D as f64).collect();
             for k in (0..time.steps).rev() {
                 let at = affine.apply(time.t(k) as f64, &lambda, true);
                 lambda = lambda.iter().zip(&at).map(|(l, a)| l + h * a).collect();
@@ -220,7 +248,14 @@ mod tests {
         let err = max_rel_err(&to_vec(edit.shift.clone()), &expected);
         assert!(err < 1e-4, "x_0 gradient off by {err:e}");
         assert!(edit.objectives[1] < edit.objectives[0], "one step downhill lowers the loss: {:?}", edit.objectives);
-        let decoded = simulate_untracked(editor.field(), state.x0.to_tensor::<B, 4>(&Default::default()).unwrap() + edit.shift, None, &time, Default::default()).last();
+        let decoded = simulate_untracked(
+            editor.field(),
+            state.x0.to_tensor::<B, 4>(&Default::default()).unwrap() + edit.shift,
+            None,
+            &time,
+            Default::default(),
+        )
+        .last();
         assert_eq!(to_vec(decoded), to_vec(edit.images), "the images are the uncontrolled decode of x_0 + δ");
     }
 
@@ -231,8 +266,21 @@ mod tests {
         let guidance = MseToTarget::new(tensor(target.clone()));
         let ctx = GuidanceContext { iteration: 0, seed: 0 };
         let sampled = guided_sample(&affine.field(), &guidance, tensor(x0.clone()), &time, scale, &ctx);
-        let replayed = simulate_untracked(&affine.field(), tensor(x0.clone()), Some(&sampled.controls), &time, crate::params::Mode::Paper).last();
-        assert!(max_rel_err(&to_vec(replayed), &to_vec(sampled.images.clone()).iter().map(|&v| f64::from(v)).collect::<Vec<_>>()) < 1e-6, "the controls replay the sample");
+        let replayed = simulate_untracked(
+            &affine.field(),
+            tensor(x0.clone()),
+            Some(&sampled.controls),
+            &time,
+            crate::params::Mode::Paper,
+        )
+        .last();
+        assert!(
+            max_rel_err(
+                &to_vec(replayed),
+                &to_vec(sampled.images.clone()).iter().map(|&v| f64::from(v)).collect::<Vec<_>>()
+            ) < 1e-6,
+            "the controls replay the sample"
+        );
 
         // ∇_x G(x + (1 − t)v(x, t)) = (I + (1 − t)A(t))ᵀ ∇G(x̂_1), ∇G(x̂) = 2(x̂ − y)/D.
         let h = time.dt() as f64;

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Tensor, backend::AutodiffBackend};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use flowgrad_params::DirectionHeader;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::editor::{EditOutcome, Editor};
 use crate::error::{FlowGradError, Result, invalid};
@@ -99,7 +99,8 @@ impl GlobalDirection {
         let bytes = self.controls.bytes();
         let view = TensorView::new(Dtype::F32, self.controls.shape.clone(), &bytes)
             .map_err(|e| FlowGradError::CorruptState(e.to_string()))?;
-        safetensors::serialize([(CONTROLS, view)], Some(metadata)).map_err(|e| FlowGradError::CorruptState(e.to_string()))
+        safetensors::serialize([(CONTROLS, view)], Some(metadata))
+            .map_err(|e| FlowGradError::CorruptState(e.to_string()))
     }
 
     /// Parses a buffer written by [`GlobalDirection::to_bytes`]; returns it with its labels.
@@ -136,7 +137,10 @@ mod tests {
         assert!(GlobalDirection::from_bytes(b"not safetensors").is_err());
         let params = EditParams { steps: 3, ..EditParams::default() };
         let per_image = HostTensor { shape: vec![3, 2, 1, 2, 2], values: vec![0.0; 24] };
-        assert!(matches!(GlobalDirection::from_controls(per_image, params.clone()), Err(FlowGradError::ShapeMismatch { .. })));
+        assert!(matches!(
+            GlobalDirection::from_controls(per_image, params.clone()),
+            Err(FlowGradError::ShapeMismatch { .. })
+        ));
         let wrong_steps = HostTensor { shape: vec![4, 1, 1, 2, 2], values: vec![0.0; 16] };
         assert!(GlobalDirection::from_controls(wrong_steps, params).is_err());
     }

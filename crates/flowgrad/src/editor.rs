@@ -9,9 +9,9 @@ use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff, ssim};
 use crate::gradient::{GradientRule, endpoint_gradient, flowgrad_gradient};
 use crate::params::{ControlSharing, EditParams, Faithfulness, Mode, Selection, UpdateRule};
+use crate::recording::AnchorPlan;
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};
 use crate::tensor_util::{from_vec, to_vec};
-use crate::recording::AnchorPlan;
 use crate::trajectory::{TimeGrid, encode, simulate_recording, simulate_untracked};
 use crate::trust::{TrustRegion, acceptance, entry_energies, zero_entries};
 
@@ -122,7 +122,8 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// objective they lower below the unedited reconstruction's (2N more forwards), so an edit
     /// never starts, and with the trust region never ends, worse than either.
     pub fn start_encoded(&self, original: HostTensor, x0: HostTensor, seed: u64, stream: u64) -> Result<ControlState> {
-        let mismatch = || FlowGradError::ShapeMismatch { what: "x0", expected: original.shape.clone(), actual: x0.shape.clone() };
+        let mismatch =
+            || FlowGradError::ShapeMismatch { what: "x0", expected: original.shape.clone(), actual: x0.shape.clone() };
         let [b, c, h, w]: [usize; 4] = original.shape.clone().try_into().map_err(|_| mismatch())?;
         if x0.shape != original.shape {
             return Err(mismatch());
@@ -149,7 +150,14 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             let (cold, hot) = (self.evaluate(&state, &state.controls, 0)?.1, self.evaluate(&state, &warm, 0)?.1);
             let mut controls = warm;
             // not strictly better (or not finite): start that entry from zero
-            zero_entries(&mut controls, &cold.iter().zip(&hot).map(|(c, h)| h.partial_cmp(c) != Some(std::cmp::Ordering::Less)).collect::<Vec<_>>());
+            zero_entries(
+                &mut controls,
+                &cold
+                    .iter()
+                    .zip(&hot)
+                    .map(|(c, h)| h.partial_cmp(c) != Some(std::cmp::Ordering::Less))
+                    .collect::<Vec<_>>(),
+            );
             state.controls = controls;
         }
         Ok(state)
@@ -157,7 +165,12 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
     /// The images `controls` decode to and each control entry's objective on them (iteration
     /// `iteration`'s guidance views).
-    fn evaluate(&self, state: &ControlState, controls: &HostTensor, iteration: usize) -> Result<(Tensor<B, 4>, Vec<f64>)> {
+    fn evaluate(
+        &self,
+        state: &ControlState,
+        controls: &HostTensor,
+        iteration: usize,
+    ) -> Result<(Tensor<B, 4>, Vec<f64>)> {
         let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
         let images = self.decode(state, controls)?;
         let parts = self.loss_parts(images.clone(), state.original.to_tensor::<B, 4>(&self.device)?, &ctx);
@@ -199,16 +212,24 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         }
         let iteration = state.iteration;
         let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
-        let (x0, original) = (state.x0.to_tensor::<B, 4>(&self.device)?, state.original.to_tensor::<B, 4>(&self.device)?);
+        let (x0, original) =
+            (state.x0.to_tensor::<B, 4>(&self.device)?, state.original.to_tensor::<B, 4>(&self.device)?);
         let batch = x0.dims()[0];
         let controls = self.control_tensors(&state.controls, batch);
         let time = self.time_grid();
-        let plan = AnchorPlan { xi: self.params.xi, mode: self.params.mode, anchor: self.params.segment_anchor, capacity: self.recorded_forwards };
-        let (trajectory, mut recorded) = simulate_recording(&self.field, x0, Some(&controls), &time, self.params.mode, plan);
+        let plan = AnchorPlan {
+            xi: self.params.xi,
+            mode: self.params.mode,
+            anchor: self.params.segment_anchor,
+            capacity: self.recorded_forwards,
+        };
+        let (trajectory, mut recorded) =
+            simulate_recording(&self.field, x0, Some(&controls), &time, self.params.mode, plan);
 
         let x1 = trajectory.last().detach().require_grad();
         let parts = self.loss_parts(x1.clone(), original, &ctx);
-        let grad_x1 = endpoint_gradient(&x1, parts.weighted.clone()).ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?;
+        let grad_x1 = endpoint_gradient(&x1, parts.weighted.clone())
+            .ok_or(FlowGradError::NonFinite { what: "loss gradient", iteration })?;
 
         let per_image: Vec<f64> = to_vec(parts.weighted.clone()).into_iter().map(f64::from).collect();
         let objectives = self.entry_objectives(&per_image, &state.controls);
@@ -220,9 +241,18 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         // Where every entry rejects its trial, the next trial needs no gradient: skip the VJPs.
         let mut gradient = None;
         if accepted.iter().any(|&a| a) {
-            let gradient_of_step = flowgrad_gradient(&self.field, &trajectory, &mut recorded, Some(&controls), &time, grad_x1, GradientRule::of(&self.params));
+            let gradient_of_step = flowgrad_gradient(
+                &self.field,
+                &trajectory,
+                &mut recorded,
+                Some(&controls),
+                &time,
+                grad_x1,
+                GradientRule::of(&self.params),
+            );
             let grid = &gradient_of_step.grid;
-            let per_step = gradient_of_step.decomposed.assigned(self.params.segment_gradient, grid, &time, self.params.mode);
+            let per_step =
+                gradient_of_step.decomposed.assigned(self.params.segment_gradient, grid, &time, self.params.mode);
             record.segments = grid.len();
             gradient = Some(self.objective_gradient(&state.controls, &per_step));
         }
@@ -237,7 +267,15 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
                 HostTensor { shape: state.controls.shape.clone(), values }
             }
             UpdateRule::TrustRegion => {
-                let trust = TrustRegion::advance(state.trust.take(), iteration, &state.controls, &objectives, &accepted, gradient.as_deref(), self.params.trust_radius);
+                let trust = TrustRegion::advance(
+                    state.trust.take(),
+                    iteration,
+                    &state.controls,
+                    &objectives,
+                    &accepted,
+                    gradient.as_deref(),
+                    self.params.trust_radius,
+                );
                 let next = trust.trial(self.control_scale());
                 record.accepted = accepted;
                 record.radius = trust.radius.clone();
@@ -278,13 +316,14 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     pub fn finish(&self, state: &ControlState) -> Result<EditOutcome<B>> {
         self.check(state)?;
         let (images, objectives) = self.evaluate(state, &state.controls, state.iteration)?;
-        let last = |controls: HostTensor, images: Tensor<B, 4>, objectives: Vec<f64>, iterations: Vec<usize>| EditOutcome {
-            images: images.detach(),
-            controls,
-            selected_iteration: iterations.iter().copied().max().unwrap_or(state.iteration),
-            selected_iterations: iterations,
-            objective: objectives.iter().sum(),
-        };
+        let last =
+            |controls: HostTensor, images: Tensor<B, 4>, objectives: Vec<f64>, iterations: Vec<usize>| EditOutcome {
+                images: images.detach(),
+                controls,
+                selected_iteration: iterations.iter().copied().max().unwrap_or(state.iteration),
+                selected_iterations: iterations,
+                objective: objectives.iter().sum(),
+            };
         let entries = objectives.len();
         match (self.params.selection, self.params.update, &state.trust, &state.best) {
             (Selection::Best, UpdateRule::TrustRegion, Some(trust), _) => {
@@ -294,7 +333,10 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             }
             (Selection::Best, UpdateRule::Gradient, _, Some(best)) if best.objective < objectives.iter().sum() => {
                 let images = self.decode(state, &best.controls)?;
-                Ok(EditOutcome { objective: best.objective, ..last(best.controls.clone(), images, vec![], vec![best.iteration; entries]) })
+                Ok(EditOutcome {
+                    objective: best.objective,
+                    ..last(best.controls.clone(), images, vec![], vec![best.iteration; entries])
+                })
             }
             _ => Ok(last(state.controls.clone(), images, objectives, vec![state.iteration; entries])),
         }
@@ -399,7 +441,13 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     }
 
     /// The iteration's record; its `segments` are filled in once the backward pass has run.
-    fn record(&self, iteration: usize, parts: &LossParts<B>, per_image: Vec<f64>, controls: &HostTensor) -> Result<IterationRecord> {
+    fn record(
+        &self,
+        iteration: usize,
+        parts: &LossParts<B>,
+        per_image: Vec<f64>,
+        controls: &HostTensor,
+    ) -> Result<IterationRecord> {
         let energy = energy(controls);
         let objective = per_image.iter().sum::<f64>() + self.params.lambda as f64 * energy;
         if !objective.is_finite() {
@@ -421,12 +469,14 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// ∂objective/∂u = ∂L/∂u + 2λu on the host (summed over the batch for shared controls).
     fn objective_gradient(&self, controls: &HostTensor, per_step: &[Tensor<B, 4>]) -> Vec<f32> {
         let shared = self.params.sharing == ControlSharing::Shared;
-        let grads: Vec<Tensor<B, 4>> = per_step
-            .iter()
-            .map(|g| if shared { g.clone().sum_dim(0) } else { g.clone() })
-            .collect();
+        let grads: Vec<Tensor<B, 4>> =
+            per_step.iter().map(|g| if shared { g.clone().sum_dim(0) } else { g.clone() }).collect();
         let lambda = self.params.lambda;
-        to_vec(Tensor::cat(grads, 0).inner()).into_iter().zip(&controls.values).map(|(g, &u)| g + 2.0 * lambda * u).collect()
+        to_vec(Tensor::cat(grads, 0).inner())
+            .into_iter()
+            .zip(&controls.values)
+            .map(|(g, &u)| g + 2.0 * lambda * u)
+            .collect()
     }
 
     fn track_best(&self, state: &mut ControlState, iteration: usize, objective: f64, controls: HostTensor) {

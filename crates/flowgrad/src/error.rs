@@ -58,8 +58,5 @@ pub type Result<T> = std::result::Result<T, FlowGradError>;
 
 /// Builds an [`FlowGradError::InvalidParameter`].
 pub(crate) fn invalid(name: &'static str, reason: impl Into<String>) -> FlowGradError {
-    FlowGradError::InvalidParameter {
-        name,
-        reason: reason.into(),
-    }
+    FlowGradError::InvalidParameter { name, reason: reason.into() }
 }

@@ -64,17 +64,10 @@ impl<B: Backend> MseToTarget<B> {
 impl<B: Backend> Guidance<B> for MseToTarget<B> {
     fn loss(&self, x1: Tensor<B, 4>, _ctx: &GuidanceContext) -> Tensor<B, 1> {
         let [b, ..] = x1.dims();
-        (x1 - self.target.clone())
-            .powi_scalar(2)
-            .reshape([b as i32, -1])
-            .mean_dim(1)
-            .reshape([b])
+        (x1 - self.target.clone()).powi_scalar(2).reshape([b as i32, -1]).mean_dim(1).reshape([b])
     }
     fn fingerprint(&self) -> String {
-        format!(
-            "mse:{}",
-            crate::state::digest_f32(&crate::tensor_util::to_vec(self.target.clone()))
-        )
+        format!("mse:{}", crate::state::digest_f32(&crate::tensor_util::to_vec(self.target.clone())))
     }
 }
 
@@ -106,7 +99,8 @@ pub fn ssim<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> Tensor<B, 1> {
     let var_b = (pool(b.clone() * b.clone()) - mean_b.clone() * mean_b.clone()) * unbiased;
     let cov = (pool(a * b) - mean_a.clone() * mean_b.clone()) * unbiased;
     let (c1, c2) = (1e-4f32, 9e-4f32);
-    let luminance = (mean_a.clone() * mean_b.clone() * 2.0 + c1) / (mean_a.clone() * mean_a + mean_b.clone() * mean_b + c1);
+    let luminance =
+        (mean_a.clone() * mean_b.clone() * 2.0 + c1) / (mean_a.clone() * mean_a + mean_b.clone() * mean_b + c1);
     let structure = (cov * 2.0 + c2) / (var_a + var_b + c2);
     (luminance * structure).reshape([n as i32, -1]).mean_dim(1).reshape([n])
 }

@@ -46,7 +46,10 @@ pub struct IterationGradient<B: AutodiffBackend> {
 
 /// ∂L/∂x_N: back-propagates `loss` (any shape; summed) to `x1`, which must have been marked with
 /// `require_grad` before the loss was computed from it. `None` when the loss does not depend on it.
-pub fn endpoint_gradient<B: AutodiffBackend, const D: usize>(x1: &Tensor<B, 4>, loss: Tensor<B, D>) -> Option<Tensor<B, 4>> {
+pub fn endpoint_gradient<B: AutodiffBackend, const D: usize>(
+    x1: &Tensor<B, 4>,
+    loss: Tensor<B, D>,
+) -> Option<Tensor<B, 4>> {
     let grads = loss.sum().backward();
     x1.grad(&grads).map(Tensor::from_inner)
 }
@@ -76,7 +79,17 @@ pub fn flowgrad_gradient<B: AutodiffBackend, F: VelocityField<B>>(
     rule: GradientRule,
 ) -> IterationGradient<B> {
     let (grid, straightness) = segment_grid(&trajectory.velocities, rule);
-    let decomposed = decomposed_backprop_recorded(field, trajectory, recorded, controls, &grid, time, grad_x1, rule.mode, rule.anchor);
+    let decomposed = decomposed_backprop_recorded(
+        field,
+        trajectory,
+        recorded,
+        controls,
+        &grid,
+        time,
+        grad_x1,
+        rule.mode,
+        rule.anchor,
+    );
     IterationGradient { decomposed, grid, straightness }
 }
 
@@ -88,7 +101,10 @@ mod tests {
     type B = Autodiff<Flex>;
 
     fn velocities(values: &[f32]) -> Vec<Tensor<Flex, 4>> {
-        values.iter().map(|&v| Tensor::<Flex, 1>::from_floats([v, 1.0], &Default::default()).reshape([1, 1, 1, 2])).collect()
+        values
+            .iter()
+            .map(|&v| Tensor::<Flex, 1>::from_floats([v, 1.0], &Default::default()).reshape([1, 1, 1, 2]))
+            .collect()
     }
 
     #[test]
@@ -114,7 +130,9 @@ mod tests {
 
     #[test]
     fn the_endpoint_gradient_of_a_sum_of_squares_is_twice_the_point() {
-        let x1 = Tensor::<B, 1>::from_floats([1.0, -2.0, 0.5, 3.0], &Default::default()).reshape([1, 1, 2, 2]).require_grad();
+        let x1 = Tensor::<B, 1>::from_floats([1.0, -2.0, 0.5, 3.0], &Default::default())
+            .reshape([1, 1, 2, 2])
+            .require_grad();
         let grad = endpoint_gradient(&x1, x1.clone().powi_scalar(2)).unwrap();
         let values = grad.into_data().to_vec::<f32>().unwrap();
         assert_eq!(values, vec![2.0, -4.0, 1.0, 6.0]);

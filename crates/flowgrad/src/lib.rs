@@ -5,8 +5,8 @@
 //! (`Autodiff<Flex>` on CPU, `Autodiff<Cuda>` on NVIDIA GPUs).
 
 pub mod analytic;
-pub mod baselines;
 pub mod backprop;
+pub mod baselines;
 pub mod direction;
 pub mod editor;
 pub mod error;
@@ -20,15 +20,23 @@ pub mod tensor_util;
 pub mod trajectory;
 pub mod trust;
 
-pub use backprop::{DecomposedGradient, FullGradient, RecordedSimulation, decomposed_backprop, decomposed_backprop_recorded, full_backprop, record_simulation, velocity_vjp};
+pub use backprop::{
+    DecomposedGradient, FullGradient, RecordedSimulation, decomposed_backprop, decomposed_backprop_recorded,
+    full_backprop, record_simulation, velocity_vjp,
+};
 pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
-pub use gradient::{GradientRule, IterationGradient, endpoint_gradient, flowgrad_gradient, segment_grid};
 pub use field::{Guidance, GuidanceContext, MseToTarget, SSIM_STRIDE, SSIM_WINDOW, VelocityField, mean_abs_diff, ssim};
-pub use params::{ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Faithfulness, Mode, SegmentAnchor, SegmentGradient, Selection, TRUST_GROWTH, TRUST_SHRINK, UpdateRule};
+pub use gradient::{GradientRule, IterationGradient, endpoint_gradient, flowgrad_gradient, segment_grid};
+pub use params::{
+    ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Faithfulness, Mode, SegmentAnchor, SegmentGradient, Selection,
+    TRUST_GROWTH, TRUST_SHRINK, UpdateRule,
+};
 pub use recording::{AnchorPlan, RecordedForwards};
 pub use state::{BestControls, ControlState, HostTensor, IterationRecord};
 pub use straightness::{Grid, GridPrefix, Straightness, straightness, straightness_from_sums};
+pub use trajectory::{
+    RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate, simulate_recording, simulate_untracked,
+};
 pub use trust::TrustRegion;
-pub use trajectory::{RoundTrip, Solver, TimeGrid, Trajectory, encode, round_trip, simulate, simulate_recording, simulate_untracked};

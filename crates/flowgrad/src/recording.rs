@@ -72,7 +72,12 @@ impl<B: AutodiffBackend> RecordedForwards<B> {
 
     /// Evaluates the field at `input` (made a graph leaf) and keeps the forward for `step`;
     /// returns the velocity's values, detached.
-    fn record(&mut self, step: usize, input: Tensor<B, 4>, velocity: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>) -> Tensor<B, 4> {
+    fn record(
+        &mut self,
+        step: usize,
+        input: Tensor<B, 4>,
+        velocity: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         let input = input.detach().require_grad();
         let velocity = velocity(input.clone());
         let values = velocity.clone().detach();
@@ -88,7 +93,11 @@ impl<B: AutodiffBackend> RecordedForwards<B> {
 }
 
 /// Jᵀλ of `output` with respect to the graph leaf `input`, by one backward pass.
-pub(crate) fn backward_vjp<B: AutodiffBackend>(input: Tensor<B, 4>, output: Tensor<B, 4>, cotangent: Tensor<B, 4>) -> Tensor<B, 4> {
+pub(crate) fn backward_vjp<B: AutodiffBackend>(
+    input: Tensor<B, 4>,
+    output: Tensor<B, 4>,
+    cotangent: Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let grads = (output * cotangent.detach()).sum().backward();
     match input.grad(&grads) {
         Some(g) => Tensor::from_inner(g),
@@ -125,7 +134,12 @@ impl<B: AutodiffBackend> Recorder<B> {
     /// Evaluates step `step`'s velocity at `input` with `velocity`, recording the forward while
     /// there is room, then lets go of the forwards that can no longer be anchors. Returns the
     /// velocity's values (detached, so the simulation's states stay outside every graph).
-    pub(crate) fn step(&mut self, step: usize, input: Tensor<B, 4>, velocity: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>) -> Tensor<B, 4> {
+    pub(crate) fn step(
+        &mut self,
+        step: usize,
+        input: Tensor<B, 4>,
+        velocity: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
         if self.plan.capacity == 0 {
             return velocity(input).detach();
         }
@@ -166,7 +180,13 @@ impl<B: AutodiffBackend> Recorder<B> {
         let s = straightness_from_sums(&self.norm_sq, &self.diff_next_sq, wrap_sq, self.plan.mode).s;
         let prefix = Grid::build_prefix(&s[..known], self.steps, self.plan.xi, self.plan.mode);
         let anchor = self.plan.anchor;
-        let closed: Vec<usize> = prefix.closed.starts.iter().zip(&prefix.closed.lengths).map(|(&start, &len)| anchor.step(start, len)).collect();
+        let closed: Vec<usize> = prefix
+            .closed
+            .starts
+            .iter()
+            .zip(&prefix.closed.lengths)
+            .map(|(&start, &len)| anchor.step(start, len))
+            .collect();
         let (open_start, past_open) = (prefix.open_start, prefix.open_start + prefix.open_min_len);
         let earliest_open_anchor = anchor.step(open_start, prefix.open_min_len);
         move |step| {
@@ -174,4 +194,5 @@ impl<B: AutodiffBackend> Recorder<B> {
                 || step >= past_open
                 || (step >= earliest_open_anchor && (anchor == SegmentAnchor::Middle || step == open_start))
         }
-    }}
+    }
+}

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{FlowGradError, Result};
-use crate::trust::TrustRegion;
 use crate::tensor_util::{from_vec, to_vec};
+use crate::trust::TrustRegion;
 
 /// Version of the serialised layout; bumped on incompatible changes.
 pub const STATE_FORMAT: u32 = 1;
@@ -34,9 +34,10 @@ impl HostTensor {
 
     /// Uploads to `device` as a `D`-dimensional tensor.
     pub fn to_tensor<B: Backend, const D: usize>(&self, device: &B::Device) -> Result<Tensor<B, D>> {
-        let shape: [usize; D] = self.shape.clone().try_into().map_err(|_| {
-            FlowGradError::CorruptState(format!("expected a {D}-d tensor, got shape {:?}", self.shape))
-        })?;
+        let shape: [usize; D] =
+            self.shape.clone().try_into().map_err(|_| {
+                FlowGradError::CorruptState(format!("expected a {D}-d tensor, got shape {:?}", self.shape))
+            })?;
         Ok(from_vec(self.values.clone(), shape, device))
     }
 
@@ -48,11 +49,7 @@ impl HostTensor {
         if view.dtype() != Dtype::F32 {
             return Err(FlowGradError::CorruptState(format!("tensor dtype {:?}, expected F32", view.dtype())));
         }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok(Self { shape: view.shape().to_vec(), values })
     }
 }
@@ -180,15 +177,11 @@ impl ControlState {
             named.push(("trust_accepted", &trust.accepted));
             named.push(("trust_direction", &trust.direction));
         }
-        let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = named
-            .into_iter()
-            .map(|(name, t)| (name.to_string(), t.shape.clone(), t.bytes()))
-            .collect();
+        let buffers: Vec<(String, Vec<usize>, Vec<u8>)> =
+            named.into_iter().map(|(name, t)| (name.to_string(), t.shape.clone(), t.bytes())).collect();
         let views = buffers
             .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v))
-            })
+            .map(|(name, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| FlowGradError::CorruptState(e.to_string()))?;
         let metadata = HashMap::from([(METADATA_KEY.to_string(), json)]);
@@ -216,11 +209,9 @@ impl ControlState {
             HostTensor::from_view(&tensors.tensor(name).map_err(|e| corrupt(&e))?)
         };
         let best = match (meta.best_iteration, meta.best_objective) {
-            (Some(iteration), Some(objective)) => Some(BestControls {
-                iteration,
-                objective,
-                controls: read("best_controls")?,
-            }),
+            (Some(iteration), Some(objective)) => {
+                Some(BestControls { iteration, objective, controls: read("best_controls")? })
+            }
             _ => None,
         };
         let trust = match meta.trust {

@@ -21,11 +21,7 @@ pub struct Straightness {
 /// Relative change ‖a − b‖²/‖b‖² from its two sums of squares. `Paper` mode defines 0/0 as 0
 /// (both velocities zero); `Reference` keeps IEEE arithmetic as the original does.
 fn relative_change(diff_sq: f32, norm_sq: f32, mode: Mode) -> f32 {
-    if mode == Mode::Paper && diff_sq == 0.0 {
-        0.0
-    } else {
-        diff_sq / norm_sq
-    }
+    if mode == Mode::Paper && diff_sq == 0.0 { 0.0 } else { diff_sq / norm_sq }
 }
 
 /// Computes the straightness of the velocities `vs` (one `[B, C, H, W]` tensor per step).
@@ -44,22 +40,13 @@ pub fn straightness<B: Backend>(vs: &[Tensor<B, 4>], mode: Mode) -> Straightness
     } else {
         vec![]
     };
-    let wrap_sq = to_vec(
-        (stacked.clone().narrow(0, n - 1, 1) - stacked.narrow(0, 0, 1))
-            .powi_scalar(2)
-            .sum(),
-    )[0];
+    let wrap_sq = to_vec((stacked.clone().narrow(0, n - 1, 1) - stacked.narrow(0, 0, 1)).powi_scalar(2).sum())[0];
     straightness_from_sums(&norm_sq, &diff_next_sq, wrap_sq, mode)
 }
 
 /// Straightness from host sums: `norm_sq[k] = ‖v_k‖²`, `diff_next_sq[k] = ‖v_{k+1} − v_k‖²`
 /// (length N − 1) and `wrap_sq = ‖v_{N−1} − v_0‖²` (used by `Reference` mode at k = 0).
-pub fn straightness_from_sums(
-    norm_sq: &[f32],
-    diff_next_sq: &[f32],
-    wrap_sq: f32,
-    mode: Mode,
-) -> Straightness {
+pub fn straightness_from_sums(norm_sq: &[f32], diff_next_sq: &[f32], wrap_sq: f32, mode: Mode) -> Straightness {
     let n = norm_sq.len();
     let mut d_prev = vec![0.0; n];
     let mut d_next = vec![0.0; n];
@@ -176,10 +163,6 @@ impl Grid {
 
     /// For every Euler step, the index of the segment containing it.
     pub fn segment_of_step(&self) -> Vec<usize> {
-        self.lengths
-            .iter()
-            .enumerate()
-            .flat_map(|(j, &len)| std::iter::repeat_n(j, len))
-            .collect()
+        self.lengths.iter().enumerate().flat_map(|(j, &len)| std::iter::repeat_n(j, len)).collect()
     }
 }

@@ -1,6 +1,9 @@
 //! Euler simulation with per-step controls, and encoding images into noise.
 
-use burn::tensor::{Tensor, backend::{AutodiffBackend, Backend}};
+use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::field::VelocityField;

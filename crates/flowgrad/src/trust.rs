@@ -35,7 +35,12 @@ fn entry_ranges(shape: &[usize], entry: usize) -> impl Iterator<Item = std::ops:
 /// Σ u² of each entry of `[N, entries, …]` controls.
 pub fn entry_energies(controls: &HostTensor) -> Vec<f64> {
     (0..controls.shape[1])
-        .map(|i| entry_ranges(&controls.shape, i).flat_map(|r| controls.values[r].iter()).map(|&v| f64::from(v) * f64::from(v)).sum())
+        .map(|i| {
+            entry_ranges(&controls.shape, i)
+                .flat_map(|r| controls.values[r].iter())
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum()
+        })
         .collect()
 }
 
@@ -79,7 +84,15 @@ impl TrustRegion {
     /// accepted entries take the trial as their new best with the direction of `gradient`
     /// (∂objective/∂u, same layout; only read where some entry is accepted), rejected ones keep
     /// theirs and shrink. `first_radius` starts every entry's radius on the first iteration.
-    pub fn advance(previous: Option<TrustRegion>, iteration: usize, controls: &HostTensor, objectives: &[f64], accepted: &[bool], gradient: Option<&[f32]>, first_radius: f32) -> TrustRegion {
+    pub fn advance(
+        previous: Option<TrustRegion>,
+        iteration: usize,
+        controls: &HostTensor,
+        objectives: &[f64],
+        accepted: &[bool],
+        gradient: Option<&[f32]>,
+        first_radius: f32,
+    ) -> TrustRegion {
         let entries = controls.shape[1];
         let mut next = previous.unwrap_or_else(|| TrustRegion {
             radius: vec![first_radius; entries],
@@ -125,7 +138,12 @@ impl TrustRegion {
 
     /// Per entry: `candidate` where its objective is below the accepted one, else the accepted
     /// controls; returns the merged controls, per-entry objectives and selected iterations.
-    pub fn select(&self, candidate: &HostTensor, candidate_iteration: usize, objectives: &[f64]) -> (HostTensor, Vec<f64>, Vec<usize>) {
+    pub fn select(
+        &self,
+        candidate: &HostTensor,
+        candidate_iteration: usize,
+        objectives: &[f64],
+    ) -> (HostTensor, Vec<f64>, Vec<usize>) {
         let mut controls = candidate.clone();
         let mut chosen = objectives.to_vec();
         let mut iterations = vec![candidate_iteration; objectives.len()];

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{Affine, noise, rel_err, tensor};
-use flowgrad::{Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, simulate, straightness};
+use flowgrad::{
+    Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, simulate,
+    straightness,
+};
 
 const BATCH: usize = 2;
 const SHAPE: [usize; 4] = [BATCH, 3, 2, 2];
@@ -85,7 +88,8 @@ impl Problem {
         let controls: Vec<_> = self.controls.iter().map(|u| tensor(u.clone(), SHAPE)).collect();
         let traj = simulate(&field, tensor(self.x0.clone(), SHAPE), Some(&controls), &self.time, mode);
         let x1 = traj.last().require_grad();
-        let loss = MseToTarget::new(tensor(self.target.clone(), SHAPE)).loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 });
+        let loss = MseToTarget::new(tensor(self.target.clone(), SHAPE))
+            .loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 });
         let grads = loss.sum().backward();
         let grad_x1 = burn::tensor::Tensor::from_inner(x1.grad(&grads).unwrap());
         let grid = match xi {
@@ -94,7 +98,9 @@ impl Problem {
         };
         let g = decomposed_backprop(&field, &traj, Some(&controls), &grid, &self.time, grad_x1, mode, anchor);
         assert_eq!(g.vjps, grid.len());
-        let flat = |steps: Vec<burn::tensor::Tensor<common::B, 4>>| -> Vec<f64> { steps.into_iter().flat_map(|t| flowgrad::tensor_util::to_vec(t.inner())).map(f64::from).collect() };
+        let flat = |steps: Vec<burn::tensor::Tensor<common::B, 4>>| -> Vec<f64> {
+            steps.into_iter().flat_map(|t| flowgrad::tensor_util::to_vec(t.inner())).map(f64::from).collect()
+        };
         let interpolated = flat(g.interpolated(&grid, &self.time, mode));
         (flat(g.per_step), interpolated, grid.len())
     }
@@ -152,7 +158,10 @@ fn interpolated_costates_are_closer_to_the_exact_gradient() {
             let (copied, interpolated, vjps) = problem.decomposed_both(mode, Some(xi), SegmentAnchor::Start);
             let (copy_err, interp_err) = (rel_err(&copied, &exact), rel_err(&interpolated, &exact));
             assert!(vjps < N, "{mode:?} ξ = {xi}: the grid must merge steps");
-            assert!(interp_err < copy_err, "{mode:?} ξ = {xi} ({vjps} VJPs): interpolated {interp_err:e}, copied {copy_err:e}");
+            assert!(
+                interp_err < copy_err,
+                "{mode:?} ξ = {xi} ({vjps} VJPs): interpolated {interp_err:e}, copied {copy_err:e}"
+            );
         }
     }
 }
@@ -170,15 +179,29 @@ fn middle_anchored_vjps_are_closer_to_the_exact_gradient() {
     // smaller ones: its grid leaves S_j of the segment start out of the running sum)
     for (mode, xis) in [(Mode::Paper, [0.05, 0.02, 0.01]), (Mode::Reference, [0.5, 0.2, 0.1])] {
         let exact = problem.exact_gradient(mode);
-        assert_eq!(problem.decomposed_both(mode, None, SegmentAnchor::Middle), problem.decomposed_both(mode, None, SegmentAnchor::Start), "{mode:?}: uniform grid");
+        assert_eq!(
+            problem.decomposed_both(mode, None, SegmentAnchor::Middle),
+            problem.decomposed_both(mode, None, SegmentAnchor::Start),
+            "{mode:?}: uniform grid"
+        );
         for xi in xis {
-            let (start_copied, start_interpolated, vjps) = problem.decomposed_both(mode, Some(xi), SegmentAnchor::Start);
-            let (middle_copied, middle_interpolated, middle_vjps) = problem.decomposed_both(mode, Some(xi), SegmentAnchor::Middle);
+            let (start_copied, start_interpolated, vjps) =
+                problem.decomposed_both(mode, Some(xi), SegmentAnchor::Start);
+            let (middle_copied, middle_interpolated, middle_vjps) =
+                problem.decomposed_both(mode, Some(xi), SegmentAnchor::Middle);
             assert_eq!(vjps, middle_vjps, "{mode:?} ξ = {xi}: the anchor must not change the grid");
-            assert!(vjps > 1 && vjps < N, "{mode:?} ξ = {xi}: the grid must merge steps into several segments ({vjps})");
-            for (what, start, middle) in [("copied", &start_copied, &middle_copied), ("interpolated", &start_interpolated, &middle_interpolated)] {
+            assert!(
+                vjps > 1 && vjps < N,
+                "{mode:?} ξ = {xi}: the grid must merge steps into several segments ({vjps})"
+            );
+            for (what, start, middle) in
+                [("copied", &start_copied, &middle_copied), ("interpolated", &start_interpolated, &middle_interpolated)]
+            {
                 let (start_err, middle_err) = (rel_err(start, &exact), rel_err(middle, &exact));
-                assert!(middle_err < start_err, "{mode:?} ξ = {xi} ({vjps} VJPs), {what}: middle {middle_err:e}, start {start_err:e}");
+                assert!(
+                    middle_err < start_err,
+                    "{mode:?} ξ = {xi} ({vjps} VJPs), {what}: middle {middle_err:e}, start {start_err:e}"
+                );
             }
         }
     }

@@ -5,14 +5,24 @@ mod common;
 
 use common::{Affine, B, noise, tensor};
 use flowgrad::{
-    ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, SegmentAnchor, SegmentGradient, Selection,
-    Solver, TimeGrid, UpdateRule, round_trip,
+    ControlSharing, ControlState, EditParams, Editor, FlowGradError, GlobalDirection, Mode, MseToTarget, SegmentAnchor,
+    SegmentGradient, Selection, Solver, TimeGrid, UpdateRule, round_trip,
 };
 
 const SHAPE: [usize; 4] = [2, 3, 2, 2];
 
 fn params() -> EditParams {
-    EditParams { steps: 12, iterations: 6, update: UpdateRule::Gradient, step_size: 2.0, xi: 0.05, eta: 0.8, lambda: 1e-2, mode: Mode::Paper, ..Default::default() }
+    EditParams {
+        steps: 12,
+        iterations: 6,
+        update: UpdateRule::Gradient,
+        step_size: 2.0,
+        xi: 0.05,
+        eta: 0.8,
+        lambda: 1e-2,
+        mode: Mode::Paper,
+        ..Default::default()
+    }
 }
 
 fn editor(params: EditParams) -> Editor<B, flowgrad::analytic::AffineField<B>, MseToTarget<B>> {
@@ -62,8 +72,16 @@ fn resume_from_every_iteration_is_bit_identical() {
         // a fresh editor, as on another worker
         let other = self::editor(params());
         let outcome = other.run(&mut resumed, |_, _| {}).unwrap();
-        assert_eq!(bits(&outcome.controls.values), bits(&expected.controls.values), "controls after resuming at {stop}");
-        assert_eq!(bits(&flowgrad::tensor_util::to_vec(outcome.images.inner())), bits(&expected_image), "image after resuming at {stop}");
+        assert_eq!(
+            bits(&outcome.controls.values),
+            bits(&expected.controls.values),
+            "controls after resuming at {stop}"
+        );
+        assert_eq!(
+            bits(&flowgrad::tensor_util::to_vec(outcome.images.inner())),
+            bits(&expected_image),
+            "image after resuming at {stop}"
+        );
         assert_eq!(resumed.history, straight.history);
         assert_eq!(outcome.selected_iteration, expected.selected_iteration);
     }
@@ -141,7 +159,9 @@ fn shared_direction_sums_the_batch_and_applies_to_new_images() {
     assert_eq!(direction.controls(), &direction_state.controls, "one step improves: the final controls are selected");
     let new_images = tensor(noise(77, 3 * 12), [3, 3, 2, 2]);
     let edited = direction.apply(&shared, new_images.clone()).unwrap();
-    let plain = shared.apply_controls(new_images, &flowgrad::HostTensor { shape: vec![n, 1, c, h, w], values: vec![0.0; n * per] }).unwrap();
+    let plain = shared
+        .apply_controls(new_images, &flowgrad::HostTensor { shape: vec![n, 1, c, h, w], values: vec![0.0; n * per] })
+        .unwrap();
     assert_eq!(edited.dims(), [3, 3, 2, 2]);
     let moved: f32 = flowgrad::tensor_util::to_vec((edited - plain).abs().sum().inner())[0];
     assert!(moved > 1e-4, "the direction must change new images");
@@ -163,7 +183,12 @@ fn encoders_and_round_trip_error() {
 #[test]
 fn bad_inputs_are_rejected() {
     assert!(matches!(
-        Editor::new(Affine::new(3).field(), MseToTarget::new(image()), EditParams { steps: 0, ..params() }, Default::default()),
+        Editor::new(
+            Affine::new(3).field(),
+            MseToTarget::new(image()),
+            EditParams { steps: 0, ..params() },
+            Default::default()
+        ),
         Err(FlowGradError::InvalidParameter { name: "steps", .. })
     ));
     let editor = editor(params());
@@ -179,7 +204,10 @@ fn bad_inputs_are_rejected() {
 #[test]
 fn segment_options_edit_and_are_fingerprinted() {
     let options = [
-        ("\"segment_gradient\":\"interpolate\"", EditParams { segment_gradient: SegmentGradient::Interpolate, ..params() }),
+        (
+            "\"segment_gradient\":\"interpolate\"",
+            EditParams { segment_gradient: SegmentGradient::Interpolate, ..params() },
+        ),
         ("\"segment_anchor\":\"middle\"", EditParams { segment_anchor: SegmentAnchor::Middle, ..params() }),
     ];
     let default_form = params().fingerprint_form();
@@ -242,5 +270,9 @@ fn l1_ssim_faithfulness_adds_one_minus_ssim() {
     let dissimilarity: f64 = to_vec(flowgrad::ssim(x1, image())).iter().map(|s| 1.0 - f64::from(*s)).sum();
     assert!(dissimilarity > 1e-3, "the step moved the output: {dissimilarity}");
     let record = both.step(&mut b).unwrap();
-    assert!((record.faithfulness - l1_part - dissimilarity).abs() < 1e-4, "{} vs {l1_part} + {dissimilarity}", record.faithfulness);
+    assert!(
+        (record.faithfulness - l1_part - dissimilarity).abs() < 1e-4,
+        "{} vs {l1_part} + {dissimilarity}",
+        record.faithfulness
+    );
 }

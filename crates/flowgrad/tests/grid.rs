@@ -6,10 +6,7 @@ type B = burn::backend::Flex;
 
 fn tensors(values: &[[f32; 2]]) -> Vec<burn::tensor::Tensor<B, 4>> {
     let device = Default::default();
-    values
-        .iter()
-        .map(|v| flowgrad::tensor_util::from_vec::<B, 4>(v.to_vec(), [1, 1, 1, 2], &device))
-        .collect()
+    values.iter().map(|v| flowgrad::tensor_util::from_vec::<B, 4>(v.to_vec(), [1, 1, 1, 2], &device)).collect()
 }
 
 fn close(a: &[f32], b: &[f32]) {
@@ -77,10 +74,7 @@ fn reference_grid_by_hand() {
     let s = [9.0, 0.1, 0.2, 0.3, 5.0, 0.1];
     // acc includes S_start; closes when acc > ξ (crossing step included) or at the last step:
     // [0] (9 > .5), [1,2,3] (.6 > .5), [4] (5), [5] (last).
-    assert_eq!(
-        Grid::build(&s, 0.5, Mode::Reference),
-        Grid { starts: vec![0, 1, 4, 5], lengths: vec![1, 3, 1, 1] }
-    );
+    assert_eq!(Grid::build(&s, 0.5, Mode::Reference), Grid { starts: vec![0, 1, 4, 5], lengths: vec![1, 3, 1, 1] });
     // strictness: acc == ξ does not close
     assert_eq!(Grid::build(&[0.5, 0.5, 0.5], 0.5, Mode::Reference), Grid { starts: vec![0, 2], lengths: vec![2, 1] });
     assert_eq!(Grid::build(&s, 100.0, Mode::Reference), Grid { starts: vec![0], lengths: vec![6] });
@@ -118,7 +112,10 @@ fn a_straightness_prefix_fixes_only_the_segments_the_full_grid_has() {
                 assert_eq!(prefix.closed.lengths[..], full.lengths[..closed], "{mode:?} xi={xi} known={known}");
                 if closed < full.len() {
                     assert_eq!(prefix.open_start, full.starts[closed]);
-                    assert!(prefix.open_min_len <= full.lengths[closed], "{mode:?} xi={xi} known={known}: {prefix:?} vs {full:?}");
+                    assert!(
+                        prefix.open_min_len <= full.lengths[closed],
+                        "{mode:?} xi={xi} known={known}: {prefix:?} vs {full:?}"
+                    );
                 } else {
                     assert_eq!(prefix.open_start, n);
                 }

@@ -5,19 +5,28 @@ mod common;
 
 use common::{Affine, noise, tensor};
 use flowgrad::tensor_util::to_vec;
-use flowgrad::{AnchorPlan, Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop, decomposed_backprop_recorded, simulate_recording, simulate_untracked, straightness};
+use flowgrad::{
+    AnchorPlan, Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop,
+    decomposed_backprop_recorded, simulate_recording, simulate_untracked, straightness,
+};
 
 const SHAPE: [usize; 4] = [2, 3, 2, 2];
 const N: usize = 40;
 
 /// (gradient with recorded forwards, gradient without, VJPs, VJPs that used a recorded forward,
 /// forwards held after the simulation, whether those are exactly the grid's anchor steps)
-fn both(mode: Mode, xi: f32, anchor: SegmentAnchor, capacity: usize) -> (Vec<f32>, Vec<f32>, usize, usize, usize, bool) {
+fn both(
+    mode: Mode,
+    xi: f32,
+    anchor: SegmentAnchor,
+    capacity: usize,
+) -> (Vec<f32>, Vec<f32>, usize, usize, usize, bool) {
     let affine = Affine::new(3);
     let field = affine.field();
     let n = 2 * affine.dims;
     let x0 = tensor(noise(21, n), SHAPE);
-    let controls: Vec<_> = (0..N).map(|k| tensor(noise(300 + k as u64, n).iter().map(|v| v * 0.02).collect(), SHAPE)).collect();
+    let controls: Vec<_> =
+        (0..N).map(|k| tensor(noise(300 + k as u64, n).iter().map(|v| v * 0.02).collect(), SHAPE)).collect();
     let target = MseToTarget::new(tensor(noise(22, n), SHAPE));
     let time = TimeGrid::new(N, 1e-3);
     let plan = AnchorPlan { xi, mode, anchor, capacity };
@@ -32,9 +41,20 @@ fn both(mode: Mode, xi: f32, anchor: SegmentAnchor, capacity: usize) -> (Vec<f32
         burn::tensor::Tensor::from_inner(x1.grad(&grads).unwrap())
     };
     let grid = Grid::build(&straightness(&trajectory.velocities, mode).s, xi, mode);
-    let anchors: Vec<usize> = grid.starts.iter().zip(&grid.lengths).map(|(&start, &len)| anchor.step(start, len)).collect();
+    let anchors: Vec<usize> =
+        grid.starts.iter().zip(&grid.lengths).map(|(&start, &len)| anchor.step(start, len)).collect();
     let held_anchors = recorded.steps() == anchors;
-    let with = decomposed_backprop_recorded(&field, &trajectory, &mut recorded, Some(&controls), &grid, &time, grad_x1.clone(), mode, anchor);
+    let with = decomposed_backprop_recorded(
+        &field,
+        &trajectory,
+        &mut recorded,
+        Some(&controls),
+        &grid,
+        &time,
+        grad_x1.clone(),
+        mode,
+        anchor,
+    );
     let without = decomposed_backprop(&field, &plain, Some(&controls), &grid, &time, grad_x1, mode, anchor);
     assert_eq!(without.recorded_vjps, 0);
     let flat = |g: Vec<burn::tensor::Tensor<common::B, 4>>| -> Vec<f32> { g.into_iter().flat_map(to_vec).collect() };

@@ -17,10 +17,14 @@ fn reference(a: &[f32], b: &[f32], height: usize, width: usize) -> f64 {
     let (mut total, mut windows) = (0.0, 0);
     for y0 in (0..=height - win).step_by(SSIM_STRIDE) {
         for x0 in (0..=width - win).step_by(SSIM_STRIDE) {
-            let cells: Vec<(f64, f64)> = (y0..y0 + win).flat_map(|y| (x0..x0 + win).map(move |x| (y, x))).map(|(y, x)| (px(a, y, x), px(b, y, x))).collect();
+            let cells: Vec<(f64, f64)> = (y0..y0 + win)
+                .flat_map(|y| (x0..x0 + win).map(move |x| (y, x)))
+                .map(|(y, x)| (px(a, y, x), px(b, y, x)))
+                .collect();
             let (ma, mb) = (cells.iter().map(|c| c.0).sum::<f64>() / n, cells.iter().map(|c| c.1).sum::<f64>() / n);
             let var = |f: &dyn Fn(&(f64, f64)) -> f64| cells.iter().map(f).sum::<f64>() / (n - 1.0);
-            let (va, vb, cov) = (var(&|c| (c.0 - ma).powi(2)), var(&|c| (c.1 - mb).powi(2)), var(&|c| (c.0 - ma) * (c.1 - mb)));
+            let (va, vb, cov) =
+                (var(&|c| (c.0 - ma).powi(2)), var(&|c| (c.1 - mb).powi(2)), var(&|c| (c.0 - ma) * (c.1 - mb)));
             total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
             windows += 1;
         }
@@ -59,6 +63,10 @@ fn gradient_matches_finite_differences() {
         down[i] -= eps;
         let numeric = (value(&up) - value(&down)) / (2.0 * f64::from(eps));
         let scale = numeric.abs().max(1e-3);
-        assert!((f64::from(analytic[i]) - numeric).abs() < 0.05 * scale + 2e-4, "pixel {i}: {} vs {numeric}", analytic[i]);
+        assert!(
+            (f64::from(analytic[i]) - numeric).abs() < 0.05 * scale + 2e-4,
+            "pixel {i}: {} vs {numeric}",
+            analytic[i]
+        );
     }
 }

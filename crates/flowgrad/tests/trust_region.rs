@@ -30,7 +30,16 @@ fn image() -> Tensor<B, 4> {
 }
 
 fn params(steps: usize, mode: Mode) -> EditParams {
-    EditParams { steps, iterations: 8, xi: 0.02, eta: 0.9, lambda: 1e-4, mode, warm_start: 0.0, ..EditParams::default() }
+    EditParams {
+        steps,
+        iterations: 8,
+        xi: 0.02,
+        eta: 0.9,
+        lambda: 1e-4,
+        mode,
+        warm_start: 0.0,
+        ..EditParams::default()
+    }
 }
 
 fn editor(params: EditParams, scale: f32) -> Editor<B, flowgrad::analytic::AffineField<B>, Scaled> {
@@ -64,8 +73,17 @@ fn one_default_decreases_the_objective_monotonically_at_every_n() {
             assert!(accepted.windows(2).all(|w| w[1] < w[0]), "{mode:?} N = {steps}: accepted objectives {accepted:?}");
             let first = state.history[0].objective;
             let best_seen = state.history.iter().map(|r| r.objective).fold(f64::INFINITY, f64::min);
-            assert!(outcome.objective <= best_seen + 1e-12, "{mode:?} N = {steps}: {} > {best_seen}", outcome.objective);
-            assert!(outcome.objective < 0.67 * first, "{mode:?} N = {steps}: {first} → {} ({:?})", outcome.objective, state.history);
+            assert!(
+                outcome.objective <= best_seen + 1e-12,
+                "{mode:?} N = {steps}: {} > {best_seen}",
+                outcome.objective
+            );
+            assert!(
+                outcome.objective < 0.67 * first,
+                "{mode:?} N = {steps}: {first} → {} ({:?})",
+                outcome.objective,
+                state.history
+            );
             let trust = state.trust.as_ref().unwrap();
             assert!(trust.accepted_objective.iter().sum::<f64>() <= first);
         }
@@ -86,7 +104,10 @@ fn the_first_step_moves_the_output_by_the_radius() {
         for image in 0..2 {
             let moved: f32 = (image * 12..(image + 1) * 12).map(|i| (after[i] - before[i]).powi(2)).sum::<f32>() / 12.0;
             let rms = moved.sqrt();
-            assert!(rms > 0.4 * radius && rms < 2.5 * radius, "N = {steps}, image {image}: moved {rms} for ρ = {radius}");
+            assert!(
+                rms > 0.4 * radius && rms < 2.5 * radius,
+                "N = {steps}, image {image}: moved {rms} for ρ = {radius}"
+            );
         }
     }
 }

@@ -16,7 +16,8 @@ fn params(mode: Mode, warm_start: f32) -> EditParams {
 }
 
 fn editor(params: EditParams) -> Editor<B, flowgrad::analytic::AffineField<B>, MseToTarget<B>> {
-    Editor::new(Affine::new(3).field(), MseToTarget::new(tensor(noise(5, 24), SHAPE)), params, Default::default()).unwrap()
+    Editor::new(Affine::new(3).field(), MseToTarget::new(tensor(noise(5, 24), SHAPE)), params, Default::default())
+        .unwrap()
 }
 
 fn image() -> Tensor<B, 4> {
@@ -36,7 +37,14 @@ fn warm_controls_are_guided_sampling_s() {
     let state = paper.start(image(), 7, 1).unwrap();
     let ctx = GuidanceContext { iteration: 0, seed: state.iteration_seed(0) };
     let guidance = MseToTarget::new(tensor(noise(5, 24), SHAPE));
-    let sample = guided_sample(paper.field(), &guidance, state.x0.to_tensor::<B, 4>(&Default::default()).unwrap(), &paper.time_grid(), scale, &ctx);
+    let sample = guided_sample(
+        paper.field(),
+        &guidance,
+        state.x0.to_tensor::<B, 4>(&Default::default()).unwrap(),
+        &paper.time_grid(),
+        scale,
+        &ctx,
+    );
     let decoded = to_vec(paper.decode(&state, &state.controls).unwrap());
     let err = max_abs_diff(&decoded, &to_vec(sample.images.clone()));
     assert!(err < 1e-5, "warm controls replay the guided sample to {err:e}");
@@ -63,7 +71,10 @@ fn no_warm_start_is_zero_and_shared_controls_average() {
     assert!(overshot.controls.values.iter().all(|&u| u == 0.0), "a sample worse than the input is not a start");
 
     let per_image = editor(params(Mode::Reference, 3.0)).start(image(), 7, 1).unwrap().controls;
-    let shared = editor(EditParams { sharing: ControlSharing::Shared, ..params(Mode::Reference, 3.0) }).start(image(), 7, 1).unwrap().controls;
+    let shared = editor(EditParams { sharing: ControlSharing::Shared, ..params(Mode::Reference, 3.0) })
+        .start(image(), 7, 1)
+        .unwrap()
+        .controls;
     assert_eq!(shared.shape, vec![16, 1, 3, 2, 2]);
     let per = 12;
     for k in 0..16 {

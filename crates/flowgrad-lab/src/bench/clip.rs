@@ -15,7 +15,12 @@ use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 pub fn run(copies: usize, size: usize, repeats: usize) -> anyhow::Result<ExitCode> {
     let device = backend::device();
     let model = ClipModel::<Backend>::random(&ClipConfig::vit_b32(), 0, &device);
-    let guidance = ClipGuidance::new(&model, &Tokenizer::default(), "a photo of a smiling face", AugmentConfig { copies, ..AugmentConfig::default() })?;
+    let guidance = ClipGuidance::new(
+        &model,
+        &Tokenizer::default(),
+        "a photo of a smiling face",
+        AugmentConfig { copies, ..AugmentConfig::default() },
+    )?;
     Backend::seed(&device, 0);
     let x = Tensor::<Backend, 4>::random([1, 3, size, size], Distribution::Uniform(-1.0, 1.0), &device);
     let mut iteration = 0;
@@ -29,7 +34,11 @@ pub fn run(copies: usize, size: usize, repeats: usize) -> anyhow::Result<ExitCod
 
     let config = NcsnppConfig::celeba_hq_256();
     let ncsnpp = Ncsnpp::<Backend>::random(&config, 0, &device)?;
-    let z = Tensor::<Backend, 4>::random([1, config.channels, config.image_size, config.image_size], Distribution::Normal(0.0, 1.0), &device);
+    let z = Tensor::<Backend, 4>::random(
+        [1, config.channels, config.image_size, config.image_size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let t = Tensor::<Backend, 1>::full([1], 0.5, &device);
     let forward = super::median_seconds(repeats, || {
         let _ = to_vec(ncsnpp.velocity(z.clone(), t.clone()));
@@ -37,7 +46,13 @@ pub fn run(copies: usize, size: usize, repeats: usize) -> anyhow::Result<ExitCod
 
     println!("backend {}, median of {} after one warm-up", backend::name(), repeats.max(1));
     println!("CLIP ViT-B/32 augmented loss, K={copies}, {size}² input → 224²: forward + backward {:.2} s", clip);
-    println!("NCSN++ {}² (nf {}, {} parameters) forward: {:.2} s", config.image_size, config.nf, ncsnpp.num_params(), forward);
+    println!(
+        "NCSN++ {}² (nf {}, {} parameters) forward: {:.2} s",
+        config.image_size,
+        config.nf,
+        ncsnpp.num_params(),
+        forward
+    );
     println!("clip: ratio={:.2} (CLIP loss forward+backward / one NCSN++ forward)", clip / forward);
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,10 @@ pub struct EditBenchArgs {
 
 /// Times `flowgrad run` for every workers × batch pair and prints the table.
 pub fn run(args: &EditBenchArgs) -> anyhow::Result<ExitCode> {
-    ensure!(args.images > 0 && !args.workers.is_empty() && !args.batches.is_empty(), "give at least one image, worker count and batch size");
+    ensure!(
+        args.images > 0 && !args.workers.is_empty() && !args.batches.is_empty(),
+        "give at least one image, worker count and batch size"
+    );
     let work = tempfile::tempdir()?;
     let inputs = work.path().join("in");
     std::fs::create_dir(&inputs)?;
@@ -44,7 +47,10 @@ pub fn run(args: &EditBenchArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(inputs.join(format!("{i:04}.png")), png)?;
     }
     let exe = std::env::current_exe().context("locating the flowgrad binary")?;
-    println!("bench edit: {} test images towards coat, N = {}, M = {}, `flowgrad run` end to end", args.images, args.steps, args.iterations);
+    println!(
+        "bench edit: {} test images towards coat, N = {}, M = {}, `flowgrad run` end to end",
+        args.images, args.steps, args.iterations
+    );
     println!("| workers | batch | seconds | images/s | vs 1 worker, batch 1 |");
     println!("|---|---|---|---|---|");
     let mut baseline = None;
@@ -58,11 +64,22 @@ pub fn run(args: &EditBenchArgs) -> anyhow::Result<ExitCode> {
                 .arg(&inputs)
                 .arg("--output")
                 .arg(&output)
-                .args(["--target", "coat", "--steps", &args.steps.to_string(), "--iterations", &args.iterations.to_string()])
+                .args([
+                    "--target",
+                    "coat",
+                    "--steps",
+                    &args.steps.to_string(),
+                    "--iterations",
+                    &args.iterations.to_string(),
+                ])
                 .args(["--workers", &workers.to_string(), "--batch-size", &batch.to_string()])
                 .output()?;
             let seconds = started.elapsed().as_secs_f64();
-            ensure!(result.status.success(), "flowgrad run with {workers} worker(s), batch {batch} failed: {}", String::from_utf8_lossy(&result.stderr));
+            ensure!(
+                result.status.success(),
+                "flowgrad run with {workers} worker(s), batch {batch} failed: {}",
+                String::from_utf8_lossy(&result.stderr)
+            );
             let rate = args.images as f64 / seconds;
             let base = *baseline.get_or_insert(rate);
             println!("| {workers} | {batch} | {seconds:.1} | {rate:.3} | {:.2}× |", rate / base);

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
-use flowgrad::{AnchorPlan, GradientRule, Guidance, GuidanceContext, IterationGradient, Mode, MseToTarget, RecordedForwards, SegmentAnchor, TimeGrid, Trajectory, VelocityField, endpoint_gradient, flowgrad_gradient, simulate, simulate_recording, simulate_untracked};
+use flowgrad::{
+    AnchorPlan, GradientRule, Guidance, GuidanceContext, IterationGradient, Mode, MseToTarget, RecordedForwards,
+    SegmentAnchor, TimeGrid, Trajectory, VelocityField, endpoint_gradient, flowgrad_gradient, simulate,
+    simulate_recording, simulate_untracked,
+};
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_parity::TensorFile;
 
@@ -52,7 +56,8 @@ pub(super) fn gradient_towards<F: VelocityField<Backend>>(
     rule: GradientRule,
 ) -> IterationGradient<Backend> {
     let x1 = trajectory.last().require_grad();
-    let grad_x1 = endpoint_gradient(&x1, guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 })).expect("the loss depends on x_N");
+    let grad_x1 = endpoint_gradient(&x1, guidance.loss(x1.clone(), &GuidanceContext { iteration: 0, seed: 0 }))
+        .expect("the loss depends on x_N");
     flowgrad_gradient(field, trajectory, recorded, Some(controls), time, grad_x1, rule)
 }
 
@@ -88,7 +93,9 @@ fn inputs(data: Option<&TensorFile>, shape: [usize; 4], steps: usize) -> anyhow:
     let (target, target_fixture) = image("target", 1.0)?;
     let per_step: Vec<usize> = std::iter::once(steps).chain(shape).collect();
     let (controls, u_fixture) = match read("u_init", &per_step)? {
-        Some(values) => (values.chunks(values.len() / steps).map(|c| from_vec(c.to_vec(), shape, &device)).collect(), true),
+        Some(values) => {
+            (values.chunks(values.len() / steps).map(|c| from_vec(c.to_vec(), shape, &device)).collect(), true)
+        }
         None => ((0..steps).map(|_| random(0.01)).collect(), false),
     };
     let source = match (z0_fixture && target_fixture, u_fixture) {
@@ -116,15 +123,26 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     }
     let device = backend::device();
     let config = flowgrad_models::NcsnppConfig::from_json_file(&args.fixture.join("config.json"))?;
-    let model = flowgrad_models::load_ncsnpp::<Backend>(&args.fixture.join("weights.safetensors"), &config, flowgrad_models::WeightsChoice::Ema, &device)?;
+    let model = flowgrad_models::load_ncsnpp::<Backend>(
+        &args.fixture.join("weights.safetensors"),
+        &config,
+        flowgrad_models::WeightsChoice::Ema,
+        &device,
+    )?;
     let set = args.fixture.parent().map(|p| p.join("flowgrad")).unwrap_or_default();
     let fixture_config = match set.join("config.json").is_file() {
         true => Some(flowgrad_parity::fixture::read_json(&set.join("config.json"))?),
         false => None,
     };
     let number = |key: &str| fixture_config.as_ref().and_then(|c| c[key].as_f64());
-    let steps = args.steps.or(number("N").map(|n| n as usize)).context("--steps is required without a flowgrad/config.json beside the fixture")?;
-    let xi = args.xi.or(number("xi").map(|x| x as f32)).context("--xi is required without a flowgrad/config.json beside the fixture")?;
+    let steps = args
+        .steps
+        .or(number("N").map(|n| n as usize))
+        .context("--steps is required without a flowgrad/config.json beside the fixture")?;
+    let xi = args
+        .xi
+        .or(number("xi").map(|x| x as f32))
+        .context("--xi is required without a flowgrad/config.json beside the fixture")?;
     let lr = number("lr").unwrap_or(10.0) as f32;
     if steps == 0 || args.repeats == 0 {
         bail!("--steps and --repeats must be at least 1");
@@ -139,12 +157,16 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     let time = TimeGrid::new(steps, 1e-3);
     let iteration = || {
         let clock = Instant::now();
-        let plan = AnchorPlan { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start, capacity: args.recorded_forwards };
-        let (trajectory, mut recorded) = simulate_recording(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference, plan);
+        let plan =
+            AnchorPlan { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start, capacity: args.recorded_forwards };
+        let (trajectory, mut recorded) =
+            simulate_recording(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference, plan);
         let forward = clock.elapsed();
         let rule = GradientRule { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start };
-        let gradient = gradient_towards(&model, &trajectory, &mut recorded, &inputs.controls, &time, &guidance, rule).decomposed;
-        let updated: Vec<Tensor<Backend, 4>> = inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();
+        let gradient =
+            gradient_towards(&model, &trajectory, &mut recorded, &inputs.controls, &time, &guidance, rule).decomposed;
+        let updated: Vec<Tensor<Backend, 4>> =
+            inputs.controls.iter().zip(gradient.per_step).map(|(u, g)| u.clone() - g * lr).collect();
         let _ = to_vec(Tensor::cat(updated, 0));
         let total = clock.elapsed();
         Timing { forward, gradient: total - forward, total, segments: gradient.vjps }

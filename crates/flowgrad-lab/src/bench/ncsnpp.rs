@@ -10,9 +10,12 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
-use flowgrad::tensor_util::to_vec;
 use clap::ValueEnum;
-use flowgrad::{AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField, full_backprop, simulate_recording, velocity_vjp};
+use flowgrad::tensor_util::to_vec;
+use flowgrad::{
+    AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField,
+    full_backprop, simulate_recording, velocity_vjp,
+};
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
@@ -44,7 +47,12 @@ pub fn run(config: Option<&Path>, fixture: &Path, steps: &[usize], repeats: usiz
             let output = Command::new(exe)
                 .args(["bench", "ncsnpp-memory", "--fixture"])
                 .arg(fixture)
-                .args(["--steps", &n.to_string(), "--method", method.to_possible_value().expect("no method is hidden").get_name()])
+                .args([
+                    "--steps",
+                    &n.to_string(),
+                    "--method",
+                    method.to_possible_value().expect("no method is hidden").get_name(),
+                ])
                 .output()
                 .context("running the memory case")?;
             if !output.status.success() {
@@ -60,7 +68,15 @@ fn timing(config: &NcsnppConfig, repeats: usize) -> anyhow::Result<()> {
     let device = backend::device();
     let started = Instant::now();
     let model = Ncsnpp::<Backend>::random(config, 0, &device)?;
-    println!("NCSN++ {}² nf={} ch_mult={:?}: {} parameters (built in {:.1} s), backend {}", config.image_size, config.nf, config.ch_mult, model.num_params(), started.elapsed().as_secs_f64(), backend::name());
+    println!(
+        "NCSN++ {}² nf={} ch_mult={:?}: {} parameters (built in {:.1} s), backend {}",
+        config.image_size,
+        config.nf,
+        config.ch_mult,
+        model.num_params(),
+        started.elapsed().as_secs_f64(),
+        backend::name()
+    );
     Backend::seed(&device, 0);
     let shape = [1, config.channels, config.image_size, config.image_size];
     let x = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -85,7 +101,11 @@ fn timing(config: &NcsnppConfig, repeats: usize) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!("batch 1: forward {:.3} s, forward + input VJP {:.3} s (median of {repeats}, after one warm-up)", median(&mut forward), median(&mut with_vjp));
+    println!(
+        "batch 1: forward {:.3} s, forward + input VJP {:.3} s (median of {repeats}, after one warm-up)",
+        median(&mut forward),
+        median(&mut with_vjp)
+    );
     Ok(())
 }
 
@@ -109,7 +129,8 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let shape = [1, config.channels, config.image_size, config.image_size];
     let x0 = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let guidance = MseToTarget::new(Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device));
-    let controls: Vec<Tensor<Backend, 4>> = (0..steps).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect();
+    let controls: Vec<Tensor<Backend, 4>> =
+        (0..steps).map(|_| Tensor::random(shape, Distribution::Normal(0.0, 0.01), &device)).collect();
     let time = TimeGrid::new(steps, 1e-3);
     let ctx = GuidanceContext { iteration: 0, seed: 0 };
     let mode = Mode::Reference;
@@ -121,7 +142,16 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
             let plan = AnchorPlan { xi: 0.0, mode, anchor: SegmentAnchor::Start, capacity };
             let (trajectory, mut recorded) = simulate_recording(&model, x0, Some(&controls), &time, mode, plan);
             let rule = GradientRule { xi: 0.0, mode, anchor: SegmentAnchor::Start };
-            let gradient = super::iteration::gradient_towards(&model, &trajectory, &mut recorded, &controls, &time, &guidance, rule).decomposed;
+            let gradient = super::iteration::gradient_towards(
+                &model,
+                &trajectory,
+                &mut recorded,
+                &controls,
+                &time,
+                &guidance,
+                rule,
+            )
+            .decomposed;
             let _ = to_vec(gradient.per_step[0].clone());
             gradient.vjps
         }
@@ -139,5 +169,8 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
 
 /// The default fixture folder: `$FLOWGRAD_FIXTURES/ncsnpp`, else `../shared/fixtures/ncsnpp`.
 pub fn default_fixture() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/fixtures")).join("ncsnpp")
+    std::env::var_os("FLOWGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/fixtures"))
+        .join("ncsnpp")
 }

@@ -94,7 +94,13 @@ impl Tally {
 
 /// Scores a batch of edits of `original` towards `target` with the judge, and the guidance
 /// classifier's verdict for their agreement.
-pub(super) fn score(judge: &Judge<Backend>, classifier: &Classifier<Backend>, target: usize, original: &Tensor<Backend, 4>, edited: Edited) -> Tally {
+pub(super) fn score(
+    judge: &Judge<Backend>,
+    classifier: &Classifier<Backend>,
+    target: usize,
+    original: &Tensor<Backend, 4>,
+    edited: Edited,
+) -> Tally {
     let [batch, _, height, width] = original.dims();
     let pixels = height * width;
     // scored as they would be written: in the data range
@@ -149,21 +155,45 @@ pub(super) fn markdown(report: &EvalReport) -> String {
         s.backend,
         report.wall_seconds
     );
-    let _ = writeln!(out, "| method | edits | judge success | judge p(target) | guidance success | judge agrees | L1 ↓ | SSIM ↑ | s / image | VJPs / image |\n|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| method | edits | judge success | judge p(target) | guidance success | judge agrees | L1 ↓ | SSIM ↑ | s / image | VJPs / image |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
     for m in &report.methods {
         let o = &m.overall;
         let _ = writeln!(
             out,
             "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.4} | {:.3} | {:.3} | {:.1} |",
-            m.label, o.images, o.success_rate, o.judge_target_prob, o.guidance_success_rate, o.agreement, o.l1, o.ssim, o.seconds_per_image, o.vjps_per_image
+            m.label,
+            o.images,
+            o.success_rate,
+            o.judge_target_prob,
+            o.guidance_success_rate,
+            o.agreement,
+            o.l1,
+            o.ssim,
+            o.seconds_per_image,
+            o.vjps_per_image
         );
     }
-    let _ = writeln!(out, "\nFrontier (every edit above, one row per setting):\n\n| method | setting | judge success | L1 ↓ | SSIM ↑ |\n|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "\nFrontier (every edit above, one row per setting):\n\n| method | setting | judge success | L1 ↓ | SSIM ↑ |\n|---|---|---|---|---|"
+    );
     for p in &report.frontier {
-        let _ = writeln!(out, "| {} | {} = {} | {:.3} | {:.4} | {:.3} |", p.method, p.knob, p.value, p.metrics.success_rate, p.metrics.l1, p.metrics.ssim);
+        let _ = writeln!(
+            out,
+            "| {} | {} = {} | {:.3} | {:.4} | {:.3} |",
+            p.method, p.knob, p.value, p.metrics.success_rate, p.metrics.l1, p.metrics.ssim
+        );
     }
     let _ = writeln!(out, "\n{}", dominance(report));
-    let _ = writeln!(out, "\nJudge success per target class:\n\n| method | {} |\n|---|{}", s.classes.join(" | "), "---|".repeat(s.classes.len()));
+    let _ = writeln!(
+        out,
+        "\nJudge success per target class:\n\n| method | {} |\n|---|{}",
+        s.classes.join(" | "),
+        "---|".repeat(s.classes.len())
+    );
     for m in &report.methods {
         let cells: Vec<String> = m.per_class.iter().map(|c| format!("{:.3}", c.metrics.success_rate)).collect();
         let _ = writeln!(out, "| {} | {} |", m.label, cells.join(" | "));
@@ -213,7 +243,9 @@ pub(super) fn dominance(report: &EvalReport) -> String {
     let (flowgrad, guided): (Vec<_>, Vec<_>) = report.frontier.iter().partition(|p| p.method == "flowgrad");
     let beaten: Vec<bool> = guided
         .iter()
-        .map(|g| flowgrad.iter().any(|f| f.metrics.l1 <= g.metrics.l1 && f.metrics.success_rate >= g.metrics.success_rate))
+        .map(|g| {
+            flowgrad.iter().any(|f| f.metrics.l1 <= g.metrics.l1 && f.metrics.success_rate >= g.metrics.success_rate)
+        })
         .collect();
     let count = beaten.iter().filter(|&&b| b).count();
     format!(

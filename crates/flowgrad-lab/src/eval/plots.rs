@@ -14,14 +14,22 @@ const SIZE: (u32, u32) = (800, 500);
 type Series<'a> = &'a [(String, Vec<(f64, f64)>)];
 
 /// Draws `series` on axes `x` × `y` with a caption, axis names and a legend, into a PNG at `path`.
-fn line_chart<Y>(path: &Path, caption: &str, (x_desc, y_desc): (&str, &str), x: Range<f64>, y: Y, series: Series<'_>) -> anyhow::Result<()>
+fn line_chart<Y>(
+    path: &Path,
+    caption: &str,
+    (x_desc, y_desc): (&str, &str),
+    x: Range<f64>,
+    y: Y,
+    series: Series<'_>,
+) -> anyhow::Result<()>
 where
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
     let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     {
-        let root: DrawingArea<BitMapBackend<'_>, Shift> = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+        let root: DrawingArea<BitMapBackend<'_>, Shift> =
+            BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 22))
@@ -38,7 +46,12 @@ where
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
         root.present()?;
     }
     image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels)
@@ -62,7 +75,14 @@ pub fn straightness(path: &Path, t: &[f64], s: &[f64]) -> anyhow::Result<()> {
     let points: Vec<(f64, f64)> = t.iter().copied().zip(s.iter().copied()).filter(|&(_, s)| s > 0.0).collect();
     let (lo, hi) = points.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &(_, s)| (lo.min(s), hi.max(s)));
     let y = if lo.is_finite() { lo / 2.0..hi * 2.0 } else { 1e-6..1.0 };
-    line_chart(path, "Straightness of the encoded trajectories (mean over images)", ("t", "S(t)"), 0.0..1.0, y.log_scale(), &[("mean S(t)".to_string(), points)])
+    line_chart(
+        path,
+        "Straightness of the encoded trajectories (mean over images)",
+        ("t", "S(t)"),
+        0.0..1.0,
+        y.log_scale(),
+        &[("mean S(t)".to_string(), points)],
+    )
 }
 
 /// Fig. 5b analog: objective per image against the seconds of updates, one line per ξ.
@@ -75,7 +95,14 @@ pub fn xi_sweep(path: &Path, series: Series<'_>) -> anyhow::Result<()> {
 /// Fig. 7 analog: judge success against the number of Euler steps N.
 pub fn steps_sweep(path: &Path, points: &[(f64, f64)]) -> anyhow::Result<()> {
     let x = span(points.iter().map(|p| p.0), 0.05);
-    line_chart(path, "FlowGrad edit success vs Euler steps N", ("N", "judge success rate"), x, 0.0..1.0, &[("FlowGrad".to_string(), points.to_vec())])
+    line_chart(
+        path,
+        "FlowGrad edit success vs Euler steps N",
+        ("N", "judge success rate"),
+        x,
+        0.0..1.0,
+        &[("FlowGrad".to_string(), points.to_vec())],
+    )
 }
 
 /// The quality frontier: judge success against a faithfulness measure, one line per method.

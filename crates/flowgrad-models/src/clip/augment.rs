@@ -75,7 +75,12 @@ impl AugmentDraw {
         fn repeat<T: Clone>(per_copy: &[T], images: usize) -> Vec<T> {
             per_copy.iter().flat_map(|v| std::iter::repeat_n(v.clone(), images)).collect()
         }
-        Self { color: repeat(&self.color, images), shifts: repeat(&self.shifts, images), resize_ratio: self.resize_ratio, cutouts: repeat(&self.cutouts, images) }
+        Self {
+            color: repeat(&self.color, images),
+            shifts: repeat(&self.shifts, images),
+            resize_ratio: self.resize_ratio,
+            cutouts: repeat(&self.cutouts, images),
+        }
     }
 }
 
@@ -101,8 +106,9 @@ impl AugmentConfig {
             let rows: Vec<i64> = (0..n).map(|_| rng.random_range(-sh..=sh)).collect();
             shifts = rows.into_iter().map(|r| (r, rng.random_range(-sw..=sw))).collect();
         }
-        let resize_ratio =
-            self.resize.then(|| rng.random::<f64>() * (self.resize_range.1 - self.resize_range.0) + self.resize_range.0);
+        let resize_ratio = self
+            .resize
+            .then(|| rng.random::<f64>() * (self.resize_range.1 - self.resize_range.0) + self.resize_range.0);
         let mut cutouts = vec![];
         if self.cutout {
             let (ch, cw) = (rounded(h, self.cutout_ratio), rounded(w, self.cutout_ratio));
@@ -155,7 +161,9 @@ fn translate<B: Backend>(x: Tensor<B, 4>, shifts: &[(i64, i64)]) -> Tensor<B, 4>
     let mut index = Vec::with_capacity(n * c * h * w);
     for &(dy, dx) in shifts {
         let plane: Vec<i64> = (0..h as i64)
-            .flat_map(|i| (0..w as i64).map(move |j| (i + dy + 1).clamp(0, hp - 1) * wp + (j + dx + 1).clamp(0, wp - 1)))
+            .flat_map(|i| {
+                (0..w as i64).map(move |j| (i + dy + 1).clamp(0, hp - 1) * wp + (j + dx + 1).clamp(0, wp - 1))
+            })
             .collect();
         for _ in 0..c {
             index.extend_from_slice(&plane);

@@ -52,7 +52,9 @@ pub enum CheckpointError {
         keys: Vec<String>,
     },
     /// The tensors do not match the model.
-    #[error("CLIP checkpoint does not match the model: missing {missing:?}, unexpected {unexpected:?}, misshaped {misshaped:?}")]
+    #[error(
+        "CLIP checkpoint does not match the model: missing {missing:?}, unexpected {unexpected:?}, misshaped {misshaped:?}"
+    )]
     Mismatch {
         /// Keys the model needs that the file lacks (OpenAI names).
         missing: Vec<String>,
@@ -82,7 +84,13 @@ pub enum Layout {
 }
 
 /// Buffers that hold no weights and are skipped when present.
-const IGNORED: [&str; 5] = ["input_resolution", "context_length", "vocab_size", "text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"];
+const IGNORED: [&str; 5] = [
+    "input_resolution",
+    "context_length",
+    "vocab_size",
+    "text_model.embeddings.position_ids",
+    "vision_model.embeddings.position_ids",
+];
 
 /// The tensors of a checkpoint under OpenAI keys, with the file's own key for each.
 #[derive(Debug, Clone)]

@@ -58,10 +58,14 @@ impl ClipConfig {
     /// `transformer_layers`), like the `model` block of a fixture's config.json. The vision
     /// heads come from a key starting with `vision_heads` if there is one, else width / 64.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
-        let field = |key: &str| value[key].as_u64().map(|v| v as usize).ok_or_else(|| format!("`{key}` must be a non-negative integer"));
+        let field = |key: &str| {
+            value[key].as_u64().map(|v| v as usize).ok_or_else(|| format!("`{key}` must be a non-negative integer"))
+        };
         let vision_width = field("vision_width")?;
         let vision_heads = match value.as_object().and_then(|o| o.iter().find(|(k, _)| k.starts_with("vision_heads"))) {
-            Some((key, v)) => v.as_u64().map(|v| v as usize).ok_or_else(|| format!("`{key}` must be a non-negative integer"))?,
+            Some((key, v)) => {
+                v.as_u64().map(|v| v as usize).ok_or_else(|| format!("`{key}` must be a non-negative integer"))?
+            }
             None => (vision_width / 64).max(1),
         };
         Ok(Self {
@@ -88,7 +92,10 @@ impl ClipConfig {
     /// does; heads are not stored, so both towers get width / 64 (at least 1).
     pub fn infer(shapes: &HashMap<String, Vec<usize>>) -> Result<Self, CheckpointError> {
         let dim = |key: &str, axis: usize| {
-            shapes.get(key).and_then(|s| s.get(axis).copied()).ok_or_else(|| CheckpointError::Missing { keys: vec![key.to_string()] })
+            shapes
+                .get(key)
+                .and_then(|s| s.get(axis).copied())
+                .ok_or_else(|| CheckpointError::Missing { keys: vec![key.to_string()] })
         };
         let count = |prefix: &str| {
             shapes

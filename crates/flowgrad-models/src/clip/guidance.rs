@@ -39,7 +39,12 @@ pub struct ClipGuidance<B: Backend> {
 impl<B: Backend> ClipGuidance<B> {
     /// Encodes `prompt` once (untruncated, as FlowGrad's `clip.tokenize([text])`: a prompt longer
     /// than the context is an error) and keeps a handle on `model` (weights are shared, not copied).
-    pub fn new(model: &ClipModel<B>, tokenizer: &Tokenizer, prompt: &str, augment: AugmentConfig) -> Result<Self, TokenizeError> {
+    pub fn new(
+        model: &ClipModel<B>,
+        tokenizer: &Tokenizer,
+        prompt: &str,
+        augment: AugmentConfig,
+    ) -> Result<Self, TokenizeError> {
         let row = tokenizer.tokenize(prompt, model.config().context_length, false)?;
         let text = normalize(model.encode_text(&[row])).detach();
         Ok(Self { model: model.clone(), prompt: prompt.to_string(), text, augment })

@@ -39,7 +39,10 @@ const LAYER: [(&str, &str); 10] = [
 ];
 
 /// Tower prefixes (`(hugging face, openai)`).
-const TOWERS: [(&str, &str); 2] = [("text_model.encoder.layers.", "transformer.resblocks."), ("vision_model.encoder.layers.", "visual.transformer.resblocks.")];
+const TOWERS: [(&str, &str); 2] = [
+    ("text_model.encoder.layers.", "transformer.resblocks."),
+    ("vision_model.encoder.layers.", "visual.transformer.resblocks."),
+];
 
 fn transpose(t: HostTensor) -> HostTensor {
     let [rows, cols] = [t.shape[0], t.shape[1]];
@@ -72,7 +75,9 @@ fn target(key: &str) -> Option<Target> {
 }
 
 /// Converts Hugging Face keys to OpenAI keys; each value keeps the file key(s) it came from.
-pub(crate) fn to_openai(raw: BTreeMap<String, HostTensor>) -> Result<BTreeMap<String, (String, HostTensor)>, CheckpointError> {
+pub(crate) fn to_openai(
+    raw: BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, (String, HostTensor)>, CheckpointError> {
     let mut out = BTreeMap::new();
     let mut stacked: BTreeMap<String, [Option<(String, HostTensor)>; 3]> = BTreeMap::new();
     let mut unexpected = vec![];

@@ -82,7 +82,8 @@ impl<B: Backend> Attention<B> {
         let [b, l, w] = x.dims();
         let (h, d) = (self.heads, w / self.heads);
         let qkv = self.in_proj.forward(x);
-        let split = |i: usize| qkv.clone().slice([0..b, 0..l, i * w..(i + 1) * w]).reshape([b, l, h, d]).swap_dims(1, 2);
+        let split =
+            |i: usize| qkv.clone().slice([0..b, 0..l, i * w..(i + 1) * w]).reshape([b, l, h, d]).swap_dims(1, 2);
         let (q, k, v) = (split(0), split(1), split(2));
         let mut scores = q.matmul(k.swap_dims(2, 3)) * (d as f64).powf(-0.5);
         if let Some(mask) = mask {
@@ -131,7 +132,11 @@ pub struct Transformer<B: Backend> {
 
 impl<B: Backend> Transformer<B> {
     pub(crate) fn load(source: &mut impl ParamSource<B>, key: &str, width: usize, layers: usize, heads: usize) -> Self {
-        Self { blocks: (0..layers).map(|i| ResidualBlock::load(source, &format!("{key}.resblocks.{i}"), width, heads)).collect() }
+        Self {
+            blocks: (0..layers)
+                .map(|i| ResidualBlock::load(source, &format!("{key}.resblocks.{i}"), width, heads))
+                .collect(),
+        }
     }
 
     /// Applies every block to `[B, L, W]`.

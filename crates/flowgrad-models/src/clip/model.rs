@@ -32,9 +32,17 @@ impl<B: Backend> VisionTower<B> {
         let w = c.vision_width;
         Self {
             class_embedding: frozen(source.take("visual.class_embedding", [w], Init::Normal)),
-            positional_embedding: frozen(source.take("visual.positional_embedding", [c.grid() * c.grid() + 1, w], Init::Normal)),
+            positional_embedding: frozen(source.take(
+                "visual.positional_embedding",
+                [c.grid() * c.grid() + 1, w],
+                Init::Normal,
+            )),
             proj: frozen(source.take("visual.proj", [w, c.embed_dim], Init::Normal)),
-            conv1: frozen(source.take("visual.conv1.weight", [w, 3, c.vision_patch_size, c.vision_patch_size], Init::Normal)),
+            conv1: frozen(source.take(
+                "visual.conv1.weight",
+                [w, 3, c.vision_patch_size, c.vision_patch_size],
+                Init::Normal,
+            )),
             ln_pre: LayerNorm::load(source, "visual.ln_pre", w),
             transformer: Transformer::load(source, "visual.transformer", w, c.vision_layers, c.vision_heads),
             ln_post: LayerNorm::load(source, "visual.ln_post", w),
@@ -86,7 +94,8 @@ impl<B: Backend> TextTower<B> {
         let ids: Vec<i64> = rows.iter().flatten().map(|&id| id as i64).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t * l]), &device);
         let w = self.positional_embedding.dims()[1];
-        let x = self.token_embedding.val().select(0, ids).reshape([t, l, w]) + self.positional_embedding.val().slice([0..l, 0..w]).unsqueeze();
+        let x = self.token_embedding.val().select(0, ids).reshape([t, l, w])
+            + self.positional_embedding.val().slice([0..l, 0..w]).unsqueeze();
         let mask: Vec<f32> = (0..l * l).map(|i| if i % l > i / l { f32::NEG_INFINITY } else { 0.0 }).collect();
         let mask = Tensor::from_data(TensorData::new(mask, [l, l]), &device);
         let x = self.ln_final.forward(self.transformer.forward(x, Some(mask)));
@@ -146,7 +155,11 @@ impl<B: Backend> ClipModel<B> {
     }
 
     /// Builds the model of shape `config` from checkpoint tensors (strictly).
-    pub fn from_checkpoint(checkpoint: Checkpoint, config: &ClipConfig, device: &B::Device) -> Result<Self, CheckpointError> {
+    pub fn from_checkpoint(
+        checkpoint: Checkpoint,
+        config: &ClipConfig,
+        device: &B::Device,
+    ) -> Result<Self, CheckpointError> {
         let digest = checkpoint.digest();
         let mut source = CheckpointSource::new(checkpoint, device);
         let net = ClipNet::load(&mut source, config);

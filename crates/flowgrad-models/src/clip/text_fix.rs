@@ -16,17 +16,63 @@ use unicode_normalization::UnicodeNormalization;
 /// Windows-1252 bytes 0x80..=0x9F; `None` where the code page leaves a byte undefined (ftfy's
 /// "sloppy" codec then keeps the Latin-1 control character).
 const CP1252_HIGH: [Option<char>; 32] = [
-    Some('€'), None, Some('‚'), Some('ƒ'), Some('„'), Some('…'), Some('†'), Some('‡'),
-    Some('ˆ'), Some('‰'), Some('Š'), Some('‹'), Some('Œ'), None, Some('Ž'), None,
-    None, Some('‘'), Some('’'), Some('“'), Some('”'), Some('•'), Some('–'), Some('—'),
-    Some('˜'), Some('™'), Some('š'), Some('›'), Some('œ'), None, Some('ž'), None,
+    Some('€'),
+    None,
+    Some('‚'),
+    Some('ƒ'),
+    Some('„'),
+    Some('…'),
+    Some('†'),
+    Some('‡'),
+    Some('ˆ'),
+    Some('‰'),
+    Some('Š'),
+    Some('‹'),
+    Some('Œ'),
+    None,
+    Some('Ž'),
+    None,
+    None,
+    Some('‘'),
+    Some('’'),
+    Some('“'),
+    Some('”'),
+    Some('•'),
+    Some('–'),
+    Some('—'),
+    Some('˜'),
+    Some('™'),
+    Some('š'),
+    Some('›'),
+    Some('œ'),
+    None,
+    Some('ž'),
+    None,
 ];
 
 /// Latin ligatures and legacy digraphs that ftfy splits into their letters.
 const LIGATURES: [(char, &str); 22] = [
-    ('Ĳ', "IJ"), ('ĳ', "ij"), ('ŉ', "ʼn"), ('Ǳ', "DZ"), ('ǲ', "Dz"), ('ǳ', "dz"), ('Ǆ', "DŽ"),
-    ('ǅ', "Dž"), ('ǆ', "dž"), ('Ǉ', "LJ"), ('ǈ', "Lj"), ('ǉ', "lj"), ('Ǌ', "NJ"), ('ǋ', "Nj"),
-    ('ǌ', "nj"), ('ﬀ', "ff"), ('ﬁ', "fi"), ('ﬂ', "fl"), ('ﬃ', "ffi"), ('ﬄ', "ffl"), ('ﬅ', "ſt"),
+    ('Ĳ', "IJ"),
+    ('ĳ', "ij"),
+    ('ŉ', "ʼn"),
+    ('Ǳ', "DZ"),
+    ('ǲ', "Dz"),
+    ('ǳ', "dz"),
+    ('Ǆ', "DŽ"),
+    ('ǅ', "Dž"),
+    ('ǆ', "dž"),
+    ('Ǉ', "LJ"),
+    ('ǈ', "Lj"),
+    ('ǉ', "lj"),
+    ('Ǌ', "NJ"),
+    ('ǋ', "Nj"),
+    ('ǌ', "nj"),
+    ('ﬀ', "ff"),
+    ('ﬁ', "fi"),
+    ('ﬂ', "fl"),
+    ('ﬃ', "ffi"),
+    ('ﬄ', "ffl"),
+    ('ﬅ', "ſt"),
     ('ﬆ', "st"),
 ];
 
@@ -70,9 +116,7 @@ fn fix_segment(text: &str, unescape: bool) -> String {
 
 /// Decodes `&name;` / `&#n;` references that end in a semicolon (one pass).
 fn unescape_entities(text: &str) -> String {
-    HTML_ENTITY
-        .replace_all(text, |c: &Captures| html_escape::decode_html_entities(&c[0]).into_owned())
-        .into_owned()
+    HTML_ENTITY.replace_all(text, |c: &Captures| html_escape::decode_html_entities(&c[0]).into_owned()).into_owned()
 }
 
 /// The byte a character stands for in Windows-1252 ("sloppy": undefined bytes map to the
@@ -111,7 +155,8 @@ fn fix_encoding(text: &str) -> String {
     while i < chars.len() {
         let decoded = bytes[i].and_then(|lead| {
             let n = utf8_sequence_len(lead);
-            let seq: Option<Vec<u8>> = (n > 0 && i + n <= chars.len()).then(|| bytes[i..i + n].iter().copied().collect()).flatten();
+            let seq: Option<Vec<u8>> =
+                (n > 0 && i + n <= chars.len()).then(|| bytes[i..i + n].iter().copied().collect()).flatten();
             seq.and_then(|s| String::from_utf8(s).ok()).map(|s| (s, n))
         });
         match decoded {
@@ -139,10 +184,7 @@ fn fix_c1_controls(text: &str) -> String {
 }
 
 fn ligature(c: char) -> String {
-    LIGATURES
-        .iter()
-        .find(|(l, _)| *l == c)
-        .map_or_else(|| c.to_string(), |(_, s)| s.to_string())
+    LIGATURES.iter().find(|(l, _)| *l == c).map_or_else(|| c.to_string(), |(_, s)| s.to_string())
 }
 
 /// Fullwidth and halfwidth forms (U+FF01..U+FFEF) replaced by their NFKC form; U+3000 by a space.

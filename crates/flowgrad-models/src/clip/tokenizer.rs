@@ -27,7 +27,8 @@ pub const CONTEXT_LENGTH: usize = 77;
 
 /// The pre-tokenizer: special tokens, ASCII contractions, letter runs, single digits, and runs
 /// of everything else that is not whitespace (case-insensitive, as the original).
-const PATTERN: &str = r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const PATTERN: &str =
+    r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 static WHITESPACE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect("valid pattern"));
 
@@ -59,7 +60,9 @@ impl Default for Tokenizer {
     /// The tokenizer of every OpenAI CLIP model (49408 tokens).
     fn default() -> Self {
         let mut text = String::new();
-        flate2::read::GzDecoder::new(BPE_GZ).read_to_string(&mut text).expect("the embedded vocabulary is valid gzip UTF-8");
+        flate2::read::GzDecoder::new(BPE_GZ)
+            .read_to_string(&mut text)
+            .expect("the embedded vocabulary is valid gzip UTF-8");
         Self::from_merges(&text)
     }
 }
@@ -136,7 +139,8 @@ impl Tokenizer {
     /// (`&amp`) and its C1/invalid code point replacements (`&#128;` → `€`) are not reproduced.
     pub fn clean(&self, text: &str) -> String {
         let fixed = fix_text(text);
-        let unescaped = html_escape::decode_html_entities(&html_escape::decode_html_entities(&fixed).into_owned()).into_owned();
+        let unescaped =
+            html_escape::decode_html_entities(&html_escape::decode_html_entities(&fixed).into_owned()).into_owned();
         WHITESPACE.replace_all(unescaped.trim(), " ").trim().to_lowercase()
     }
 
@@ -178,11 +182,7 @@ impl Tokenizer {
 
     /// BPE ids of `text` without start/end tokens and without any length limit.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.pieces(&self.clean(text))
-            .iter()
-            .flat_map(|piece| self.bpe(piece))
-            .map(|s| self.encoder[&s])
-            .collect()
+        self.pieces(&self.clean(text)).iter().flat_map(|piece| self.bpe(piece)).map(|s| self.encoder[&s]).collect()
     }
 
     /// One row of `clip.tokenize`: `[SOT, ids…, EOT, 0…]` of length `context_length`. A prompt

@@ -24,7 +24,9 @@ pub(crate) struct Resampler<B: Backend> {
 impl<B: Backend> Resampler<B> {
     /// The resampling of `config` (FIR with its kernel when `fir`).
     pub(crate) fn new(config: &NcsnppConfig, device: &B::Device) -> Self {
-        let fir = config.fir.then(|| (FirKernel::new(&config.fir_kernel, 4.0, device), FirKernel::new(&config.fir_kernel, 1.0, device)));
+        let fir = config.fir.then(|| {
+            (FirKernel::new(&config.fir_kernel, 4.0, device), FirKernel::new(&config.fir_kernel, 1.0, device))
+        });
         Self { fir }
     }
 
@@ -74,15 +76,35 @@ pub(crate) struct ResBlock<B: Backend> {
 
 impl<B: Backend> ResBlock<B> {
     /// The block `name` mapping `in_ch` to `out_ch` channels, conditioned on a `temb_dim` embedding.
-    pub(crate) fn build(b: &mut Builder<'_, B>, name: &str, config: &NcsnppConfig, resampler: &Resampler<B>, in_ch: usize, out_ch: usize, resample: Resample) -> Self {
+    pub(crate) fn build(
+        b: &mut Builder<'_, B>,
+        name: &str,
+        config: &NcsnppConfig,
+        resampler: &Resampler<B>,
+        in_ch: usize,
+        out_ch: usize,
+        resample: Resample,
+    ) -> Self {
         let temb_dim = 4 * config.nf;
         let norm0 = GroupNorm::build(b, &format!("{name}.GroupNorm_0"), in_ch);
         let conv0 = Conv::build(b, &format!("{name}.Conv_0"), in_ch, out_ch, 3);
         let dense = Linear::build(b, &format!("{name}.Dense_0"), temb_dim, out_ch);
         let norm1 = GroupNorm::build(b, &format!("{name}.GroupNorm_1"), out_ch);
         let conv1 = Conv::build(b, &format!("{name}.Conv_1"), out_ch, out_ch, 3);
-        let shortcut = (in_ch != out_ch || resample != Resample::Keep).then(|| Conv::build(b, &format!("{name}.Conv_2"), in_ch, out_ch, 1));
-        Self { norm0, conv0, dense, norm1, conv1, shortcut, resample, resampler: resampler.clone(), act: config.activation, skip_rescale: config.skip_rescale }
+        let shortcut = (in_ch != out_ch || resample != Resample::Keep)
+            .then(|| Conv::build(b, &format!("{name}.Conv_2"), in_ch, out_ch, 1));
+        Self {
+            norm0,
+            conv0,
+            dense,
+            norm1,
+            conv1,
+            shortcut,
+            resample,
+            resampler: resampler.clone(),
+            act: config.activation,
+            skip_rescale: config.skip_rescale,
+        }
     }
 
     /// The block on `x` with the (un-activated) time embedding `temb`, if conditional.
@@ -138,7 +160,8 @@ impl<B: Backend> AttnBlock<B> {
         let [b, c, h, w] = x.dims();
         let normed = self.norm.forward(x.clone());
         let flat = |t: Tensor<B, 4>| t.reshape([b, c, h * w]);
-        let (q, k, v) = (flat(self.q.forward(normed.clone())), flat(self.k.forward(normed.clone())), flat(self.v.forward(normed)));
+        let (q, k, v) =
+            (flat(self.q.forward(normed.clone())), flat(self.k.forward(normed.clone())), flat(self.v.forward(normed)));
         let scores = q.swap_dims(1, 2).matmul(k).mul_scalar((c as f64).powf(-0.5) as f32);
         let weights = softmax(scores, 2);
         let attended = v.matmul(weights.swap_dims(1, 2)).reshape([b, c, h, w]);
@@ -180,7 +203,13 @@ pub(crate) struct ConvDownsample<B: Backend> {
 
 impl<B: Backend> ConvDownsample<B> {
     /// The module `name` mapping `in_ch` to `out_ch`.
-    pub(crate) fn build(b: &mut Builder<'_, B>, name: &str, config: &NcsnppConfig, in_ch: usize, out_ch: usize) -> Self {
+    pub(crate) fn build(
+        b: &mut Builder<'_, B>,
+        name: &str,
+        config: &NcsnppConfig,
+        in_ch: usize,
+        out_ch: usize,
+    ) -> Self {
         let device = b.device().clone();
         if config.fir {
             let conv = Conv::build(b, &format!("{name}.Conv2d_0"), in_ch, out_ch, 3);

@@ -7,9 +7,9 @@ use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
+use burn::tensor::{DType, TensorData};
 use burn_store::pytorch::lazy_data::LazyDataSource;
 use burn_store::pytorch::pickle_reader::{Object, read_pickle_with_data};
-use burn::tensor::{DType, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use super::NcsnppError;
@@ -49,7 +49,8 @@ pub fn read_weights(path: &Path, choice: WeightsChoice) -> Result<StateDict, Ncs
 /// Reads a safetensors state dict (F32, F64, F16 or BF16), dropping a `module.` prefix.
 pub fn read_safetensors(path: &Path) -> Result<StateDict, NcsnppError> {
     let bytes = std::fs::read(path).map_err(|source| io_error(path, source))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| format_error(path, format!("not a safetensors file: {e}")))?;
+    let file =
+        SafeTensors::deserialize(&bytes).map_err(|e| format_error(path, format!("not a safetensors file: {e}")))?;
     let mut dict = StateDict::default();
     for (name, view) in file.tensors() {
         let dtype = match view.dtype() {
@@ -74,7 +75,13 @@ pub fn write_safetensors(dict: &StateDict, path: &Path) -> Result<(), NcsnppErro
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()
-        .map(|(k, b, s)| Ok((k.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| format_error(path, e.to_string()))?)))
+        .map(|(k, b, s)| {
+            Ok((
+                k.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                    .map_err(|e| format_error(path, e.to_string()))?,
+            ))
+        })
         .collect::<Result<_, NcsnppError>>()?;
     safetensors::serialize_to_file(views, None, path).map_err(|e| format_error(path, format!("cannot write: {e}")))
 }
@@ -87,13 +94,21 @@ pub fn write_safetensors(dict: &StateDict, path: &Path) -> Result<(), NcsnppErro
 pub fn read_pytorch(path: &Path, choice: WeightsChoice) -> Result<StateDict, NcsnppError> {
     let top = read_pickle_tree(path)?;
     let Object::Dict(top) = top else {
-        return Err(format_error(path, "the pickle is not a dict (a whole pickled model is not supported; save its state_dict)".into()));
+        return Err(format_error(
+            path,
+            "the pickle is not a dict (a whole pickled model is not supported; save its state_dict)".into(),
+        ));
     };
     let model = match top.get("model") {
         Some(Object::Dict(model)) => tensors_of(model, path)?,
         Some(_) => return Err(format_error(path, "`model` is not a state dict".into())),
         None if choice == WeightsChoice::Model => tensors_of(&top, path)?,
-        None => return Err(format_error(path, "no `model` / `ema` entries (a bare state dict: choose the `model` weights)".into())),
+        None => {
+            return Err(format_error(
+                path,
+                "no `model` / `ema` entries (a bare state dict: choose the `model` weights)".into(),
+            ));
+        }
     };
     let mut model = model.strip_data_parallel_prefix();
     if model.tensors.is_empty() {
@@ -117,10 +132,17 @@ pub fn read_pytorch(path: &Path, choice: WeightsChoice) -> Result<StateDict, Ncs
         let Object::TorchParam(snapshot) = object else {
             return Err(format_error(path, format!("ema.shadow_params[{i}] is not a tensor")));
         };
-        let param = host_param(snapshot.to_data().map_err(|e| format_error(path, e.to_string()))?).map_err(|e| format_error(path, e))?;
+        let param = host_param(snapshot.to_data().map_err(|e| format_error(path, e.to_string()))?)
+            .map_err(|e| format_error(path, e))?;
         let slot = model.tensors.get_mut(name).expect("order is built from these keys");
         if param.shape != slot.shape {
-            return Err(NcsnppError::EmaShape { path: path.to_path_buf(), index: i, key: name.clone(), ema: param.shape, model: slot.shape.clone() });
+            return Err(NcsnppError::EmaShape {
+                path: path.to_path_buf(),
+                index: i,
+                key: name.clone(),
+                ema: param.shape,
+                model: slot.shape.clone(),
+            });
         }
         *slot = param;
     }
@@ -133,7 +155,19 @@ pub fn read_pytorch(path: &Path, choice: WeightsChoice) -> Result<StateDict, Ncs
 /// NIN_0…3; weight/W before bias/b). Left out: the `sigmas` buffer and the Fourier `W`
 /// (`all_modules.0.W`, created with `requires_grad=False`).
 pub fn ema_parameter_order<'a>(keys: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
-    const SUBMODULES: [&str; 11] = ["GroupNorm_0", "Conv_0", "Conv2d_0", "Dense_0", "GroupNorm_1", "Conv_1", "Conv_2", "NIN_0", "NIN_1", "NIN_2", "NIN_3"];
+    const SUBMODULES: [&str; 11] = [
+        "GroupNorm_0",
+        "Conv_0",
+        "Conv2d_0",
+        "Dense_0",
+        "GroupNorm_1",
+        "Conv_1",
+        "Conv_2",
+        "NIN_0",
+        "NIN_1",
+        "NIN_2",
+        "NIN_3",
+    ];
     let rank_param = |p: &str| match p {
         "weight" | "W" => Some(0),
         "bias" | "b" => Some(1),
@@ -160,15 +194,19 @@ pub fn ema_parameter_order<'a>(keys: impl IntoIterator<Item = &'a str>) -> Resul
 
 /// Parses the pickle of a torch zip checkpoint with lazily readable tensor storages.
 fn read_pickle_tree(path: &Path) -> Result<Object, NcsnppError> {
-    let source = LazyDataSource::from_zip(path).map_err(|e| format_error(path, format!("not a PyTorch zip checkpoint: {e}")))?;
+    let source =
+        LazyDataSource::from_zip(path).map_err(|e| format_error(path, format!("not a PyTorch zip checkpoint: {e}")))?;
     // torch.save names every entry `<archive>/…`; the pickle is `<archive>/data.pkl`
     let prefix = source
         .keys()
         .into_iter()
         .find_map(|k| k.find("data/").map(|i| k[..i].to_string()))
         .unwrap_or_else(|| "archive/".to_string());
-    let pickle = source.read(&format!("{prefix}data.pkl")).map_err(|e| format_error(path, format!("no {prefix}data.pkl: {e}")))?;
-    read_pickle_with_data(&mut BufReader::new(pickle.as_slice()), Arc::new(source)).map_err(|e| format_error(path, format!("cannot parse the pickle: {e}")))
+    let pickle = source
+        .read(&format!("{prefix}data.pkl"))
+        .map_err(|e| format_error(path, format!("no {prefix}data.pkl: {e}")))?;
+    read_pickle_with_data(&mut BufReader::new(pickle.as_slice()), Arc::new(source))
+        .map_err(|e| format_error(path, format!("cannot parse the pickle: {e}")))
 }
 
 /// The tensors of a state dict's pickle object (values that are not tensors are skipped).

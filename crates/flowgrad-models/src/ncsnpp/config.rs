@@ -183,7 +183,12 @@ impl NcsnppConfig {
                 "output_skip" => Progressive::OutputSkip,
                 // layerspp.Upsample(with_conv=True) fails in the original: `w[..., ::-1, ::-1]`
                 // with FIR, `F.interpolate(x, size, 'nearest')` without.
-                "residual" => return Err(bad("model.progressive", "`residual` cannot run in the original code (its pyramid upsampling raises), so it is not supported")),
+                "residual" => {
+                    return Err(bad(
+                        "model.progressive",
+                        "`residual` cannot run in the original code (its pyramid upsampling raises), so it is not supported",
+                    ));
+                }
                 other => return Err(bad("model.progressive", format!("unknown mode `{other}`"))),
             };
         }
@@ -234,14 +239,20 @@ impl NcsnppConfig {
             return Err(bad("model", "nf, ch_mult and num_channels must be positive"));
         }
         if self.image_size == 0 || !self.image_size.is_multiple_of(1 << (self.ch_mult.len() - 1)) {
-            return Err(bad("data.image_size", format!("{} is not divisible by 2^{}", self.image_size, self.ch_mult.len() - 1)));
+            return Err(bad(
+                "data.image_size",
+                format!("{} is not divisible by 2^{}", self.image_size, self.ch_mult.len() - 1),
+            ));
         }
         if self.fir && self.fir_kernel.len() < 2 {
             return Err(bad("model.fir_kernel", "needs at least 2 taps"));
         }
         if !self.fir && self.progressive == Progressive::OutputSkip {
             // the non-FIR pyramid upsampling calls F.interpolate(x, size, 'nearest'), which raises
-            return Err(bad("model.fir", "output_skip without FIR cannot run in the original code, so it is not supported"));
+            return Err(bad(
+                "model.fir",
+                "output_skip without FIR cannot run in the original code, so it is not supported",
+            ));
         }
         if self.nf < 4 {
             return Err(bad("model.nf", "GroupNorm needs at least 4 channels (groups = min(C/4, 32))"));

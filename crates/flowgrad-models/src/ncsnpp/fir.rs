@@ -44,7 +44,8 @@ impl<B: Backend> FirKernel<B> {
         let p0 = (k - 1) / 2 + 1;
         let offset = k - 1 - p0;
         let weight = self.kernel.clone().repeat_dim(0, channels);
-        let full = conv_transpose2d(x, weight, None, ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], channels));
+        let full =
+            conv_transpose2d(x, weight, None, ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], channels));
         full.slice([0..batch, 0..channels, offset..offset + 2 * h, offset..offset + 2 * w])
     }
 

@@ -36,7 +36,15 @@ impl<B: Backend> Conv<B> {
     }
 
     /// Like [`Conv::build`] with an explicit stride and padding.
-    pub(crate) fn build_strided(b: &mut Builder<'_, B>, name: &str, in_ch: usize, out_ch: usize, k: usize, stride: usize, padding: usize) -> Self {
+    pub(crate) fn build_strided(
+        b: &mut Builder<'_, B>,
+        name: &str,
+        in_ch: usize,
+        out_ch: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
         let std = 1.0 / ((in_ch * k * k) as f32).sqrt();
         let weight = b.tensor(&format!("{name}.weight"), [out_ch, in_ch, k, k], Init::Normal(std));
         let bias = b.tensor(&format!("{name}.bias"), [out_ch], Init::Zeros);

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 
-pub use checkpoint::{WeightsChoice, ema_parameter_order, read_pytorch, read_safetensors, read_weights, write_safetensors};
+pub use checkpoint::{
+    WeightsChoice, ema_parameter_order, read_pytorch, read_safetensors, read_weights, write_safetensors,
+};
 pub use config::{Activation, CombineMethod, Embedding, NcsnppConfig, Progressive, ProgressiveInput};
 pub use model::{Ncsnpp, TIME_SCALE};
 pub use state_dict::{HostParam, StateDict};
@@ -91,15 +93,22 @@ impl NcsnppConfig {
     /// Reads an original config dumped as JSON (with `data` and `model` blocks), e.g. a
     /// fixture's `config.json`.
     pub fn from_json_file(path: &Path) -> Result<Self, NcsnppError> {
-        let text = std::fs::read_to_string(path).map_err(|source| NcsnppError::Io { path: path.to_path_buf(), source })?;
-        let value = serde_json::from_str(&text).map_err(|e| NcsnppError::Format { path: path.to_path_buf(), reason: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| NcsnppError::Io { path: path.to_path_buf(), source })?;
+        let value = serde_json::from_str(&text)
+            .map_err(|e| NcsnppError::Format { path: path.to_path_buf(), reason: e.to_string() })?;
         Self::from_original_json(&value)
     }
 }
 
 /// A ready velocity field from a checkpoint (`.pth` training checkpoint or safetensors state
 /// dict) and its config; `choice` picks EMA or raw weights of a training checkpoint.
-pub fn load_ncsnpp<B: Backend>(checkpoint: &Path, config: &NcsnppConfig, choice: WeightsChoice, device: &B::Device) -> Result<Ncsnpp<B>, NcsnppError> {
+pub fn load_ncsnpp<B: Backend>(
+    checkpoint: &Path,
+    config: &NcsnppConfig,
+    choice: WeightsChoice,
+    device: &B::Device,
+) -> Result<Ncsnpp<B>, NcsnppError> {
     let weights = read_weights(checkpoint, choice)?;
     Ncsnpp::from_state_dict(config, &weights, &checkpoint.display().to_string(), device)
 }

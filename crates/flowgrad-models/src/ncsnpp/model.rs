@@ -5,7 +5,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use flowgrad::VelocityField;
 
 use super::NcsnppError;
-use super::blocks::{AttnBlock, Combine, ConvDownsample, Resample, ResBlock, Resampler};
+use super::blocks::{AttnBlock, Combine, ConvDownsample, ResBlock, Resample, Resampler};
 use super::config::{CombineMethod, Embedding, NcsnppConfig, Progressive, ProgressiveInput};
 use super::layers::{Conv, GroupNorm, Linear, activate};
 use super::state_dict::{Builder, Init, StateDict};
@@ -76,7 +76,12 @@ impl<B: Backend> Ncsnpp<B> {
     /// Builds the model of `config` from `weights` (original keys, no `module.` prefix): every
     /// model tensor must be present with its shape and every weight must be used, otherwise the
     /// error lists all missing, unexpected and mis-shaped keys. `origin` names the weights.
-    pub fn from_state_dict(config: &NcsnppConfig, weights: &StateDict, origin: &str, device: &B::Device) -> Result<Self, NcsnppError> {
+    pub fn from_state_dict(
+        config: &NcsnppConfig,
+        weights: &StateDict,
+        origin: &str,
+        device: &B::Device,
+    ) -> Result<Self, NcsnppError> {
         config.validate()?;
         let mut builder = Builder::from_state_dict(weights, device);
         let mut model = Self::build(config, &mut builder, device);
@@ -119,7 +124,10 @@ impl<B: Backend> Ncsnpp<B> {
         let sigmas = b.tensor(SIGMAS, [c.num_scales], Init::Values(c.sigmas()));
         let mut names = Names(0);
         let (fourier, embed_dim) = match c.embedding {
-            Embedding::Fourier => (Some(b.tensor(&format!("{}.W", names.next()), [nf], Init::Normal(c.fourier_scale)).reshape([1, nf])), 2 * nf),
+            Embedding::Fourier => (
+                Some(b.tensor(&format!("{}.W", names.next()), [nf], Init::Normal(c.fourier_scale)).reshape([1, nf])),
+                2 * nf,
+            ),
             Embedding::Positional => (None, nf),
         };
         let mut dense = None;
@@ -130,7 +138,9 @@ impl<B: Backend> Ncsnpp<B> {
         let conv_in = Conv::build(b, &names.next(), c.channels, nf, 3);
         let resolutions = c.resolutions();
         let levels = c.ch_mult.len();
-        let res = |b: &mut Builder<'_, B>, name: String, i: usize, o: usize, r: Resample| ResBlock::build(b, &name, c, &resampler, i, o, r);
+        let res = |b: &mut Builder<'_, B>, name: String, i: usize, o: usize, r: Resample| {
+            ResBlock::build(b, &name, c, &resampler, i, o, r)
+        };
         let attn = |b: &mut Builder<'_, B>, name: String, ch: usize| AttnBlock::build(b, &name, ch, c.skip_rescale);
 
         let mut hs_c = vec![nf];
@@ -224,7 +234,8 @@ impl<B: Backend> Ncsnpp<B> {
         let c = &self.config;
         let act = |t: Tensor<B, 4>| activate(c.activation, t);
         let (embedding, sigma) = self.embed(time_cond);
-        let temb = self.dense.as_ref().map(|(first, second)| second.forward(activate(c.activation, first.forward(embedding))));
+        let temb =
+            self.dense.as_ref().map(|(first, second)| second.forward(activate(c.activation, first.forward(embedding))));
         let temb = temb.as_ref();
         let x = if c.centered { x } else { x.mul_scalar(2.0).sub_scalar(1.0) };
 
@@ -301,7 +312,9 @@ impl<B: Backend> Ncsnpp<B> {
         match &self.fourier {
             Some(w) => {
                 // ((ln t · W) · 2) · π in f32, in this order (FORMAT.md: the phase reaches ~2e3)
-                let phase = (time_cond.clone().log().reshape([batch, 1]) * w.clone()).mul_scalar(2.0).mul_scalar(std::f32::consts::PI);
+                let phase = (time_cond.clone().log().reshape([batch, 1]) * w.clone())
+                    .mul_scalar(2.0)
+                    .mul_scalar(std::f32::consts::PI);
                 (Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1), time_cond)
             }
             None => {

@@ -131,7 +131,12 @@ impl<'a, B: Backend> Builder<'a, B> {
         if self.missing.is_empty() && self.mis_shaped.is_empty() && unexpected.is_empty() {
             return Ok(self.requested);
         }
-        Err(NcsnppError::Mismatch { origin: origin.to_string(), missing: self.missing, unexpected, mis_shaped: self.mis_shaped })
+        Err(NcsnppError::Mismatch {
+            origin: origin.to_string(),
+            missing: self.missing,
+            unexpected,
+            mis_shaped: self.mis_shaped,
+        })
     }
 }
 

@@ -27,23 +27,14 @@ pub struct Ctx {
 
 /// A topology with a unique prefix, so that tests never see each other's messages.
 pub fn unique_topology(delivery_limit: u32) -> Topology {
-    Topology {
-        prefix: format!("test-{}", uuid::Uuid::new_v4()),
-        delivery_limit,
-    }
+    Topology { prefix: format!("test-{}", uuid::Uuid::new_v4()), delivery_limit }
 }
 
 /// Runs `scenario` on a fresh broker and cleans up even when the scenario panics.
-pub async fn run<B: Backend, Fut: Future<Output = ()>>(
-    delivery_limit: u32,
-    scenario: impl FnOnce(Ctx) -> Fut,
-) {
+pub async fn run<B: Backend, Fut: Future<Output = ()>>(delivery_limit: u32, scenario: impl FnOnce(Ctx) -> Fut) {
     let topology = unique_topology(delivery_limit);
     guarded::<B>(&topology, async {
-        let ctx = Ctx {
-            broker: B::broker(&topology).await,
-            quiet: B::QUIET,
-        };
+        let ctx = Ctx { broker: B::broker(&topology).await, quiet: B::QUIET };
         scenario(ctx).await;
     })
     .await;
@@ -53,10 +44,7 @@ pub async fn run<B: Backend, Fut: Future<Output = ()>>(
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("flowgrad_queue=debug"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// Runs `test`, then cleans up `topology` even when `test` panics.
@@ -88,10 +76,7 @@ pub async fn expect_next(consumer: &mut Box<dyn Consumer>) -> Delivery {
 /// Asserts that no delivery arrives within `quiet`.
 pub async fn expect_quiet(consumer: &mut Box<dyn Consumer>, quiet: Duration) {
     if let Ok(got) = tokio::time::timeout(quiet, consumer.next()).await {
-        panic!(
-            "unexpected delivery: {:?}",
-            got.map(|d| d.map(|d| d.message_id))
-        );
+        panic!("unexpected delivery: {:?}", got.map(|d| d.map(|d| d.message_id)));
     }
 }
 
@@ -107,10 +92,7 @@ pub async fn eventually<F: Future<Output = Result<u32, QueueError>>>(
         if got == want {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: still {got}, wanted {want}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still {got}, wanted {want}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -163,9 +145,7 @@ pub mod scenarios {
     pub async fn depth_counts_ready_messages_per_queue(ctx: Ctx) {
         let b = &ctx.broker;
         for i in 0..3 {
-            b.publish(Queue::Tasks, body("t"), &format!("t-{i}"))
-                .await
-                .unwrap();
+            b.publish(Queue::Tasks, body("t"), &format!("t-{i}")).await.unwrap();
         }
         b.publish(Queue::Events, body("e"), "e-0").await.unwrap();
         eventually("tasks depth", 3, || b.depth(Queue::Tasks)).await;
@@ -207,9 +187,7 @@ pub mod scenarios {
     /// Run with `delivery_limit` 2: delivered 3 times, then dead-lettered.
     pub async fn delivery_limit_dead_letters(ctx: Ctx) {
         let b = &ctx.broker;
-        b.publish(Queue::Tasks, body("poison"), "p-1")
-            .await
-            .unwrap();
+        b.publish(Queue::Tasks, body("poison"), "p-1").await.unwrap();
         let mut c = b.consume(Queue::Tasks, 1).await.unwrap();
         for expected in 0..3 {
             let d = expect_next(&mut c).await;
@@ -297,9 +275,7 @@ pub mod scenarios {
     pub async fn many_concurrent_publishes_all_consumed(ctx: Ctx) {
         let b = &ctx.broker;
         let ids: Vec<String> = (0..50).map(|i| format!("c-{i}")).collect();
-        futures::future::try_join_all(ids.iter().map(|id| b.publish(Queue::Tasks, body(id), id)))
-            .await
-            .unwrap();
+        futures::future::try_join_all(ids.iter().map(|id| b.publish(Queue::Tasks, body(id), id))).await.unwrap();
         eventually("depth", 50, || b.depth(Queue::Tasks)).await;
         let mut c = b.consume(Queue::Tasks, 10).await.unwrap();
         let mut seen = BTreeSet::new();

@@ -5,7 +5,7 @@ use flowgrad::GlobalDirection;
 use flowgrad_catalog::{check_direction, direction_labels};
 use flowgrad_jobs::GuidanceSpec;
 
-use crate::registry::{EngineError, ImageShape};
+use crate::error::{EngineError, ImageShape};
 
 /// Serialises `direction`, learned on `images` images of `model` towards `guidance` by
 /// `learned_by` (e.g. the job id), with those facts as labels.

@@ -6,7 +6,7 @@ use flowgrad::{Guidance, GuidanceContext};
 use flowgrad_models::clip::{AugmentConfig, ClipGuidance, ClipModel, Tokenizer};
 use flowgrad_models::{ClassGuidance, Classifier};
 
-use crate::registry::EngineError;
+use crate::error::EngineError;
 use flowgrad_backend::Backend;
 
 /// CLIP guidance towards a prompt for images of any channel count (gray is replicated to RGB).

@@ -2,12 +2,14 @@
 //! guidance target, and step it on host data. Tensors never leave this crate and below.
 
 pub mod direction;
+pub mod error;
 pub mod guidance;
 pub mod registry;
 pub mod session;
 
 pub use direction::{direction_bytes, read_direction};
+pub use error::{EngineError, ImageShape};
 pub use flowgrad_catalog::{BUNDLED_MODEL, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
 pub use flowgrad_models::Assets;
-pub use registry::{BUNDLED_RECORDED_FORWARDS, EngineError, ImageShape, Model, ModelRegistry};
+pub use registry::{BUNDLED_RECORDED_FORWARDS, Model, ModelRegistry};
 pub use session::{EditSession, FinishedEdit};

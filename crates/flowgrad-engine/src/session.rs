@@ -2,7 +2,7 @@
 
 use flowgrad::{ControlState, Editor, GlobalDirection, Guidance, HostTensor, IterationRecord, VelocityField};
 
-use crate::registry::{EngineError, ImageShape};
+use crate::error::{EngineError, ImageShape};
 use flowgrad_backend::{Backend, device};
 
 /// The result of a finished edit, on the host.

@@ -7,9 +7,9 @@ pub mod status;
 pub mod task;
 
 pub use job::{DirectionSpec, GuidanceSpec, InputSpec, JobSpec, ValidationError};
-pub use status::{Cancellation, Failure, JobReport, JobState, JobStatus, Lease};
+pub use status::{Cancellation, JobReport, JobState, JobStatus, Lease};
 pub use task::{
-    ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec, crash_limit_reason,
+    Failure, ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec, crash_limit_reason,
 };
 
 /// Version of every document in this crate.

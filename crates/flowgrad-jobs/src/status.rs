@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::task::TaskResult;
+use crate::task::{Failure, TaskResult};
 
 /// Life cycle of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,16 +38,6 @@ impl JobState {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::CompletedWithFailures | Self::Rejected | Self::Cancelled)
     }
-}
-
-/// A failed task and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Failure {
-    /// The task.
-    pub task_id: String,
-    /// The error.
-    pub reason: String,
 }
 
 /// `jobs/{job}/status.json`.

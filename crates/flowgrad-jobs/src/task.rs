@@ -198,7 +198,7 @@ pub struct TaskResult {
     /// Objective of the selected controls.
     pub objective_after: f64,
     /// Inputs that could not be edited (missing, corrupt, too large) and why.
-    pub rejected_inputs: Vec<crate::status::Failure>,
+    pub rejected_inputs: Vec<Failure>,
     /// Objective (batch sum) of every iteration, from the first.
     pub objective_history: Vec<f64>,
     /// Seconds spent in the editor.
@@ -259,4 +259,14 @@ impl TaskResult {
             total_seconds,
         }
     }
+}
+
+/// A failed task and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// The task.
+    pub task_id: String,
+    /// The error.
+    pub reason: String,
 }

@@ -48,7 +48,7 @@ pub enum Suite {
         #[arg(long, value_delimiter = ',', default_value = "5e-3,1e-2")]
         xi: Vec<f32>,
         /// The `ncsnpp/` fixture set for `--model ncsnpp`.
-        #[arg(long, default_value_os_t = ncsnpp::default_fixture())]
+        #[arg(long, default_value_os_t = iteration::default_fixture())]
         fixture: std::path::PathBuf,
         /// The controls u_k on the measured trajectory.
         #[arg(long, value_enum, default_value_t = BenchControls::Zero)]
@@ -80,7 +80,7 @@ pub enum Suite {
         #[arg(long)]
         config: Option<std::path::PathBuf>,
         /// The `ncsnpp/` fixture set whose config the memory cases use.
-        #[arg(long, default_value_os_t = ncsnpp::default_fixture())]
+        #[arg(long, default_value_os_t = iteration::default_fixture())]
         fixture: std::path::PathBuf,
         /// Euler steps N of the memory cases.
         #[arg(long, value_delimiter = ',', default_value = "10,100")]

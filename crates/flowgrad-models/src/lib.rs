@@ -2,6 +2,7 @@
 //! weight loading. Everything here is generic over burn backends.
 
 pub mod assets;
+pub mod bundled;
 pub mod class_views;
 pub mod classifier;
 pub mod clip;
@@ -13,6 +14,7 @@ pub mod unet;
 pub mod weights;
 
 pub use assets::Assets;
+pub use bundled::{REFLOW_STEM, load_classifier, load_flow, load_judge, load_reflow};
 pub use class_views::ClassViews;
 pub use classifier::{
     ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy, top_classes,
@@ -21,6 +23,4 @@ pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
 pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};
 pub use unet::{UNet, UNetConfig};
-pub use weights::{
-    REFLOW_STEM, WeightsError, load, load_classifier, load_flow, load_judge, load_reflow, save, weights_digest,
-};
+pub use weights::{WeightsError, load, save, weights_digest};

@@ -3,16 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use sha2::{Digest, Sha256};
-
-use crate::assets::Assets;
-use crate::classifier::{Classifier, ClassifierConfig, Judge, JudgeConfig};
-use crate::unet::{UNet, UNetConfig};
 
 /// Errors of [`save`] and [`load`].
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +61,7 @@ pub fn load<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M, Weight
 }
 
 /// [`load`] from safetensors bytes; `path` names them in errors.
-fn load_from_store<B: Backend, M: Module<B>>(
+pub(crate) fn load_from_store<B: Backend, M: Module<B>>(
     mut model: M,
     store: SafetensorsStore,
     path: &Path,
@@ -120,48 +115,4 @@ pub(crate) fn seeded_init<B: Backend, M: Module<B>>(device: &B::Device, seed: u6
     let model = build();
     model.visit(&mut Touch);
     model
-}
-
-/// Builds the model described by `{name}.config.json` of `assets` with `init` and loads
-/// `{name}.safetensors` into it (strictly, see [`load`]).
-fn load_bundled<B: Backend, C: Config, M: Module<B>>(
-    assets: &Assets,
-    name: &str,
-    init: impl FnOnce(&C) -> M,
-) -> Result<M, WeightsError> {
-    let config_file = format!("{name}.config.json");
-    let config_error = |message: String| WeightsError::Config { path: assets.locate(&config_file), message };
-    let config =
-        C::load_binary(&assets.read(&config_file).map_err(config_error)?).map_err(|e| config_error(e.to_string()))?;
-    let weights_file = format!("{name}.safetensors");
-    let path = assets.locate(&weights_file);
-    let bytes = assets.read(&weights_file).map_err(|message| WeightsError::Store {
-        action: "load",
-        path: path.clone(),
-        message,
-    })?;
-    load_from_store(init(&config), SafetensorsStore::from_bytes(Some(bytes.into_owned())), &path)
-}
-
-/// The trained velocity field `flow.safetensors` of `assets`.
-pub fn load_flow<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
-    load_bundled(assets, "flow", |c: &UNetConfig| c.init(device))
-}
-
-/// File stem of the reflowed (2-rectified) flow: `flow-reflow.safetensors`, `.config.json`.
-pub const REFLOW_STEM: &str = "flow-reflow";
-
-/// The reflowed (2-rectified) velocity field `flow-reflow.safetensors` of `assets`.
-pub fn load_reflow<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
-    load_bundled(assets, REFLOW_STEM, |c: &UNetConfig| c.init(device))
-}
-
-/// The trained guidance classifier `classifier.safetensors` of `assets`.
-pub fn load_classifier<B: Backend>(assets: &Assets, device: &B::Device) -> Result<Classifier<B>, WeightsError> {
-    load_bundled(assets, "classifier", |c: &ClassifierConfig| c.init(device))
-}
-
-/// The trained evaluation judge `judge.safetensors` of `assets`.
-pub fn load_judge<B: Backend>(assets: &Assets, device: &B::Device) -> Result<Judge<B>, WeightsError> {
-    load_bundled(assets, "judge", |c: &JudgeConfig| c.init(device))
 }

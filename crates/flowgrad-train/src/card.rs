@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::classify::ClassifierReport;
 use crate::flow::FlowReport;
 use crate::reflow::{COMPARISON_XI, REFLOW_NAME, ReflowReport};
-use crate::write_json;
+use crate::{read_report, write_json};
 
 /// Everything the card states, as written to `metrics.json`.
 #[derive(Debug, Serialize)]
@@ -21,16 +20,6 @@ struct Metrics {
     reflow: Option<ReflowReport>,
     classifier: Option<ClassifierReport>,
     judge: Option<ClassifierReport>,
-}
-
-/// Reads `<name>.report.json` from `out_dir`: `None` when there is none.
-pub(crate) fn read_report<T: DeserializeOwned>(out_dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
-    let path = out_dir.join(format!("{name}.report.json"));
-    if !path.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
 }
 
 /// Renders `MODEL_CARD.md` and `metrics.json` in `out_dir` from the `*.report.json` files there;

@@ -52,3 +52,13 @@ pub type EvalBackend = flowgrad_backend::InnerBackend;
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
 }
+
+/// Reads `<name>.report.json` from `out_dir`: `None` when there is none.
+fn read_report<T: serde::de::DeserializeOwned>(out_dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
+    let path = out_dir.join(format!("{name}.report.json"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?))
+}

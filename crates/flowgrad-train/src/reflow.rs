@@ -260,7 +260,7 @@ pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<R
     let (student, previous) = match &cfg.init_dir {
         None => (load_flow::<TrainBackend>(&Assets::Dir(cfg.teacher_dir.clone()), &device)?, None),
         Some(dir) => {
-            let previous: ReflowReport = crate::card::read_report(dir, REFLOW_NAME)?
+            let previous: ReflowReport = crate::read_report(dir, REFLOW_NAME)?
                 .with_context(|| format!("no earlier round's {REFLOW_NAME}.report.json in {}", dir.display()))?;
             let student = load_reflow::<TrainBackend>(&Assets::Dir(dir.clone()), &device)
                 .with_context(|| format!("loading the earlier round from {}", dir.display()))?;

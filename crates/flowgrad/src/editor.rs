@@ -4,10 +4,10 @@ use std::marker::PhantomData;
 
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-use crate::baselines::guided_sample;
 use crate::error::{FlowGradError, Result};
 use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff, ssim};
 use crate::gradient::{GradientRule, endpoint_gradient, flowgrad_gradient};
+use crate::guided::guided_sample;
 use crate::params::{ControlSharing, EditParams, Faithfulness, Mode, Selection, UpdateRule};
 use crate::recording::AnchorPlan;
 use crate::state::{BestControls, ControlState, HostTensor, IterationRecord, digest_f32, digest_parts};

@@ -12,6 +12,8 @@ pub mod editor;
 pub mod error;
 pub mod field;
 pub mod gradient;
+pub mod guided;
+pub mod host;
 pub mod params;
 pub mod recording;
 pub mod state;

@@ -4,8 +4,8 @@
 //! the accepted one is rejected (back to the accepted controls, ρ halves); an accepted one moves
 //! on from where it landed (ρ grows by half). The accepted objective therefore never rises.
 
+use crate::host::HostTensor;
 use crate::params::{TRUST_GROWTH, TRUST_SHRINK};
-use crate::state::HostTensor;
 
 /// The rule's resumable state (checkpointed with the controls).
 #[derive(Debug, Clone, PartialEq)]

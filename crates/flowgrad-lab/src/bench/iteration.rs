@@ -24,7 +24,7 @@ use flowgrad_parity::TensorFile;
 pub struct IterationArgs {
     /// The `ncsnpp/` fixture set (config.json, weights.safetensors); its sibling `flowgrad/`
     /// supplies z0, target, u_init, N, ξ and lr when present.
-    #[arg(long, default_value_os_t = super::ncsnpp::default_fixture())]
+    #[arg(long, default_value_os_t = default_fixture())]
     fixture: PathBuf,
     /// Euler steps N (default: N of flowgrad/config.json).
     #[arg(long)]
@@ -211,4 +211,12 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     );
     println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The default fixture folder: `$FLOWGRAD_FIXTURES/ncsnpp`, else `../shared/fixtures/ncsnpp`.
+pub fn default_fixture() -> PathBuf {
+    std::env::var_os("FLOWGRAD_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared/fixtures"))
+        .join("ncsnpp")
 }

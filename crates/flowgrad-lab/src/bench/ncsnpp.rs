@@ -4,7 +4,7 @@
 //! N on a fixture's (reduced) config, each case measured in a fresh child process (`VmHWM` of
 //! /proc/self/status).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -165,12 +165,4 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let name = method.to_possible_value().expect("no method is hidden").get_name().to_string();
     println!("{name:<12} {steps:>6} {:>14.1} {:>14.1} {vjps:>10}", baseline as f64 / 1024.0, peak as f64 / 1024.0);
     Ok(ExitCode::SUCCESS)
-}
-
-/// The default fixture folder: `$FLOWGRAD_FIXTURES/ncsnpp`, else `../shared/fixtures/ncsnpp`.
-pub fn default_fixture() -> PathBuf {
-    std::env::var_os("FLOWGRAD_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/fixtures"))
-        .join("ncsnpp")
 }

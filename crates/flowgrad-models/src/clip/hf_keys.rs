@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::checkpoint::{CheckpointError, HostTensor};
+use super::host::{CheckpointError, HostTensor};
 
 /// Whole-key renames (`(hugging face, openai, transpose)`).
 const FIXED: [(&str, &str, bool); 14] = [

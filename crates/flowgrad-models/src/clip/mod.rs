@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod guidance;
 mod hf_keys;
+mod host;
 pub mod layers;
 pub mod model;
 pub mod text_fix;

@@ -22,6 +22,9 @@ pub struct FinishedEdit {
 pub trait EditSession: Send + Sync {
     /// Encodes `images` (`[batch, C, H, W]` in [-1, 1]) and returns the state before iteration 0.
     fn start(&self, images: &[f32], batch: usize, seed: u64, stream: u64) -> Result<ControlState, EngineError>;
+    /// Whether this session can continue `state` (e.g. a checkpoint): an error when it was made by
+    /// another model, weights, guidance or parameters.
+    fn can_resume(&self, state: &ControlState) -> Result<(), EngineError>;
     /// Runs exactly one FlowGrad iteration.
     fn step(&self, state: &mut ControlState) -> Result<IterationRecord, EngineError>;
     /// True when all iterations ran.
@@ -47,6 +50,10 @@ where
     fn start(&self, images: &[f32], batch: usize, seed: u64, stream: u64) -> Result<ControlState, EngineError> {
         let tensor = self.shape.batch_tensor(images, batch, &device())?;
         Ok(self.editor.start(tensor, seed, stream)?)
+    }
+
+    fn can_resume(&self, state: &ControlState) -> Result<(), EngineError> {
+        Ok(self.editor.check_state(state)?)
     }
 
     fn step(&self, state: &mut ControlState) -> Result<IterationRecord, EngineError> {

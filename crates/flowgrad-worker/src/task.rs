@@ -270,19 +270,29 @@ impl Worker {
 
         let mut progress =
             Progress { resumed_from: None, iterations_run: 0, vjps: 0, edit_seconds: 0.0, checkpoint_seconds: 0.0 };
-        let mut state = match self.store.get(&checkpoint_key).await? {
-            Some(bytes) => match ControlState::from_bytes(&bytes) {
-                Ok(state) => {
-                    info!(iteration = state.iteration, "resuming from checkpoint");
-                    self.metrics.tasks_resumed.inc();
-                    progress.resumed_from = Some(state.iteration);
-                    state
-                }
-                Err(err) => {
-                    warn!(%err, "unreadable checkpoint: starting over");
-                    self.start(&session, &pixels, batch, task, &mut progress).await?
+        // One policy for a checkpoint that cannot be continued, whether unreadable or made by
+        // other weights or parameters (a rollout while the job ran): start the task over, so every
+        // output comes from one model version, and say so in the log.
+        let resumable = match self.store.get(&checkpoint_key).await? {
+            Some(bytes) => match ControlState::from_bytes(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|state| session.can_resume(&state).map(|()| state).map_err(|e| e.to_string()))
+            {
+                Ok(state) => Some(state),
+                Err(reason) => {
+                    warn!(%reason, "checkpoint cannot be continued: starting the task over");
+                    None
                 }
             },
+            None => None,
+        };
+        let mut state = match resumable {
+            Some(state) => {
+                info!(iteration = state.iteration, "resuming from checkpoint");
+                self.metrics.tasks_resumed.inc();
+                progress.resumed_from = Some(state.iteration);
+                state
+            }
             None => self.start(&session, &pixels, batch, task, &mut progress).await?,
         };
         self.event(task, TaskEventKind::Started { resumed_from: progress.resumed_from }).await;

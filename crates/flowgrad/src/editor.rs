@@ -206,7 +206,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// Runs exactly one FlowGrad iteration: simulate, loss, straightness, grid, decomposed
     /// back-propagation, gradient step on the controls. Updates `state` in place.
     pub fn step(&self, state: &mut ControlState) -> Result<IterationRecord> {
-        self.check(state)?;
+        self.check_state(state)?;
         if self.is_finished(state) {
             return Err(FlowGradError::AlreadyFinished(self.params.iterations));
         }
@@ -314,7 +314,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
 
     /// Simulates the final controls, selects best or last, and returns the edited images.
     pub fn finish(&self, state: &ControlState) -> Result<EditOutcome<B>> {
-        self.check(state)?;
+        self.check_state(state)?;
         let (images, objectives) = self.evaluate(state, &state.controls, state.iteration)?;
         let last =
             |controls: HostTensor, images: Tensor<B, 4>, objectives: Vec<f64>, iterations: Vec<usize>| EditOutcome {
@@ -396,7 +396,9 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         }
     }
 
-    fn check(&self, state: &ControlState) -> Result<()> {
+    /// Whether this editor can continue `state`: made by the same field, guidance and parameters
+    /// for the same input (its fingerprint), with controls of the shapes they imply.
+    pub fn check_state(&self, state: &ControlState) -> Result<()> {
         let expected = self.fingerprint(&state.original, state.seed, state.stream);
         if expected != state.fingerprint {
             return Err(FlowGradError::FingerprintMismatch { expected, found: state.fingerprint.clone() });

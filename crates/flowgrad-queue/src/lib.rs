@@ -122,6 +122,10 @@ pub trait Consumer: Send {
     /// settling its last delivery, so no message comes back, counted as a failed delivery, when
     /// the process exits.
     async fn stop(&mut self) -> Result<(), QueueError>;
+    /// Ends the consumer for good and closes its connection gracefully: returns once the broker
+    /// has processed every settlement sent before (an acknowledgement still in flight when a
+    /// process exits can be lost, and its message come back counted as a failed delivery).
+    async fn close(&mut self) -> Result<(), QueueError>;
 }
 
 /// A broker shared between tasks.

@@ -233,12 +233,19 @@ impl Consumer for MemoryConsumer {
         self.stopped = true;
         Ok(())
     }
+
+    async fn close(&mut self) -> Result<(), QueueError> {
+        // settlements take effect at once in process: nothing is in flight
+        self.stopped = true;
+        self.release();
+        Ok(())
+    }
 }
 
-impl Drop for MemoryConsumer {
+impl MemoryConsumer {
     /// Like a closed AMQP channel: unacknowledged deliveries go back to the queue, counted
-    /// towards the delivery limit as RabbitMQ 3.x quorum queues do.
-    fn drop(&mut self) {
+    /// towards the delivery limit as RabbitMQ 3.x quorum queues do. Idempotent.
+    fn release(&mut self) {
         let mut state = self.inner.lock();
         let Some(consumer) = state.queues[self.slot.index()].consumers.remove(&self.id) else {
             return;
@@ -247,6 +254,12 @@ impl Drop for MemoryConsumer {
             self.inner.give_back(&mut state, self.slot, msg);
         }
         self.inner.wake(self.slot);
+    }
+}
+
+impl Drop for MemoryConsumer {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

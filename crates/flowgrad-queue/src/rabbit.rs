@@ -420,6 +420,16 @@ impl Consumer for RabbitConsumer {
             None => Ok(()),
         }
     }
+
+    async fn close(&mut self) -> Result<(), QueueError> {
+        self.stopped = true;
+        self.finished = true;
+        match self.active.take() {
+            // AMQP handles a connection's frames in order: close-ok comes after every ack before it
+            Some((link, _consumer)) => link.conn.close(200, ShortString::from("consumer closed")).await.map_err(classify),
+            None => Ok(()),
+        }
+    }
 }
 
 fn convert(delivery: lapin::message::Delivery) -> Delivery {

@@ -108,6 +108,10 @@ impl Worker {
                 Some(Ok(delivery)) => self.handle(delivery, &shutdown, consumer.as_mut()).await,
             }
         }
+        // the last acknowledgements must reach the broker before the process exits
+        if let Err(err) = consumer.close().await {
+            warn!(%err, "could not close the task consumer cleanly");
+        }
         info!(worker = %self.settings.id, "worker stopped");
         Ok(())
     }

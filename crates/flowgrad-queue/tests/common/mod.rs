@@ -112,6 +112,7 @@ macro_rules! broker_suite {
             dead_letter_goes_to_dead_queue: 5,
             prefetch_one_holds_back_second_message: 5,
             dropped_consumer_redelivers_unacked: 5,
+            closed_consumer_settles_acks_and_returns_the_rest: 5,
             many_concurrent_publishes_all_consumed: 5
         );
     };
@@ -163,6 +164,26 @@ pub mod scenarios {
         d.ack().await.unwrap();
         eventually("events depth after ack", 0, || b.depth(Queue::Events)).await;
         assert_eq!(b.depth(Queue::Tasks).await.unwrap(), 3);
+    }
+
+    /// Closing ends a consumer: what it acknowledged stays settled, what it held unacknowledged
+    /// goes back to the queue at once, counted as a delivery (a worker closes before it exits).
+    pub async fn closed_consumer_settles_acks_and_returns_the_rest(ctx: Ctx) {
+        let b = &ctx.broker;
+        b.publish(Queue::Tasks, body("done"), "c-1").await.unwrap();
+        b.publish(Queue::Tasks, body("held"), "c-2").await.unwrap();
+        let mut c = b.consume(Queue::Tasks, 2).await.unwrap();
+        let first = expect_next(&mut c).await;
+        let _held = expect_next(&mut c).await;
+        assert_eq!(first.message_id.as_deref(), Some("c-1"));
+        first.ack().await.unwrap();
+        c.close().await.unwrap();
+        assert!(c.next().await.is_none(), "a closed consumer yields nothing more");
+        let mut again = b.consume(Queue::Tasks, 2).await.unwrap();
+        let d = expect_next(&mut again).await;
+        assert_eq!((d.message_id.as_deref(), d.redeliveries), (Some("c-2"), 1));
+        d.ack().await.unwrap();
+        expect_quiet(&mut again, ctx.quiet).await;
     }
 
     pub async fn requeue_increments_redeliveries(ctx: Ctx) {

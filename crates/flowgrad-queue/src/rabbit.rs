@@ -426,7 +426,9 @@ impl Consumer for RabbitConsumer {
         self.finished = true;
         match self.active.take() {
             // AMQP handles a connection's frames in order: close-ok comes after every ack before it
-            Some((link, _consumer)) => link.conn.close(200, ShortString::from("consumer closed")).await.map_err(classify),
+            Some((link, _consumer)) => {
+                link.conn.close(200, ShortString::from("consumer closed")).await.map_err(classify)
+            }
             None => Ok(()),
         }
     }

@@ -257,23 +257,42 @@ impl EditParams {
         Ok(())
     }
 
-    /// The form a checkpoint's fingerprint hashes: the JSON of every field, less the fields added
+    /// The canonical form a checkpoint's fingerprint hashes, written out field by field here
+    /// (not taken from the serialised form jobs and tasks carry, so a change to the wire never
+    /// changes a fingerprint): compact JSON of every field in a fixed order, less the fields added
     /// after checkpoints existed wherever they hold the value that reproduces the earlier
-    /// behaviour, so checkpoints written before them keep their fingerprint. (The serialised
-    /// form a job or task carries keeps every field: a choice must survive the queue.)
+    /// behaviour, so checkpoints written before them keep their fingerprint.
     pub fn fingerprint_form(&self) -> String {
-        const ADDED_LATER: [(&str, &str); 5] = [
-            ("update", "\"gradient\""),
-            ("segment_gradient", "\"copy\""),
-            ("segment_anchor", "\"start\""),
-            ("warm_start", "0.0"),
-            ("faithfulness", "\"l1\""),
-        ];
-        let mut json = serde_json::to_string(self).expect("parameters serialise");
-        for (field, earlier) in ADDED_LATER {
-            json = json.replace(&format!(",\"{field}\":{earlier}"), "");
+        fn value<T: Serialize>(v: &T) -> String {
+            serde_json::to_string(v).expect("a parameter serialises")
         }
-        json
+        // (name, value, the value at which a later field is left out; None: always present)
+        let fields: [(&str, String, Option<&str>); 18] = [
+            ("steps", value(&self.steps), None),
+            ("iterations", value(&self.iterations), None),
+            ("update", value(&self.update), Some("\"gradient\"")),
+            ("step_size", value(&self.step_size), None),
+            ("trust_radius", value(&self.trust_radius), None),
+            ("eta", value(&self.eta), None),
+            ("lambda", value(&self.lambda), None),
+            ("xi", value(&self.xi), None),
+            ("mode", value(&self.mode), None),
+            ("sharing", value(&self.sharing), None),
+            ("selection", value(&self.selection), None),
+            ("time_eps", value(&self.time_eps), None),
+            ("encode_solver", value(&self.encode_solver), None),
+            ("encode_steps", value(&self.encode_steps), None),
+            ("segment_gradient", value(&self.segment_gradient), Some("\"copy\"")),
+            ("segment_anchor", value(&self.segment_anchor), Some("\"start\"")),
+            ("warm_start", value(&self.warm_start), Some("0.0")),
+            ("faithfulness", value(&self.faithfulness), Some("\"l1\"")),
+        ];
+        let kept: Vec<String> = fields
+            .iter()
+            .filter(|(_, v, earlier)| earlier.is_none_or(|earlier| v != earlier))
+            .map(|(name, v, _)| format!("\"{name}\":{v}"))
+            .collect();
+        format!("{{{}}}", kept.join(","))
     }
 
     /// Steps the encoder takes.

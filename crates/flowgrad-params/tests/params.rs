@@ -1,6 +1,9 @@
 //! Parameter validation: the defaults are the paper's and every bad value is named.
 
-use flowgrad_params::{EditParams, Faithfulness, InvalidParameter, Solver};
+use flowgrad_params::{
+    ControlSharing, EditParams, Faithfulness, InvalidParameter, Mode, SegmentAnchor, SegmentGradient, Selection,
+    Solver, UpdateRule,
+};
 
 fn rejected(params: EditParams, name: &str) {
     match params.validate() {
@@ -79,5 +82,56 @@ fn every_choice_survives_the_wire_and_old_fingerprints_stay() {
     let default = EditParams::default().fingerprint_form();
     for later in ["\"update\":\"trust_region\"", "\"warm_start\":20.0", "\"faithfulness\":\"l1_ssim\""] {
         assert!(default.contains(later), "{later} missing from {default}");
+    }
+}
+
+/// The canonical fingerprint form equals, for every kind of parameter set, the form checkpoints
+/// were fingerprinted with when it was derived from the wire JSON: no checkpoint changes its
+/// fingerprint, and from now on the wire can change without changing any.
+#[test]
+fn the_canonical_fingerprint_form_is_the_one_checkpoints_carry() {
+    fn wire_derived(params: &EditParams) -> String {
+        let mut json = serde_json::to_string(params).unwrap();
+        for (field, earlier) in [
+            ("update", "\"gradient\""),
+            ("segment_gradient", "\"copy\""),
+            ("segment_anchor", "\"start\""),
+            ("warm_start", "0.0"),
+            ("faithfulness", "\"l1\""),
+        ] {
+            json = json.replace(&format!(",\"{field}\":{earlier}"), "");
+        }
+        json
+    }
+    let variants = [
+        EditParams::default(),
+        EditParams::paper(),
+        EditParams { steps: 7, encode_steps: Some(3), xi: 0.05, eta: 0.123_456_7, ..EditParams::paper() },
+        EditParams {
+            segment_gradient: SegmentGradient::Interpolate,
+            segment_anchor: SegmentAnchor::Middle,
+            ..EditParams::default()
+        },
+        EditParams {
+            warm_start: 0.0,
+            faithfulness: Faithfulness::L1,
+            update: UpdateRule::Gradient,
+            ..EditParams::default()
+        },
+        EditParams {
+            mode: Mode::Paper,
+            sharing: ControlSharing::Shared,
+            selection: Selection::Last,
+            ..EditParams::default()
+        },
+        EditParams {
+            encode_solver: Solver::InverseEuler { iterations: 3 },
+            time_eps: 0.0,
+            lambda: 1e-7,
+            ..EditParams::default()
+        },
+    ];
+    for params in variants {
+        assert_eq!(params.fingerprint_form(), wire_derived(&params), "{params:?}");
     }
 }

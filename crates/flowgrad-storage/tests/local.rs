@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use flowgrad_storage::{Bytes, LocalStore, ObjectStore, StorageError};
 
+mod contract;
+
 fn store() -> (tempfile::TempDir, LocalStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path().join("root")).unwrap();
@@ -11,41 +13,10 @@ fn store() -> (tempfile::TempDir, LocalStore) {
 }
 
 #[tokio::test]
-async fn put_get_list_delete_and_overwrite() {
+async fn keeps_the_store_contract_and_prunes_emptied_directories() {
     let (_dir, store) = store();
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap(), None);
-    store.put("jobs/1/spec.json", Bytes::from_static(b"{}")).await.unwrap();
-    store.put("jobs/1/results/b.json", Bytes::from_static(b"b")).await.unwrap();
-    store.put("jobs/1/results/a.json", Bytes::from_static(b"a")).await.unwrap();
-    store.put("jobs/10/spec.json", Bytes::from_static(b"x")).await.unwrap();
-    store.put("out/img.png", Bytes::new()).await.unwrap();
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{}"[..]));
-    assert_eq!(store.get("out/img.png").await.unwrap().as_deref(), Some(&b""[..]));
-
-    // Overwrite replaces the body.
-    store.put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{\"v\":2}"[..]));
-
-    // Listing: sorted, prefix is a plain string prefix (not a directory), temp files hidden.
-    let all =
-        ["jobs/1/results/a.json", "jobs/1/results/b.json", "jobs/1/spec.json", "jobs/10/spec.json", "out/img.png"];
-    assert_eq!(store.list("").await.unwrap(), all);
-    assert_eq!(store.list("jobs/1").await.unwrap(), all[..4]);
-    assert_eq!(store.list("jobs/1/").await.unwrap(), all[..3]);
-    assert_eq!(store.list("jobs/1/res").await.unwrap(), all[..2]);
-    assert_eq!(store.list("jobs/1/results/a.json").await.unwrap(), all[..1]);
-    assert!(store.list("nope/").await.unwrap().is_empty());
-    assert!(store.list("jobs/1/spec.json/").await.unwrap().is_empty());
-
-    // A "directory" is not an object.
-    assert_eq!(store.get("jobs/1").await.unwrap(), None);
-    assert_eq!(store.get("out/img.png/x").await.unwrap(), None);
-
-    // Delete, twice; emptied directories are pruned so their names can become keys.
-    store.delete("jobs/1/results/a.json").await.unwrap();
-    store.delete("jobs/1/results/a.json").await.unwrap();
-    store.delete("never/existed").await.unwrap();
-    assert_eq!(store.get("jobs/1/results/a.json").await.unwrap(), None);
+    contract::basic_semantics(&store).await;
+    // emptied directories are pruned so their names can become keys
     store.delete("jobs/1/results/b.json").await.unwrap();
     assert!(!store.root().join("jobs/1/results").exists());
     store.put("jobs/1/results", Bytes::from_static(b"now a file")).await.unwrap();
@@ -92,30 +63,13 @@ async fn invalid_keys_are_rejected_permanently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
     let dir = tempfile::tempdir().unwrap();
-    for round in 0..20 {
-        let key = format!("jobs/{round}/results/task.json");
-        let barrier = Arc::new(tokio::sync::Barrier::new(16));
-        let racers: Vec<_> = (0..16)
-            .map(|i| {
-                // Separate store instances, as separate processes sharing the directory would have.
-                let store = LocalStore::new(dir.path()).unwrap();
-                let (key, barrier) = (key.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    let body = Bytes::from(format!("racer {i} ").repeat(1000));
-                    store.put_if_absent(&key, body).await.map(|won| won.then_some(i))
-                })
-            })
-            .collect();
-        let mut winners = Vec::new();
-        for racer in racers {
-            winners.extend(racer.await.unwrap().unwrap());
-        }
-        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let stored = LocalStore::new(dir.path()).unwrap().get(&key).await.unwrap().unwrap();
-        assert_eq!(stored, format!("racer {} ", winners[0]).repeat(1000).as_bytes(), "round {round}");
-    }
-    // No temporary files left behind.
+    let root = dir.path().to_path_buf();
+    contract::put_if_absent_race(20, 1000, || {
+        let root = root.clone();
+        async move { LocalStore::new(root).unwrap() }
+    })
+    .await;
+    // no temporary files left behind
     assert_eq!(std::fs::read_dir(dir.path().join(".flowgrad-tmp")).unwrap().count(), 0);
 }
 

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use flowgrad_storage::{Bytes, ObjectStore, RetryPolicy, RetryingStore, S3Config, S3Store, StorageError};
 use futures::{StreamExt, TryStreamExt};
 
+mod contract;
+
 /// The test server's config with a fresh bucket (created on connect).
 fn server_config() -> S3Config {
     let var = |name: &str| {
@@ -34,26 +36,13 @@ async fn fresh_store() -> (S3Config, S3Store) {
 }
 
 #[tokio::test]
-async fn get_put_overwrite_delete() {
+async fn keeps_the_store_contract_with_large_bodies() {
     let (cfg, store) = fresh_store().await;
     assert!(store.describe().contains(&cfg.bucket) && store.describe().contains("http://"), "{}", store.describe());
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap(), None);
-    store.put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":1}")).await.unwrap();
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{\"v\":1}"[..]));
-    store.put("jobs/1/spec.json", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap().as_deref(), Some(&b"{\"v\":2}"[..]));
+    contract::basic_semantics(&store).await;
     let big = Bytes::from((0..3_000_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
     store.put("out/big.bin", big.clone()).await.unwrap();
     assert_eq!(store.get("out/big.bin").await.unwrap(), Some(big));
-    store.put("out/empty", Bytes::new()).await.unwrap();
-    assert_eq!(store.get("out/empty").await.unwrap().as_deref(), Some(&b""[..]));
-    store.delete("jobs/1/spec.json").await.unwrap();
-    store.delete("jobs/1/spec.json").await.unwrap();
-    assert_eq!(store.get("jobs/1/spec.json").await.unwrap(), None);
-    assert_eq!(store.list("").await.unwrap(), ["out/big.bin", "out/empty"]);
-    // Same key rules as the local store.
-    let err = store.put("../x", Bytes::new()).await.unwrap_err();
-    assert!(matches!(err, StorageError::Permanent { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -81,30 +70,13 @@ async fn list_paginates_past_1000_keys() {
 async fn put_if_absent_has_exactly_one_winner_among_16_racers() {
     let cfg = server_config();
     S3Store::connect(&cfg).await.unwrap();
+    // one client each, like separate worker processes
     let cfg = S3Config { create_bucket: false, ..cfg };
-    for round in 0..3 {
-        let key = format!("jobs/{round}/results/task.json");
-        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(16));
-        let mut racers = Vec::new();
-        for i in 0..16 {
-            // One client each, like separate worker processes.
-            let store = S3Store::connect(&cfg).await.unwrap();
-            let (key, barrier) = (key.clone(), barrier.clone());
-            racers.push(tokio::spawn(async move {
-                barrier.wait().await;
-                let body = Bytes::from(format!("racer {i}"));
-                store.put_if_absent(&key, body).await.map(|won| won.then_some(i))
-            }));
-        }
-        let mut winners = Vec::new();
-        for racer in racers {
-            winners.extend(racer.await.unwrap().unwrap());
-        }
-        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let store = S3Store::connect(&cfg).await.unwrap();
-        assert_eq!(store.get(&key).await.unwrap().unwrap(), format!("racer {}", winners[0]).as_bytes());
-        assert!(!store.put_if_absent(&key, Bytes::from_static(b"late")).await.unwrap());
-    }
+    contract::put_if_absent_race(3, 1, || {
+        let cfg = cfg.clone();
+        async move { S3Store::connect(&cfg).await.unwrap() }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -11,7 +11,17 @@ use common::fixtures;
 fn bench_iteration_prints_a_parsable_summary() {
     let fixture = fixtures().join("ncsnpp");
     let out = Command::new(env!("CARGO_BIN_EXE_flowgrad"))
-        .args(["bench", "iteration", "--fixture", fixture.to_str().unwrap(), "--steps", "4", "--repeats", "1"])
+        .args([
+            "bench",
+            "iteration",
+            "--fixture",
+            fixture.to_str().unwrap(),
+            "--steps",
+            "4",
+            "--repeats",
+            "1",
+            "--network",
+        ])
         .output()
         .expect("flowgrad runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -30,6 +40,10 @@ fn bench_iteration_prints_a_parsable_summary() {
     assert_eq!(field("steps"), 4.0, "{line}");
     let segments = field("segments");
     assert!((1.0..=4.0).contains(&segments) && segments.fract() == 0.0, "{line}");
+    let network = stdout.lines().find_map(|l| l.strip_prefix("network: ")).unwrap_or_else(|| panic!("{stdout}"));
+    let seconds: Vec<f64> = network.split(' ').filter_map(|kv| kv.split_once('=')?.1.parse().ok()).collect();
+    assert_eq!(seconds.len(), 2, "{network}");
+    assert!(seconds[0] > 0.0 && seconds[1] > seconds[0], "a VJP costs more than its forward: {network}");
 }
 
 #[test]
@@ -46,7 +60,18 @@ fn side_by_side_script_help_works_without_torch() {
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for option in ["--flowgrad ", "--rectified-flow", "--fixtures", "--flowgrad-bin", "--threads", "--repeats"] {
+    for option in [
+        "--flowgrad ",
+        "--rectified-flow",
+        "--fixtures",
+        "--generate",
+        "--flowgrad-bin",
+        "--device",
+        "--threads",
+        "--repeats",
+        "--rounds",
+        "--segments",
+    ] {
         assert!(stdout.contains(option), "{option} missing from:\n{stdout}");
     }
 }

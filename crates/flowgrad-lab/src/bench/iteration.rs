@@ -2,7 +2,8 @@
 //! network, exactly as the original's `flowgrad_optimization` performs it (Reference mode, MSE to
 //! a target; FORMAT.md part B): the controlled simulation, straightness and segments, ∂L/∂x_N,
 //! one VJP per segment with re-assignment, and the SGD step. `bench/pytorch_side_by_side.py`
-//! times the original on the same weights and inputs and compares.
+//! times the original on the same weights and inputs and compares. With `--network` it first
+//! times the network alone (forward, forward + input VJP) on the same inputs.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
     AnchorPlan, GradientRule, Guidance, GuidanceContext, IterationGradient, Mode, MseToTarget, RecordedForwards,
     SegmentAnchor, TimeGrid, Trajectory, VelocityField, endpoint_gradient, flowgrad_gradient, simulate,
-    simulate_recording, simulate_untracked,
+    simulate_recording, simulate_untracked, velocity_vjp,
 };
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_parity::TensorFile;
@@ -42,6 +43,10 @@ pub struct IterationArgs {
     /// every VJP runs its own forward, as the original does).
     #[arg(long, default_value_t = 0)]
     recorded_forwards: usize,
+    /// First time one forward and one forward + input VJP of the network at t = 0.5 on z0 (the
+    /// VJP's cotangent: the target), medians after a warm-up; prints a `network:` line.
+    #[arg(long)]
+    network: bool,
 }
 
 /// FlowGrad's gradient for every control of `trajectory` towards `guidance` under `rule`
@@ -153,6 +158,16 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
     };
     let side = config.image_size;
     let inputs = inputs(data.as_ref(), [1, config.channels, side, side], steps)?;
+    if args.network {
+        let t = Tensor::<Backend, 1>::full([1], 0.5, &device);
+        let forward = super::median_seconds(args.repeats, || {
+            let _ = to_vec(model.velocity(inputs.z0.clone(), t.clone()));
+        });
+        let vjp = super::median_seconds(args.repeats, || {
+            let _ = to_vec(velocity_vjp(&model, inputs.z0.clone(), t.clone(), inputs.target.clone()));
+        });
+        println!("network: forward_seconds={forward:.6} vjp_seconds={vjp:.6}");
+    }
     let guidance = MseToTarget::new(inputs.target.clone());
     let time = TimeGrid::new(steps, 1e-3);
     let iteration = || {

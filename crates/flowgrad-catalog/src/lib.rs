@@ -15,6 +15,9 @@ pub const BUNDLED_MODEL: &str = "fashion-mnist";
 /// Name of the bundled reflowed (2-rectified) Fashion-MNIST flow: straighter trajectories, so
 /// FlowGrad merges more steps (fewer VJPs per iteration); same classifier and judge.
 pub const REFLOW_MODEL: &str = "fashion-mnist-reflow";
+/// Name of the bundled Fashion-MNIST diffusion model, edited as DDIM's ODE (the paper's second
+/// model family); same classifier and judge.
+pub const DDIM_MODEL: &str = "fashion-mnist-ddim";
 /// Name under which a configured NCSN++ rectified flow is served.
 pub const NCSNPP_MODEL: &str = "ncsnpp";
 
@@ -118,9 +121,9 @@ pub struct ClipSource {
 }
 
 impl ModelCatalog {
-    /// The names of the models served: the bundled two, and `ncsnpp` when configured.
+    /// The names of the models served: the bundled three, and `ncsnpp` when configured.
     pub fn served(&self) -> Vec<&'static str> {
-        let mut names = vec![BUNDLED_MODEL, REFLOW_MODEL];
+        let mut names = vec![BUNDLED_MODEL, REFLOW_MODEL, DDIM_MODEL];
         if self.ncsnpp.is_some() {
             names.push(NCSNPP_MODEL);
         }

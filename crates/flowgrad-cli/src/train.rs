@@ -1,4 +1,4 @@
-//! `flowgrad train flow|reflow|classifier|judge`: reproducible (seeded), resumable training of the
+//! `flowgrad train flow|ddim|reflow|classifier|judge`: reproducible (seeded), resumable training of the
 //! bundled models, writing weights, reports and the model card.
 
 use std::path::PathBuf;
@@ -13,6 +13,8 @@ use flowgrad_train::{ClassifierTrainConfig, FlowTrainConfig, JudgeTrainConfig, L
 pub enum Which {
     /// The rectified-flow UNet.
     Flow,
+    /// The diffusion model: the same UNet trained to predict noise, sampled and edited as DDIM's ODE.
+    Ddim,
     /// The reflowed (2-rectified) UNet, fine-tuned from the flow (or, with `--init`, from an
     /// earlier round) on the flow's own samples.
     Reflow,
@@ -77,6 +79,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             apply(&mut cfg.run, args);
             flowgrad_train::train_flow(&cfg, &args.out)?;
         }
+        Which::Ddim => {
+            let mut cfg = FlowTrainConfig::default();
+            apply(&mut cfg.run, args);
+            flowgrad_train::train_ddim(&cfg, &args.out)?;
+            return refresh_card(args, started);
+        }
         Which::Reflow => {
             let mut cfg = ReflowTrainConfig::default();
             apply(&mut cfg.run, args);
@@ -86,10 +94,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             cfg.pair_seed = args.pair_seed.unwrap_or(cfg.pair_seed);
             cfg.init_dir = args.init.clone();
             flowgrad_train::train_reflow(&cfg, &args.out)?;
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let card = flowgrad_train::update_model_card(&args.out, &command, started.elapsed().as_secs_f64())?;
-            println!("model card: {}", card.display());
-            return Ok(ExitCode::SUCCESS);
+            return refresh_card(args, started);
         }
         Which::Classifier => {
             let mut cfg = ClassifierTrainConfig::default();
@@ -104,6 +109,15 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let card = flowgrad_train::write_model_card(&args.out, &command, Some(started.elapsed().as_secs_f64()))?;
+    println!("model card: {}", card.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders the model card again after a model trained on its own (reflow, ddim), keeping the
+/// set's command and wall time.
+fn refresh_card(args: &TrainArgs, started: Instant) -> anyhow::Result<ExitCode> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let card = flowgrad_train::update_model_card(&args.out, &command, started.elapsed().as_secs_f64())?;
     println!("model card: {}", card.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ pub mod session;
 
 pub use direction::{direction_bytes, read_direction};
 pub use error::{EngineError, ImageShape};
-pub use flowgrad_catalog::{BUNDLED_MODEL, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL};
+pub use flowgrad_catalog::{
+    BUNDLED_MODEL, ClipSource, DDIM_MODEL, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL,
+};
 pub use flowgrad_models::Assets;
 pub use registry::{BUNDLED_RECORDED_FORWARDS, Model, ModelRegistry};
 pub use session::{EditSession, FinishedEdit};

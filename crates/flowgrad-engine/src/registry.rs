@@ -1,21 +1,22 @@
-//! Models by name: the bundled Fashion-MNIST rectified flow (with its guidance classifier and
-//! independent judge) and, when configured, an NCSN++ checkpoint; CLIP text guidance for any of
+//! Models by name: the bundled Fashion-MNIST models — the rectified flow, its reflowed variant and
+//! the diffusion model (DDIM), each with the guidance classifier and independent judge — and, when configured, an NCSN++ checkpoint; CLIP text guidance for any of
 //! them when a CLIP checkpoint is configured. Loaded once, frozen, shared by every session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
-use flowgrad::EditParams;
+use flowgrad::diffusion::DiffusionOde;
+use flowgrad::{EditParams, VelocityField};
 use flowgrad_catalog::{
-    BUNDLED_MODEL, CLASS_NAMES, CatalogError, ClipSource, ModelCatalog, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL,
-    class_index,
+    BUNDLED_MODEL, CLASS_NAMES, CatalogError, ClipSource, DDIM_MODEL, ModelCatalog, NCSNPP_MODEL, NcsnppSource,
+    REFLOW_MODEL, class_index,
 };
 use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
-use flowgrad_models::{Assets, ClassGuidance, Classifier, Judge, UNet, top_classes};
+use flowgrad_models::{Assets, ClassGuidance, Classifier, Judge, NoiseUNet, UNet, top_classes};
 
 use crate::error::{EngineError, ImageShape};
 use crate::guidance::{AnyGuidance, TextGuidance};
@@ -94,11 +95,12 @@ impl Clip {
     }
 }
 
-/// The bundled Fashion-MNIST models.
-struct FashionModels {
-    /// [`BUNDLED_MODEL`] or [`REFLOW_MODEL`].
+/// The bundled Fashion-MNIST models: one of the three generative ODEs, with the classifier and judge.
+struct FashionModels<F> {
+    /// [`BUNDLED_MODEL`], [`REFLOW_MODEL`] or [`DDIM_MODEL`].
     name: &'static str,
-    flow: UNet<Backend>,
+    /// The flow's UNet, or DDIM's ODE of the noise-predicting UNet.
+    flow: F,
     classifier: Classifier<Backend>,
     judge: Judge<Backend>,
     clip: Option<Clip>,
@@ -122,7 +124,7 @@ fn class_target(class: &str) -> Result<usize, EngineError> {
     Ok(class_index(class)?)
 }
 
-impl FashionModels {
+impl<F> FashionModels<F> {
     fn guidance(&self, guidance: &GuidanceSpec) -> Result<AnyGuidance, EngineError> {
         Ok(match guidance {
             GuidanceSpec::Class(class) => {
@@ -133,7 +135,7 @@ impl FashionModels {
     }
 }
 
-impl Model for FashionModels {
+impl<F: VelocityField<Backend> + Clone + Send + Sync + 'static> Model for FashionModels<F> {
     fn name(&self) -> &str {
         self.name
     }
@@ -278,14 +280,18 @@ impl ModelRegistry {
         self
     }
 
-    /// Names this registry can load: the catalog's, less the reflowed model when an assets
-    /// folder lacks its weights.
+    /// Names this registry can load: the catalog's, less the reflowed and the diffusion model
+    /// when an assets folder lacks their weights.
     pub fn available(&self) -> Vec<&'static str> {
-        let reflow_weights = format!("{}.safetensors", flowgrad_models::REFLOW_STEM);
+        let has = |stem: &str| self.assets.has(&format!("{stem}.safetensors"));
         self.catalog
             .served()
             .into_iter()
-            .filter(|name| *name != REFLOW_MODEL || self.assets.has(&reflow_weights))
+            .filter(|name| match *name {
+                REFLOW_MODEL => has(flowgrad_models::REFLOW_STEM),
+                DDIM_MODEL => has(flowgrad_models::DDIM_STEM),
+                _ => true,
+            })
             .collect()
     }
 
@@ -307,6 +313,7 @@ impl ModelRegistry {
         let model: Arc<dyn Model> = match (name, &self.catalog.ncsnpp) {
             (BUNDLED_MODEL, _) => Arc::new(self.load_fashion(BUNDLED_MODEL)?),
             (REFLOW_MODEL, _) if self.available().contains(&REFLOW_MODEL) => Arc::new(self.load_fashion(REFLOW_MODEL)?),
+            (DDIM_MODEL, _) if self.available().contains(&DDIM_MODEL) => Arc::new(self.load_ddim()?),
             (NCSNPP_MODEL, Some(source)) => Arc::new(self.load_ncsnpp(source)?),
             _ => {
                 return Err(
@@ -331,20 +338,35 @@ impl ModelRegistry {
 
     /// The bundled classifier and judge with the 1-rectified (`BUNDLED_MODEL`) or reflowed
     /// (`REFLOW_MODEL`) flow.
-    fn load_fashion(&self, name: &'static str) -> Result<FashionModels, EngineError> {
-        let err = |e: flowgrad_models::WeightsError| load_error(name, &self.assets, e);
+    fn load_fashion(&self, name: &'static str) -> Result<FashionModels<UNet<Backend>>, EngineError> {
         let device = device();
         let flow = if name == REFLOW_MODEL {
             flowgrad_models::load_reflow(&self.assets, &device)
         } else {
             flowgrad_models::load_flow(&self.assets, &device)
         };
+        let flow = flow.map_err(|e| load_error(name, &self.assets, e))?.no_grad();
+        self.with_fashion_models(name, flow)
+    }
+
+    /// The bundled classifier and judge with the diffusion model (`DDIM_MODEL`) as DDIM's ODE.
+    fn load_ddim(&self) -> Result<FashionModels<DiffusionOde<NoiseUNet<Backend>>>, EngineError> {
+        let noise_net = flowgrad_models::load_ddim(&self.assets, &device())
+            .map_err(|e| load_error(DDIM_MODEL, &self.assets, e))?
+            .no_grad();
+        self.with_fashion_models(DDIM_MODEL, flowgrad_models::ddim_ode(noise_net))
+    }
+
+    /// `flow` (frozen) with the bundled classifier and judge, served as `name`.
+    fn with_fashion_models<F>(&self, name: &'static str, flow: F) -> Result<FashionModels<F>, EngineError> {
+        let err = |e: flowgrad_models::WeightsError| load_error(name, &self.assets, e);
+        let device = device();
         // Frozen: parameters are constants, so a VJP computes input gradients only, and
         // concurrent edits never share autodiff graph nodes (burn-autodiff 0.21 merges graphs
         // that share tracked parents across threads, and can deadlock doing so).
         Ok(FashionModels {
             name,
-            flow: flow.map_err(err)?.no_grad(),
+            flow,
             classifier: flowgrad_models::load_classifier(&self.assets, &device).map_err(err)?.no_grad(),
             judge: flowgrad_models::load_judge(&self.assets, &device).map_err(err)?.no_grad(),
             clip: self.clip()?,

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use flowgrad::EditParams;
 use flowgrad_catalog::CatalogError;
 use flowgrad_engine::{
-    BUNDLED_MODEL, ClipSource, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource, REFLOW_MODEL,
+    BUNDLED_MODEL, ClipSource, DDIM_MODEL, EngineError, ModelCatalog, ModelRegistry, NCSNPP_MODEL, NcsnppSource,
+    REFLOW_MODEL,
 };
 use flowgrad_jobs::GuidanceSpec;
 
@@ -213,4 +214,50 @@ fn a_batched_edit_equals_the_images_edited_one_by_one() {
             assert!(diff <= 1e-5 * moved.max(1.0), "image {i}: controls differ by {diff}");
         }
     }
+}
+
+/// The diffusion model is served from any assets folder that holds `ddim.safetensors` (here a
+/// seeded, untrained noise network beside the bundled classifier and judge), and not from one that
+/// lacks it: an edit towards `coat` runs through DDIM's ODE (encode, FlowGrad iterations, decode)
+/// and selects controls no worse than its start, and a flow's session refuses its checkpoint.
+#[test]
+fn diffusion_model_is_served_from_assets_that_hold_it() {
+    use burn::config::Config;
+    let repo_assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+    let dir = tempfile::tempdir().unwrap();
+    for stem in ["flow", "classifier", "judge"] {
+        for ext in ["config.json", "safetensors"] {
+            let file = format!("{stem}.{ext}");
+            std::fs::copy(repo_assets.join(&file), dir.path().join(&file)).unwrap();
+        }
+    }
+    let without = ModelRegistry::new(flowgrad_engine::Assets::Dir(dir.path().to_path_buf()));
+    assert!(!without.available().contains(&DDIM_MODEL), "{:?}", without.available());
+    let coat = GuidanceSpec::Class("coat".into());
+    let err = without.validate(DDIM_MODEL, &coat).unwrap_err().to_string();
+    assert!(err.contains(DDIM_MODEL), "{err}");
+
+    let config = flowgrad_models::UNetConfig::new().with_seed(5);
+    let noise_net = config.init::<burn::backend::Flex>(&Default::default());
+    flowgrad_models::save(&noise_net, &dir.path().join("ddim.safetensors")).unwrap();
+    config.save(dir.path().join("ddim.config.json")).unwrap();
+    let registry = ModelRegistry::new(flowgrad_engine::Assets::Dir(dir.path().to_path_buf()));
+    assert!(registry.available().contains(&DDIM_MODEL), "{:?}", registry.available());
+    registry.validate(DDIM_MODEL, &coat).unwrap();
+    let model = registry.get(DDIM_MODEL).unwrap();
+    assert_eq!(model.name(), DDIM_MODEL);
+    let image: Vec<f32> = (0..model.image_shape().len()).map(|i| ((i * 7 % 23) as f32 / 11.0) - 1.0).collect();
+    let params = EditParams { steps: 10, iterations: 3, ..EditParams::default() };
+    let session = model.session(&coat, &params).unwrap();
+    let mut state = session.start(&image, 1, 3, 0).unwrap();
+    let mut objectives = vec![];
+    while !session.is_finished(&state) {
+        objectives.push(session.step(&mut state).unwrap().objective);
+    }
+    let edited = session.finish(&state).unwrap();
+    assert_eq!(edited.images.len(), image.len());
+    assert!(edited.images.iter().all(|v| v.is_finite() && v.abs() <= 1.0));
+    assert!(edited.objective <= objectives[0] + 1e-9, "selected {} vs first {}", edited.objective, objectives[0]);
+    let flow = registry.get(BUNDLED_MODEL).unwrap().session(&coat, &params).unwrap();
+    assert!(flow.can_resume(&state).is_err(), "a flow session must not resume a DDIM edit");
 }

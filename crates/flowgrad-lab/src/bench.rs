@@ -19,6 +19,7 @@ mod clip;
 mod edit;
 mod iteration;
 mod ncsnpp;
+mod straightness;
 
 /// Benchmark suites.
 #[derive(Subcommand, Debug)]
@@ -105,6 +106,9 @@ pub enum Suite {
     /// One FlowGrad edit iteration on an `ncsnpp/` fixture's network as the original's
     /// `flowgrad_optimization` does it (MSE to a target), for bench/pytorch_side_by_side.py.
     Iteration(iteration::IterationArgs),
+    /// Straightness of each bundled model's generation trajectories (flow, reflowed flow, DDIM):
+    /// the mean S(t) curve and the segments FlowGrad keeps at ξ, with a plot.
+    Straightness(straightness::StraightnessArgs),
     /// Throughput of real edits with the bundled model (`flowgrad run` end to end): images/s
     /// for each number of workers and batch size, and the ratio to 1 worker at batch 1.
     Edit(edit::EditBenchArgs),
@@ -167,6 +171,7 @@ pub fn run(suite: &Suite) -> anyhow::Result<ExitCode> {
         Suite::Clip { copies, size, repeats } => clip::run(*copies, *size, *repeats),
         Suite::Iteration(args) => iteration::run(args),
         Suite::Edit(args) => edit::run(args),
+        Suite::Straightness(args) => straightness::run(args),
         Suite::Table1 {
             quick,
             steps,

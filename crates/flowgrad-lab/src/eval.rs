@@ -5,7 +5,7 @@
 //! (Fig. 7). Writes eval.json, table.md and three PNG plots.
 
 mod metrics;
-mod plots;
+pub(crate) mod plots;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

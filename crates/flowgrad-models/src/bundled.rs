@@ -1,15 +1,16 @@
-//! The bundled models of an [`Assets`] folder: the flow, its reflowed variant, the guidance
-//! classifier and the judge, each built from its `{name}.config.json` and loaded from its
+//! The bundled models of an [`Assets`] folder: the flow, its reflowed variant, the diffusion
+//! model (DDIM), the guidance classifier and the judge, each built from its `{name}.config.json` and loaded from its
 //! `{name}.safetensors`.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::store::SafetensorsStore;
 use burn::tensor::backend::Backend;
+use flowgrad::diffusion::{DiffusionOde, VpSchedule};
 
 use crate::assets::Assets;
 use crate::classifier::{Classifier, ClassifierConfig, Judge, JudgeConfig};
-use crate::unet::{UNet, UNetConfig};
+use crate::unet::{NoiseUNet, UNet, UNetConfig};
 use crate::weights::{WeightsError, load_from_store};
 
 /// Builds the model described by `{name}.config.json` of `assets` with `init` and loads
@@ -44,6 +45,24 @@ pub const REFLOW_STEM: &str = "flow-reflow";
 /// The reflowed (2-rectified) velocity field `flow-reflow.safetensors` of `assets`.
 pub fn load_reflow<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
     load_bundled(assets, REFLOW_STEM, |c: &UNetConfig| c.init(device))
+}
+
+/// File stem of the diffusion model: `ddim.safetensors`, `ddim.config.json`.
+pub const DDIM_STEM: &str = "ddim";
+
+/// The schedule the bundled diffusion model is trained and sampled with.
+pub const DDIM_SCHEDULE: VpSchedule = VpSchedule::DDPM;
+
+/// The trained noise predictor `ddim.safetensors` of `assets` (a [`UNet`] predicting ε; serve it
+/// through [`ddim_ode`]).
+pub fn load_ddim<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
+    load_bundled(assets, DDIM_STEM, |c: &UNetConfig| c.init(device))
+}
+
+/// A noise-predicting UNet as DDIM's ODE under [`DDIM_SCHEDULE`]: the velocity field of the
+/// bundled diffusion model.
+pub fn ddim_ode<B: Backend>(noise_net: UNet<B>) -> DiffusionOde<NoiseUNet<B>> {
+    DiffusionOde::new(NoiseUNet(noise_net), DDIM_SCHEDULE)
 }
 
 /// The trained guidance classifier `classifier.safetensors` of `assets`.

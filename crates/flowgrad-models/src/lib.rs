@@ -14,7 +14,9 @@ pub mod unet;
 pub mod weights;
 
 pub use assets::Assets;
-pub use bundled::{REFLOW_STEM, load_classifier, load_flow, load_judge, load_reflow};
+pub use bundled::{
+    DDIM_SCHEDULE, DDIM_STEM, REFLOW_STEM, ddim_ode, load_classifier, load_ddim, load_flow, load_judge, load_reflow,
+};
 pub use class_views::ClassViews;
 pub use classifier::{
     ClassGuidance, Classifier, ClassifierConfig, ImageClassifier, Judge, JudgeConfig, cross_entropy, top_classes,
@@ -22,5 +24,5 @@ pub use classifier::{
 pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
 pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};
-pub use unet::{UNet, UNetConfig};
+pub use unet::{NoiseUNet, UNet, UNetConfig};
 pub use weights::{WeightsError, load, save, weights_digest};

@@ -9,6 +9,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 use flowgrad::VelocityField;
+use flowgrad::diffusion::NoisePredictor;
 
 use crate::time_embedding::sinusoidal;
 use crate::weights::{seeded_init, weights_digest};
@@ -174,5 +175,20 @@ impl<B: Backend> VelocityField<B> for UNet<B> {
 
     fn fingerprint(&self) -> String {
         format!("unet:base={}:levels={}:weights={}", self.base, self.down.len(), weights_digest(self))
+    }
+}
+
+/// A [`UNet`] trained to predict the noise in X_t = α_t x₁ + β_t x₀ (ε-prediction): DDIM's
+/// network, turned into a velocity field by [`flowgrad::diffusion::DiffusionOde`].
+#[derive(Debug, Clone)]
+pub struct NoiseUNet<B: Backend>(pub UNet<B>);
+
+impl<B: Backend> NoisePredictor<B> for NoiseUNet<B> {
+    fn predict_noise(&self, x: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
+        self.0.forward(x, t)
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("noise-{}", self.0.fingerprint())
     }
 }

@@ -10,6 +10,7 @@ use crate::classify::ClassifierReport;
 use crate::flow::FlowReport;
 use crate::reflow::{COMPARISON_XI, REFLOW_NAME, ReflowReport};
 use crate::{read_report, write_json};
+use flowgrad_models::{DDIM_SCHEDULE, DDIM_STEM};
 
 /// Everything the card states, as written to `metrics.json`.
 #[derive(Debug, Serialize)]
@@ -18,6 +19,7 @@ struct Metrics {
     total_wall_s: Option<f64>,
     flow: Option<FlowReport>,
     reflow: Option<ReflowReport>,
+    ddim: Option<FlowReport>,
     classifier: Option<ClassifierReport>,
     judge: Option<ClassifierReport>,
 }
@@ -30,6 +32,7 @@ pub fn write_model_card(out_dir: &Path, command: &str, total_wall_s: Option<f64>
         total_wall_s,
         flow: read_report(out_dir, "flow")?,
         reflow: read_report(out_dir, REFLOW_NAME)?,
+        ddim: read_report(out_dir, DDIM_STEM)?,
         classifier: read_report(out_dir, "classifier")?,
         judge: read_report(out_dir, "judge")?,
     };
@@ -40,7 +43,7 @@ pub fn write_model_card(out_dir: &Path, command: &str, total_wall_s: Option<f64>
 }
 
 /// Renders the card again after one model was trained into `out_dir` on its own (the reflowed
-/// flow): keeps the command and wall time the card states for the set when `metrics.json` has
+/// flow, the diffusion model): keeps the command and wall time the card states for the set when `metrics.json` has
 /// them, else states `command` and `wall_s`.
 pub fn update_model_card(out_dir: &Path, command: &str, wall_s: f64) -> anyhow::Result<PathBuf> {
     #[derive(serde::Deserialize)]
@@ -96,6 +99,32 @@ fn render(m: &Metrics) -> String {
             w,
             "- Samples: `samples.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps\n",
             f.config.sample_seed
+        );
+    }
+    if let Some(d) = &m.ddim {
+        let _ = writeln!(w, "## {DDIM_STEM}.safetensors — diffusion model (DDIM)\n");
+        let _ = writeln!(
+            w,
+            "- Architecture: `{DDIM_STEM}.config.json`, the flow's UNet (base {} channels, multipliers {:?}), {} parameters",
+            d.config.model.base, d.config.model.mults, d.parameters
+        );
+        let _ = writeln!(
+            w,
+            "- Objective: noise prediction, X_t = α_t x₁ + β_t x₀ with α_t = exp(−¼(β_max − β_min)(1 − t)² − ½β_min(1 − t)), β_t = √(1 − α_t²), β_min {}, β_max {} (the paper's Eq. 3), t ~ U(0, 1), MSE of ε̂(X_t, t) to x₀",
+            DDIM_SCHEDULE.beta_min, DDIM_SCHEDULE.beta_max
+        );
+        let _ = writeln!(w, "- Served as DDIM's ODE: v(X, t) = (d log α_t/dt)·(X − ε̂(X, t)/β_t)");
+        let _ = writeln!(w, "{}", run_line(&d.config.run, d.wall_s, d.step_s));
+        let _ = writeln!(w, "- Final training loss: {:.4}", d.loss_curve.last().map_or(f64::NAN, |l| l.1));
+        let _ = writeln!(
+            w,
+            "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}",
+            d.config.eval_images, d.reconstruction_mse
+        );
+        let _ = writeln!(
+            w,
+            "- Samples: `samples-ddim.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps of the ODE\n",
+            d.config.sample_seed
         );
     }
     if let Some(r) = &m.reflow {
@@ -235,6 +264,7 @@ mod tests {
             total_wall_s: None,
             flow: None,
             reflow: Some(back),
+            ddim: None,
             classifier: None,
             judge: None,
         };

@@ -6,6 +6,8 @@
 //! ```text
 //! pub fn train_flow(cfg: &FlowTrainConfig, out_dir: &Path) -> anyhow::Result<FlowReport>
 //!     // flow.safetensors, flow.config.json, samples.png, flow.report.json
+//! pub fn train_ddim(cfg: &FlowTrainConfig, out_dir: &Path) -> anyhow::Result<FlowReport>
+//!     // ddim.safetensors, ddim.config.json, samples-ddim.png, ddim.report.json
 //! pub fn train_classifier(cfg: &ClassifierTrainConfig, out_dir: &Path) -> anyhow::Result<ClassifierReport>
 //!     // classifier.safetensors, classifier.config.json, classifier.report.json
 //! pub fn train_reflow(cfg: &ReflowTrainConfig, out_dir: &Path) -> anyhow::Result<ReflowReport>
@@ -19,7 +21,7 @@
 //! Every config is serde with defaults (`FlowTrainConfig::default()` etc.); the shared loop
 //! settings live in `cfg.run` ([`LoopConfig`]: `steps`, `batch`, `lr`, `warmup`, `seed`,
 //! `checkpoint_every`, `resume`, `data_dir`). With `cfg.run.resume = true` a run continues from
-//! `out_dir/checkpoints/{flow,reflow,classifier,judge}/` (a further reflow round: `reflow-from-<digest
+//! `out_dir/checkpoints/{flow,ddim,reflow,classifier,judge}/` (a further reflow round: `reflow-from-<digest
 //! of its starting weights>/`) (model, Adam state, step, seed); batches, noise
 //! and times of step k depend only on (seed, k), so a resumed run matches an uninterrupted one.
 //! Training runs on `flowgrad_backend::Backend`: the CPU `flex` backend, or CUDA in a `cuda` build.
@@ -40,7 +42,7 @@ pub use card::{update_model_card, write_model_card};
 pub use classify::{
     ClassifierReport, ClassifierTrainConfig, JudgeTrainConfig, SupervisedConfig, train_classifier, train_judge,
 };
-pub use flow::{FlowReport, FlowTrainConfig, train_flow};
+pub use flow::{FlowReport, FlowTrainConfig, train_ddim, train_flow};
 pub use reflow::{ReflowReport, ReflowTrainConfig, train_reflow};
 pub use trainer::LoopConfig;
 

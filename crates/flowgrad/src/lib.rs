@@ -7,6 +7,7 @@
 pub mod analytic;
 pub mod backprop;
 pub mod baselines;
+pub mod diffusion;
 pub mod direction;
 pub mod editor;
 pub mod error;

@@ -70,19 +70,29 @@ fn span(values: impl Iterator<Item = f64>, pad: f64) -> Range<f64> {
     lo - margin..hi + margin
 }
 
-/// Fig. 5a analog: mean straightness S(t) on a log axis.
+/// Fig. 5a analog: mean straightness S(t) of the encoded trajectories.
 pub fn straightness(path: &Path, t: &[f64], s: &[f64]) -> anyhow::Result<()> {
-    let points: Vec<(f64, f64)> = t.iter().copied().zip(s.iter().copied()).filter(|&(_, s)| s > 0.0).collect();
-    let (lo, hi) = points.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &(_, s)| (lo.min(s), hi.max(s)));
-    let y = if lo.is_finite() { lo / 2.0..hi * 2.0 } else { 1e-6..1.0 };
-    line_chart(
+    let points = t.iter().copied().zip(s.iter().copied()).collect();
+    straightness_chart(
         path,
         "Straightness of the encoded trajectories (mean over images)",
-        ("t", "S(t)"),
-        0.0..1.0,
-        y.log_scale(),
-        &[("mean S(t)".to_string(), points)],
+        &[("mean S(t)".into(), points)],
     )
+}
+
+/// Fig. 5a across model families: mean S(t) of generation trajectories, one line per model.
+pub fn straightness_families(path: &Path, series: Series<'_>) -> anyhow::Result<()> {
+    straightness_chart(path, "Straightness of generation trajectories per model (mean over draws)", series)
+}
+
+/// S(t) lines on a log axis spanning their positive values (zeros cannot be drawn there).
+fn straightness_chart(path: &Path, caption: &str, series: Series<'_>) -> anyhow::Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> =
+        series.iter().map(|(name, p)| (name.clone(), p.iter().copied().filter(|q| q.1 > 0.0).collect())).collect();
+    let values = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    let y = if lo.is_finite() { lo / 2.0..hi * 2.0 } else { 1e-6..1.0 };
+    line_chart(path, caption, ("t", "S(t)"), 0.0..1.0, y.log_scale(), &series)
 }
 
 /// Fig. 5b analog: objective per image against the seconds of updates, one line per ξ.

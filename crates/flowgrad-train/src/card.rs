@@ -60,6 +60,23 @@ pub fn update_model_card(out_dir: &Path, command: &str, wall_s: f64) -> anyhow::
     }
 }
 
+/// The lines a UNet training run (flow or ddim) states: its run, final loss, reconstruction and
+/// sample grid (`samples`, drawn with N Euler steps `of_what`).
+fn unet_run_lines(w: &mut String, r: &FlowReport, samples: &str, of_what: &str) {
+    let _ = writeln!(w, "{}", run_line(&r.config.run, r.wall_s, r.step_s));
+    let _ = writeln!(w, "- Final training loss: {:.4}", r.loss_curve.last().map_or(f64::NAN, |l| l.1));
+    let _ = writeln!(
+        w,
+        "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}",
+        r.config.eval_images, r.reconstruction_mse
+    );
+    let _ = writeln!(
+        w,
+        "- Samples: `{samples}`, 8×8 draws from noise (seed {}) with N = 100 Euler steps{of_what}\n",
+        r.config.sample_seed
+    );
+}
+
 fn render(m: &Metrics) -> String {
     let mut s = String::new();
     let w = &mut s;
@@ -88,18 +105,7 @@ fn render(m: &Metrics) -> String {
             w,
             "- Objective: x₀ ~ N(0, I) at t = 0, data x₁ at t = 1, t ~ U(0, 1), MSE of v(t·x₁ + (1 − t)·x₀, t) to x₁ − x₀"
         );
-        let _ = writeln!(w, "{}", run_line(&f.config.run, f.wall_s, f.step_s));
-        let _ = writeln!(w, "- Final training loss: {:.4}", f.loss_curve.last().map_or(f64::NAN, |l| l.1));
-        let _ = writeln!(
-            w,
-            "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}",
-            f.config.eval_images, f.reconstruction_mse
-        );
-        let _ = writeln!(
-            w,
-            "- Samples: `samples.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps\n",
-            f.config.sample_seed
-        );
+        unet_run_lines(w, f, "samples.png", "");
     }
     if let Some(d) = &m.ddim {
         let _ = writeln!(w, "## {DDIM_STEM}.safetensors — diffusion model (DDIM)\n");
@@ -114,18 +120,7 @@ fn render(m: &Metrics) -> String {
             DDIM_SCHEDULE.beta_min, DDIM_SCHEDULE.beta_max
         );
         let _ = writeln!(w, "- Served as DDIM's ODE: v(X, t) = (d log α_t/dt)·(X − ε̂(X, t)/β_t)");
-        let _ = writeln!(w, "{}", run_line(&d.config.run, d.wall_s, d.step_s));
-        let _ = writeln!(w, "- Final training loss: {:.4}", d.loss_curve.last().map_or(f64::NAN, |l| l.1));
-        let _ = writeln!(
-            w,
-            "- Reconstruction MSE (first {} test images, encode: inverse Euler with 4 fixed-point iterations, N = 100; decode: Euler, N = 100; ε = 1e-3): {:.2e}",
-            d.config.eval_images, d.reconstruction_mse
-        );
-        let _ = writeln!(
-            w,
-            "- Samples: `samples-ddim.png`, 8×8 draws from noise (seed {}) with N = 100 Euler steps of the ODE\n",
-            d.config.sample_seed
-        );
+        unet_run_lines(w, d, "samples-ddim.png", " of the ODE");
     }
     if let Some(r) = &m.reflow {
         let _ = writeln!(w, "## {REFLOW_NAME}.safetensors — reflowed (2-rectified) flow\n");

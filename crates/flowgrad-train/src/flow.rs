@@ -77,12 +77,17 @@ pub fn flow_matching_loss(
     device: &Device<TrainBackend>,
 ) -> Tensor<TrainBackend, 1> {
     let [b, ..] = x0.dims();
-    let times: Vec<f32> = (0..b).map(|_| rng.random()).collect();
-    let t = tensor::<TrainBackend, 1>(times, [b], device);
+    let t = uniform_times(rng, b, device);
     let tb = t.clone().reshape([b, 1, 1, 1]);
     let xt = x1.clone() * tb.clone() + x0.clone() * (tb.neg() + 1.0);
     let v = model.forward(xt, t);
     (v - (x1 - x0)).powi_scalar(2).mean()
+}
+
+/// One time t ~ U(0, 1) per image of a batch of `b`, drawn from `rng`.
+fn uniform_times(rng: &mut impl Rng, b: usize, device: &Device<TrainBackend>) -> Tensor<TrainBackend, 1> {
+    let times: Vec<f32> = (0..b).map(|_| rng.random()).collect();
+    tensor::<TrainBackend, 1>(times, [b], device)
 }
 
 /// DDIM's (ε-prediction) loss of one batch: t ~ U(0, 1) per image (drawn from `rng`), the mean
@@ -95,9 +100,7 @@ pub fn noise_prediction_loss(
     rng: &mut impl Rng,
     device: &Device<TrainBackend>,
 ) -> Tensor<TrainBackend, 1> {
-    let [b, ..] = x0.dims();
-    let times: Vec<f32> = (0..b).map(|_| rng.random()).collect();
-    let t = tensor::<TrainBackend, 1>(times, [b], device);
+    let t = uniform_times(rng, x0.dims()[0], device);
     let xt = schedule.mix_at(x1, x0.clone(), t.clone());
     (model.forward(xt, t) - x0).powi_scalar(2).mean()
 }

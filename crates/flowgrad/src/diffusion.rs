@@ -93,16 +93,6 @@ impl<P> DiffusionOde<P> {
     pub fn new(predictor: P, schedule: VpSchedule) -> Self {
         Self { predictor, schedule }
     }
-
-    /// The noise predictor.
-    pub fn predictor(&self) -> &P {
-        &self.predictor
-    }
-
-    /// The schedule.
-    pub fn schedule(&self) -> VpSchedule {
-        self.schedule
-    }
 }
 
 impl<B: Backend, P: NoisePredictor<B>> VelocityField<B> for DiffusionOde<P> {

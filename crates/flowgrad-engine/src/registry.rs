@@ -1,6 +1,7 @@
 //! Models by name: the bundled Fashion-MNIST models — the rectified flow, its reflowed variant and
-//! the diffusion model (DDIM), each with the guidance classifier and independent judge — and, when configured, an NCSN++ checkpoint; CLIP text guidance for any of
-//! them when a CLIP checkpoint is configured. Loaded once, frozen, shared by every session.
+//! the diffusion model (DDIM), each with the guidance classifier and independent judge — and, when
+//! configured, an NCSN++ checkpoint; CLIP text guidance for any of them when a CLIP checkpoint is
+//! configured. Loaded once, frozen, shared by every session.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

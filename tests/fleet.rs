@@ -459,3 +459,45 @@ async fn a_job_file_without_params_edits_like_flowgrad_run_without_flags() {
     assert_eq!(fleet_png.to_vec(), local_png, "the fleet and the embedded run write the same bytes");
     assert_eq!(report.results[0].iterations_run, flowgrad::EditParams::default().iterations);
 }
+
+/// The diffusion model (DDIM's ODE, built into the binaries) edits through RabbitMQ and S3 like a
+/// flow: the job completes and the fleet writes the bytes `flowgrad run --model` writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diffusion_model_job_completes_through_the_fleet_like_the_embedded_run() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let files = ["00-tshirt-test19.png", "03-dress-test13.png"];
+    let mut fleet = Fleet::new().await;
+    for (index, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(examples.join(file)).unwrap();
+        fleet.store.put(&format!("inputs/{index:04}-{file}"), bytes.into()).await.unwrap();
+    }
+    let job = flowgrad_jobs::JobSpec::from_job_file(
+        "input = { prefix = \"inputs/\" }\noutput_prefix = \"outputs/\"\nmodel = \"fashion-mnist-ddim\"\n\
+         guidance = { class = \"coat\" }\nparams = { steps = 12, iterations = 2 }\n",
+        false,
+    )
+    .unwrap();
+    fleet.start_coordinator();
+    fleet.start_worker(0);
+    fleet.submit(&job).await;
+
+    let local = tempfile::tempdir().unwrap();
+    let mut run = std::process::Command::new(flowgrad_tests::fleet::binary("flowgrad"));
+    run.args(["run", "--model", "fashion-mnist-ddim", "--steps", "12", "--iterations", "2", "--target", "coat"]);
+    for file in files {
+        run.arg("--input").arg(examples.join(file));
+    }
+    let run = run.arg("--output").arg(local.path()).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let report = fleet.wait_report(job.job_id, 6 * MINUTES).await;
+    assert_eq!(report.status.state, JobState::Completed, "{:?}", report.status);
+    assert_eq!((report.status.succeeded, report.status.total_images), (2, 2));
+    for (index, file) in files.iter().enumerate() {
+        let key = format!("{index:04}-{file}");
+        let fleet_png = fleet.store.get(&format!("outputs/{key}")).await.unwrap().expect("fleet output");
+        let local_png = std::fs::read(local.path().join(&key)).unwrap();
+        assert_eq!(fleet_png.to_vec(), local_png, "{key}: the fleet and the embedded run differ");
+    }
+    assert!(report.results.iter().all(|r| r.outcome == TaskOutcome::Succeeded && r.iterations_run == 2));
+}

@@ -13,7 +13,7 @@ use flowgrad_train::{ClassifierTrainConfig, FlowTrainConfig, JudgeTrainConfig, L
 pub enum Which {
     /// The rectified-flow UNet.
     Flow,
-    /// The diffusion model: the same UNet trained to predict noise, sampled and edited as DDIM's ODE.
+    /// The diffusion model: the same UNet trained for v-prediction, sampled and edited as DDIM's ODE.
     Ddim,
     /// The reflowed (2-rectified) UNet, fine-tuned from the flow (or, with `--init`, from an
     /// earlier round) on the flow's own samples.

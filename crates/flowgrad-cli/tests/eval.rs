@@ -119,7 +119,7 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     let steps: Vec<u64> =
         report["steps_sweep"].as_array().unwrap().iter().map(|r| r["steps"].as_u64().unwrap()).collect();
     assert_eq!(steps, [4, 6]);
-    assert_eq!(report["settings"]["flow"], "flow");
+    assert_eq!(report["settings"]["model"], "fashion-mnist");
     let curve = &report["straightness"];
     assert_eq!(curve["mean_s"].as_array().unwrap().len(), 6);
     assert_eq!(curve["trajectories"], 4);
@@ -158,10 +158,11 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     assert!(table.contains("Frontier") && table.contains("FlowGrad reaches guided sampling's success"), "{table}");
 }
 
-/// `--reflow` evaluates the reflowed flow: it is named in the settings and its trajectories'
-/// straightness differs from the 1-rectified flow's on the same images.
+/// `--model` picks the evaluated model: it is named in the settings, and the reflowed flow's and
+/// the diffusion model's trajectories differ in straightness from the 1-rectified flow's on the
+/// same images.
 #[test]
-fn reflow_eval_uses_the_reflowed_flow() {
+fn eval_evaluates_the_chosen_model() {
     let curve = |extra: &[&str]| {
         let out = tempfile::tempdir().unwrap();
         let args = [
@@ -186,11 +187,15 @@ fn reflow_eval_uses_the_reflowed_flow() {
             Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out.path()).args(extra).output().unwrap();
         assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
         let report: Value = serde_json::from_slice(&std::fs::read(out.path().join("eval.json")).unwrap()).unwrap();
-        (report["settings"]["flow"].as_str().unwrap().to_string(), report["straightness"]["mean_s"].clone())
+        (report["settings"]["model"].as_str().unwrap().to_string(), report["straightness"]["mean_s"].clone())
     };
-    let (bundled, reflowed) = (curve(&[]), curve(&["--reflow"]));
-    assert_eq!((bundled.0.as_str(), reflowed.0.as_str()), ("flow", "flow-reflow"));
-    assert_ne!(bundled.1, reflowed.1, "same straightness: the same model was evaluated");
+    let bundled = curve(&[]);
+    assert_eq!(bundled.0, "fashion-mnist");
+    for model in ["fashion-mnist-reflow", "fashion-mnist-ddim"] {
+        let other = curve(&["--model", model]);
+        assert_eq!(other.0, model);
+        assert_ne!(bundled.1, other.1, "{model}: same straightness as the bundled flow's");
+    }
 }
 
 #[test]

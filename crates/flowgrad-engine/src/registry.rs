@@ -17,7 +17,7 @@ use flowgrad_jobs::GuidanceSpec;
 use flowgrad_models::classifier::ImageClassifier;
 use flowgrad_models::clip::{ClipConfig, ClipModel, Tokenizer};
 use flowgrad_models::ncsnpp::{NcsnppConfig, WeightsChoice, load_ncsnpp};
-use flowgrad_models::{Assets, ClassGuidance, Classifier, Judge, NoiseUNet, UNet, top_classes};
+use flowgrad_models::{Assets, ClassGuidance, Classifier, Judge, UNet, VPredictionUNet, top_classes};
 
 use crate::error::{EngineError, ImageShape};
 use crate::guidance::{AnyGuidance, TextGuidance};
@@ -351,11 +351,11 @@ impl ModelRegistry {
     }
 
     /// The bundled classifier and judge with the diffusion model (`DDIM_MODEL`) as DDIM's ODE.
-    fn load_ddim(&self) -> Result<FashionModels<DiffusionOde<NoiseUNet<Backend>>>, EngineError> {
-        let noise_net = flowgrad_models::load_ddim(&self.assets, &device())
+    fn load_ddim(&self) -> Result<FashionModels<DiffusionOde<VPredictionUNet<Backend>>>, EngineError> {
+        let unet = flowgrad_models::load_ddim(&self.assets, &device())
             .map_err(|e| load_error(DDIM_MODEL, &self.assets, e))?
             .no_grad();
-        self.with_fashion_models(DDIM_MODEL, flowgrad_models::ddim_ode(noise_net))
+        self.with_fashion_models(DDIM_MODEL, flowgrad_models::ddim_ode(unet))
     }
 
     /// `flow` (frozen) with the bundled classifier and judge, served as `name`.

@@ -216,8 +216,36 @@ fn a_batched_edit_equals_the_images_edited_one_by_one() {
     }
 }
 
+/// The shipped diffusion model is built in, and an edit through DDIM's ODE moves test images
+/// towards the target: the judge's p(coat) rises on every image.
+#[test]
+fn built_in_diffusion_model_edits_test_images_towards_the_target() {
+    use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
+    let registry = ModelRegistry::new(flowgrad_engine::Assets::Embedded);
+    assert!(registry.available().contains(&DDIM_MODEL), "{:?}", registry.available());
+    let coat = GuidanceSpec::Class("coat".into());
+    let model = registry.get(DDIM_MODEL).unwrap();
+    let test = FashionMnist::load(std::path::Path::new(DEFAULT_DIR), Split::Test).unwrap();
+    // a t-shirt, a dress and a shirt (examples/ 00, 03, 04)
+    let images = flowgrad::tensor_util::to_vec(test.images::<burn::backend::Flex>(&[19, 13, 4], &Default::default()));
+    let params = EditParams { steps: 25, iterations: 4, ..EditParams::default() };
+    let session = model.session(&coat, &params).unwrap();
+    let mut state = session.start(&images, 3, 0, 0).unwrap();
+    while !session.is_finished(&state) {
+        session.step(&mut state).unwrap();
+    }
+    let edited = session.finish(&state).unwrap();
+    let before = model.judge_scores(&coat, &images, 3).unwrap().unwrap();
+    let after = model.judge_scores(&coat, &edited.images, 3).unwrap().unwrap();
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(a > b, "image {i}: p(coat) {b:.3} → {a:.3}");
+    }
+    let mean = after.iter().sum::<f32>() / 3.0;
+    assert!(mean > 0.5, "mean p(coat) after the edit {mean:.3} (before {before:?})");
+}
+
 /// The diffusion model is served from any assets folder that holds `ddim.safetensors` (here a
-/// seeded, untrained noise network beside the bundled classifier and judge), and not from one that
+/// seeded, untrained network beside the bundled classifier and judge), and not from one that
 /// lacks it: an edit towards `coat` runs through DDIM's ODE (encode, FlowGrad iterations, decode)
 /// and selects controls no worse than its start, and a flow's session refuses its checkpoint.
 #[test]
@@ -238,8 +266,8 @@ fn diffusion_model_is_served_from_assets_that_hold_it() {
     assert!(err.contains(DDIM_MODEL), "{err}");
 
     let config = flowgrad_models::UNetConfig::new().with_seed(5);
-    let noise_net = config.init::<burn::backend::Flex>(&Default::default());
-    flowgrad_models::save(&noise_net, &dir.path().join("ddim.safetensors")).unwrap();
+    let untrained = config.init::<burn::backend::Flex>(&Default::default());
+    flowgrad_models::save(&untrained, &dir.path().join("ddim.safetensors")).unwrap();
     config.save(dir.path().join("ddim.config.json")).unwrap();
     let registry = ModelRegistry::new(flowgrad_engine::Assets::Dir(dir.path().to_path_buf()));
     assert!(registry.available().contains(&DDIM_MODEL), "{:?}", registry.available());

@@ -17,15 +17,15 @@ use burn::tensor::Tensor;
 use clap::Args;
 use flowgrad::baselines::{guided_sample, optimise_noise};
 use flowgrad::{
-    ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, encode, energy, simulate,
-    straightness,
+    ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, VelocityField, encode,
+    energy, simulate, straightness,
 };
 use flowgrad_backend::{self as backend, Backend};
-use flowgrad_engine::Assets;
+use flowgrad_engine::{Assets, BUNDLED_MODEL, DDIM_MODEL, REFLOW_MODEL};
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
 use flowgrad_models::{
-    CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, UNet, class_index, load_classifier, load_flow,
-    load_judge, load_reflow,
+    CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, class_index, ddim_ode, load_classifier, load_ddim,
+    load_flow, load_judge, load_reflow,
 };
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -85,9 +85,10 @@ pub struct EvalArgs {
     /// Folder with the bundled models' weights (default: the copies built into this binary).
     #[arg(long)]
     pub assets: Option<PathBuf>,
-    /// Evaluate the reflowed flow (`flow-reflow.safetensors`) instead of the 1-rectified one.
-    #[arg(long)]
-    pub reflow: bool,
+    /// The model evaluated: the 1-rectified flow, the reflowed flow or the diffusion model (DDIM's
+    /// ODE, whose guided sampling and warm start use DDIM's x̂₁ instead of x + (1 − t)v).
+    #[arg(long, default_value = BUNDLED_MODEL, value_parser = [BUNDLED_MODEL, REFLOW_MODEL, DDIM_MODEL])]
+    pub model: String,
     /// TrueType font for the plots' text (default: the first common system font found).
     #[arg(long)]
     pub font: Option<PathBuf>,
@@ -211,8 +212,8 @@ struct Settings {
     sweep_images: usize,
     sweep_class: String,
     seed: u64,
-    /// The flow evaluated: `flow` (1-rectified) or `flow-reflow`.
-    flow: &'static str,
+    /// The model evaluated (a served model name).
+    model: String,
     backend: &'static str,
 }
 
@@ -227,12 +228,12 @@ struct EvalReport {
     wall_seconds: f64,
 }
 
-/// An editor of the bundled flow towards one class.
-type ClassEditor<'a> = Editor<Backend, &'a UNet<Backend>, &'a ClassGuidance<Classifier<Backend>>>;
+/// An editor of the evaluated model towards one class.
+type ClassEditor<'a, F> = Editor<Backend, &'a F, &'a ClassGuidance<Classifier<Backend>>>;
 
-/// The bundled networks.
-struct Models {
-    flow: UNet<Backend>,
+/// The evaluated model's velocity field and the bundled classifier and judge.
+struct Models<F> {
+    flow: F,
     classifier: Classifier<Backend>,
     judge: Judge<Backend>,
 }
@@ -257,15 +258,32 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let device = backend::device();
     let assets = Assets::from_option(args.assets.clone());
     // Frozen weights: VJPs then skip the (useless, costly) parameter gradients.
-    let (flow, flow_name) = match args.reflow {
-        true => (load_reflow(&assets, &device)?, flowgrad_models::REFLOW_STEM),
-        false => (load_flow(&assets, &device)?, "flow"),
-    };
-    let models = Models {
-        flow: flow.no_grad(),
-        classifier: load_classifier(&assets, &device)?.no_grad(),
-        judge: load_judge(&assets, &device)?.no_grad(),
-    };
+    let classifier = load_classifier(&assets, &device)?.no_grad();
+    let judge = load_judge(&assets, &device)?.no_grad();
+    match args.model.as_str() {
+        REFLOW_MODEL => {
+            let flow = load_reflow(&assets, &device)?.no_grad();
+            evaluate(args, &params, &targets, Models { flow, classifier, judge }, started)
+        }
+        DDIM_MODEL => {
+            let flow = ddim_ode(load_ddim(&assets, &device)?.no_grad());
+            evaluate(args, &params, &targets, Models { flow, classifier, judge }, started)
+        }
+        _ => {
+            let flow = load_flow(&assets, &device)?.no_grad();
+            evaluate(args, &params, &targets, Models { flow, classifier, judge }, started)
+        }
+    }
+}
+
+/// The evaluation of `models` (see [`run`]).
+fn evaluate<F: VelocityField<Backend>>(
+    args: &EvalArgs,
+    params: &EditParams,
+    targets: &[usize],
+    models: Models<F>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
     let test = FashionMnist::load(&args.data, Split::Test)?;
     ensure!(args.images <= test.len(), "--images {} exceeds the {} test images", args.images, test.len());
     let mut chosen: Vec<usize> = (0..test.len()).collect();
@@ -275,7 +293,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     for eta in &args.frontier_etas {
         EditParams { eta: *eta, ..params.clone() }.validate()?;
     }
-    let (methods, frontier, curve) = compare(args, &params, &models, &test, &chosen, &targets)?;
+    let (methods, frontier, curve) = compare(args, params, &models, &test, &chosen, targets)?;
     let sweep_class = targets[0];
     let sweep_set: Vec<usize> =
         chosen.iter().copied().filter(|&i| test.labels[i] as usize != sweep_class).take(args.sweep_images).collect();
@@ -283,8 +301,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         bail!("no chosen image for the sweeps: all are already `{}`", CLASS_NAMES[sweep_class]);
     }
     eprintln!("ξ sweep on {} images towards `{}`", sweep_set.len(), CLASS_NAMES[sweep_class]);
-    let xi_sweep = xi_sweep(args, &params, &models, &test, &sweep_set, sweep_class)?;
-    let steps_sweep = steps_sweep(args, &params, &models, &test, &sweep_set, sweep_class)?;
+    let xi_sweep = xi_sweep(args, params, &models, &test, &sweep_set, sweep_class)?;
+    let steps_sweep = steps_sweep(args, params, &models, &test, &sweep_set, sweep_class)?;
 
     let report = EvalReport {
         settings: Settings {
@@ -296,7 +314,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             sweep_images: sweep_set.len(),
             sweep_class: CLASS_NAMES[sweep_class].to_string(),
             seed: args.seed,
-            flow: flow_name,
+            model: args.model.clone(),
             backend: backend::name(),
         },
         methods,
@@ -312,10 +330,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
 /// Edits every chosen image towards every target with each method, batch by batch, sharing one
 /// encoding per batch. Returns the per-method results and the straightness curve.
-fn compare(
+fn compare<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
-    models: &Models,
+    models: &Models<F>,
     test: &FashionMnist,
     chosen: &[usize],
     targets: &[usize],
@@ -431,10 +449,10 @@ fn compare(
 /// One frontier point's edit of a batch: FlowGrad with guidance weight `value`, or guided
 /// sampling with scale `value`.
 #[allow(clippy::too_many_arguments)]
-fn frontier_edit(
+fn frontier_edit<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
-    models: &Models,
+    models: &Models<F>,
     target: usize,
     original: &Tensor<Backend, 4>,
     x0: HostTensor,
@@ -467,7 +485,7 @@ fn frontier_edit(
 
 /// The guidance towards `target`: averaged over random views, or the plain loss with
 /// `--plain-guidance`.
-fn class_guidance(args: &EvalArgs, models: &Models, target: usize) -> ClassGuidance<Classifier<Backend>> {
+fn class_guidance<F>(args: &EvalArgs, models: &Models<F>, target: usize) -> ClassGuidance<Classifier<Backend>> {
     let guidance = ClassGuidance::new::<Backend>(models.classifier.clone(), target);
     if args.plain_guidance { guidance.with_views(ClassViews::none()) } else { guidance }
 }
@@ -489,10 +507,10 @@ struct Edited {
 }
 
 /// Runs every method on one batch towards `target` from the shared encoding `x0`.
-fn edit_all(
+fn edit_all<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
-    models: &Models,
+    models: &Models<F>,
     target: usize,
     original: Tensor<Backend, 4>,
     x0: HostTensor,
@@ -503,7 +521,8 @@ fn edit_all(
     let fast = Editor::new(&models.flow, &guidance, params.clone(), backend::device())?;
     let exact = Editor::new(&models.flow, &guidance, EditParams { xi: 0.0, ..params.clone() }, backend::device())?;
     let host_original = HostTensor::from_tensor(original.clone());
-    let start = |editor: &ClassEditor<'_>| editor.start_encoded(host_original.clone(), x0.clone(), args.seed, stream);
+    let start =
+        |editor: &ClassEditor<'_, F>| editor.start_encoded(host_original.clone(), x0.clone(), args.seed, stream);
     let mut out =
         vec![(Method::Input, Edited { images: original, seconds: 0.0, vjps: 0, control_energy: 0.0, x0_shift: 0.0 })];
     for (method, editor) in [(Method::FlowGrad, &fast), (Method::Exact, &exact)] {
@@ -552,7 +571,10 @@ fn timed(f: impl FnOnce() -> anyhow::Result<Edited>) -> anyhow::Result<Edited> {
 }
 
 /// Runs all iterations of `editor` from `state`; VJPs are the segments summed over iterations.
-fn run_editor(editor: &ClassEditor<'_>, mut state: ControlState) -> anyhow::Result<Edited> {
+fn run_editor<F: VelocityField<Backend>>(
+    editor: &ClassEditor<'_, F>,
+    mut state: ControlState,
+) -> anyhow::Result<Edited> {
     let outcome = editor.run(&mut state, |_, _| {})?;
     Ok(Edited {
         images: outcome.images,
@@ -564,10 +586,10 @@ fn run_editor(editor: &ClassEditor<'_>, mut state: ControlState) -> anyhow::Resu
 }
 
 /// Fig. 5b analog: FlowGrad's objective against the time spent on updates, for each ξ.
-fn xi_sweep(
+fn xi_sweep<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
-    models: &Models,
+    models: &Models<F>,
     test: &FashionMnist,
     set: &[usize],
     target: usize,
@@ -623,10 +645,10 @@ fn xi_sweep(
 }
 
 /// Fig. 7 analog: FlowGrad's edit success for each number of Euler steps N.
-fn steps_sweep(
+fn steps_sweep<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
-    models: &Models,
+    models: &Models<F>,
     test: &FashionMnist,
     set: &[usize],
     target: usize,

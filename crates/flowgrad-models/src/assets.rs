@@ -6,11 +6,13 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 
 /// The files of `assets/` the bundled models need, built into every binary that links this crate.
-const EMBEDDED: [(&str, &[u8]); 8] = [
+const EMBEDDED: [(&str, &[u8]); 10] = [
     ("flow.config.json", include_bytes!("../../../assets/flow.config.json")),
     ("flow.safetensors", include_bytes!("../../../assets/flow.safetensors")),
     ("flow-reflow.config.json", include_bytes!("../../../assets/flow-reflow.config.json")),
     ("flow-reflow.safetensors", include_bytes!("../../../assets/flow-reflow.safetensors")),
+    ("ddim.config.json", include_bytes!("../../../assets/ddim.config.json")),
+    ("ddim.safetensors", include_bytes!("../../../assets/ddim.safetensors")),
     ("classifier.config.json", include_bytes!("../../../assets/classifier.config.json")),
     ("classifier.safetensors", include_bytes!("../../../assets/classifier.safetensors")),
     ("judge.config.json", include_bytes!("../../../assets/judge.config.json")),

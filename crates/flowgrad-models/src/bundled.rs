@@ -10,7 +10,7 @@ use flowgrad::diffusion::{DiffusionOde, VpSchedule};
 
 use crate::assets::Assets;
 use crate::classifier::{Classifier, ClassifierConfig, Judge, JudgeConfig};
-use crate::unet::{NoiseUNet, UNet, UNetConfig};
+use crate::unet::{UNet, UNetConfig, VPredictionUNet};
 use crate::weights::{WeightsError, load_from_store};
 
 /// Builds the model described by `{name}.config.json` of `assets` with `init` and loads
@@ -53,16 +53,16 @@ pub const DDIM_STEM: &str = "ddim";
 /// The schedule the bundled diffusion model is trained and sampled with.
 pub const DDIM_SCHEDULE: VpSchedule = VpSchedule::DDPM;
 
-/// The trained noise predictor `ddim.safetensors` of `assets` (a [`UNet`] predicting ε; serve it
-/// through [`ddim_ode`]).
+/// The trained diffusion network `ddim.safetensors` of `assets` (a [`UNet`] predicting v under
+/// [`DDIM_SCHEDULE`]; serve it through [`ddim_ode`]).
 pub fn load_ddim<B: Backend>(assets: &Assets, device: &B::Device) -> Result<UNet<B>, WeightsError> {
     load_bundled(assets, DDIM_STEM, |c: &UNetConfig| c.init(device))
 }
 
-/// A noise-predicting UNet as DDIM's ODE under [`DDIM_SCHEDULE`]: the velocity field of the
-/// bundled diffusion model.
-pub fn ddim_ode<B: Backend>(noise_net: UNet<B>) -> DiffusionOde<NoiseUNet<B>> {
-    DiffusionOde::new(NoiseUNet(noise_net), DDIM_SCHEDULE)
+/// A v-predicting UNet as DDIM's ODE under [`DDIM_SCHEDULE`]: the velocity field of the bundled
+/// diffusion model.
+pub fn ddim_ode<B: Backend>(unet: UNet<B>) -> DiffusionOde<VPredictionUNet<B>> {
+    DiffusionOde::new(VPredictionUNet { unet, schedule: DDIM_SCHEDULE }, DDIM_SCHEDULE)
 }
 
 /// The trained guidance classifier `classifier.safetensors` of `assets`.

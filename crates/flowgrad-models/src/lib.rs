@@ -24,5 +24,5 @@ pub use classifier::{
 pub use conv::{ConvField, ConvFieldConfig};
 pub use fashion::{CLASS_NAMES, FashionError, FashionMnist, NUM_CLASSES, Split, class_index};
 pub use ncsnpp::{Ncsnpp, NcsnppConfig, NcsnppError, WeightsChoice, load_ncsnpp};
-pub use unet::{NoiseUNet, UNet, UNetConfig};
+pub use unet::{UNet, UNetConfig, VPredictionUNet};
 pub use weights::{WeightsError, load, save, weights_digest};

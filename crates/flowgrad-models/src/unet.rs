@@ -9,7 +9,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 use flowgrad::VelocityField;
-use flowgrad::diffusion::NoisePredictor;
+use flowgrad::diffusion::{NoisePredictor, VpSchedule};
 
 use crate::time_embedding::sinusoidal;
 use crate::weights::{seeded_init, weights_digest};
@@ -178,17 +178,24 @@ impl<B: Backend> VelocityField<B> for UNet<B> {
     }
 }
 
-/// A [`UNet`] trained to predict the noise in X_t = α_t x₁ + β_t x₀ (ε-prediction): DDIM's
-/// network, turned into a velocity field by [`flowgrad::diffusion::DiffusionOde`].
+/// A [`UNet`] trained to predict v = α_t x₀ − β_t x₁ for X_t = α_t x₁ + β_t x₀ under `schedule`
+/// (v-prediction): DDIM's network, read as the noise predictor ε̂ = β_t X + α_t v̂ and turned into
+/// a velocity field by [`flowgrad::diffusion::DiffusionOde`].
 #[derive(Debug, Clone)]
-pub struct NoiseUNet<B: Backend>(pub UNet<B>);
+pub struct VPredictionUNet<B: Backend> {
+    /// The network v̂(X, t).
+    pub unet: UNet<B>,
+    /// The schedule it was trained with.
+    pub schedule: VpSchedule,
+}
 
-impl<B: Backend> NoisePredictor<B> for NoiseUNet<B> {
+impl<B: Backend> NoisePredictor<B> for VPredictionUNet<B> {
     fn predict_noise(&self, x: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
-        self.0.forward(x, t)
+        let v = self.unet.forward(x.clone(), t.clone());
+        self.schedule.noise_from_v(x, v, t)
     }
 
     fn fingerprint(&self) -> String {
-        format!("noise-{}", self.0.fingerprint())
+        format!("v-{}", self.unet.fingerprint())
     }
 }

@@ -116,10 +116,11 @@ fn render(m: &Metrics) -> String {
         );
         let _ = writeln!(
             w,
-            "- Objective: noise prediction, X_t = α_t x₁ + β_t x₀ with α_t = exp(−¼(β_max − β_min)(1 − t)² − ½β_min(1 − t)), β_t = √(1 − α_t²), β_min {}, β_max {} (the paper's Eq. 3), t ~ U(0, 1), MSE of ε̂(X_t, t) to x₀",
+            "- Objective: v-prediction, X_t = α_t x₁ + β_t x₀ with α_t = exp(−¼(β_max − β_min)(1 − t)² − ½β_min(1 − t)), β_t = √(1 − α_t²), β_min {}, β_max {} (the paper's Eq. 3), t ~ U(0, 1), MSE of v̂(X_t, t) to α_t x₀ − β_t x₁",
             DDIM_SCHEDULE.beta_min, DDIM_SCHEDULE.beta_max
         );
-        let _ = writeln!(w, "- Served as DDIM's ODE: v(X, t) = (d log α_t/dt)·(X − ε̂(X, t)/β_t)");
+        let _ =
+            writeln!(w, "- Served as DDIM's ODE with ε̂ = β_t X + α_t v̂: v(X, t) = (d log α_t/dt)·(X − ε̂(X, t)/β_t)");
         unet_run_lines(w, d, "samples-ddim.png", " of the ODE");
     }
     if let Some(r) = &m.reflow {

@@ -1,4 +1,4 @@
-//! Training of the UNet: as a rectified-flow velocity field, or as DDIM's noise predictor.
+//! Training of the UNet: as a rectified-flow velocity field, or as DDIM's network (v-prediction).
 
 use std::path::{Path, PathBuf};
 
@@ -90,9 +90,9 @@ fn uniform_times(rng: &mut impl Rng, b: usize, device: &Device<TrainBackend>) ->
     tensor::<TrainBackend, 1>(times, [b], device)
 }
 
-/// DDIM's (ε-prediction) loss of one batch: t ~ U(0, 1) per image (drawn from `rng`), the mean
-/// squared error of ε̂(α_t x₁ + β_t x₀, t) to the noise x₀.
-pub fn noise_prediction_loss(
+/// The diffusion model's (v-prediction) loss of one batch: t ~ U(0, 1) per image (drawn from
+/// `rng`), the mean squared error of v̂(α_t x₁ + β_t x₀, t) to α_t x₀ − β_t x₁.
+pub fn v_prediction_loss(
     model: &UNet<TrainBackend>,
     schedule: VpSchedule,
     x0: Tensor<TrainBackend, 4>,
@@ -101,8 +101,8 @@ pub fn noise_prediction_loss(
     device: &Device<TrainBackend>,
 ) -> Tensor<TrainBackend, 1> {
     let t = uniform_times(rng, x0.dims()[0], device);
-    let xt = schedule.mix_at(x1, x0.clone(), t.clone());
-    (model.forward(xt, t) - x0).powi_scalar(2).mean()
+    let xt = schedule.mix_at(x1.clone(), x0.clone(), t.clone());
+    (model.forward(xt, t.clone()) - schedule.v_target(x1, x0, t)).powi_scalar(2).mean()
 }
 
 /// Trains the UNet with the rectified-flow objective and writes `flow.safetensors`,
@@ -115,13 +115,13 @@ pub fn train_flow(cfg: &FlowTrainConfig, out_dir: &Path) -> anyhow::Result<FlowR
     train_unet(cfg, out_dir, files, flow_matching_loss, |unet| unet)
 }
 
-/// Trains the UNet as DDIM's noise predictor under [`DDIM_SCHEDULE`] and writes
+/// Trains the UNet as DDIM's network (v-prediction) under [`DDIM_SCHEDULE`] and writes
 /// `ddim.safetensors`, `ddim.config.json`, `samples-ddim.png` and `ddim.report.json` into
 /// `out_dir`; its reconstruction and samples integrate the diffusion ODE (Euler, N = 100).
 pub fn train_ddim(cfg: &FlowTrainConfig, out_dir: &Path) -> anyhow::Result<FlowReport> {
     let files = UNetFiles { stem: DDIM_STEM, samples: "samples-ddim.png" };
     let loss =
-        |model: &_, x0, x1, rng: &mut _, device: &_| noise_prediction_loss(model, DDIM_SCHEDULE, x0, x1, rng, device);
+        |model: &_, x0, x1, rng: &mut _, device: &_| v_prediction_loss(model, DDIM_SCHEDULE, x0, x1, rng, device);
     train_unet(cfg, out_dir, files, loss, ddim_ode)
 }
 

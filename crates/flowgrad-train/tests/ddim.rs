@@ -22,7 +22,7 @@ fn a_short_ddim_run_writes_a_loadable_diffusion_model_and_its_card() {
     let noise_net =
         load_ddim::<flowgrad_train::EvalBackend>(&Assets::Dir(out.path().to_path_buf()), &Default::default()).unwrap();
     let field = ddim_ode(noise_net);
-    assert!(field.fingerprint().starts_with("ddim:vp(0.1,20):noise-unet:"), "{}", field.fingerprint());
+    assert!(field.fingerprint().starts_with("ddim:vp(0.1,20):v-unet:"), "{}", field.fingerprint());
     let card = std::fs::read_to_string(write_model_card(out.path(), "test", None).unwrap()).unwrap();
     assert!(card.contains("## ddim.safetensors — diffusion model (DDIM)"), "{card}");
     assert!(card.contains("β_min 0.1, β_max 20"), "{card}");

@@ -13,6 +13,12 @@
 //!
 //! DDIM's deterministic update [`ddim_step`] is the exact solution of this ODE when ε̂ is held
 //! fixed over the step, so Euler steps and DDIM steps agree to first order.
+//!
+//! A network may instead predict v = α_t x₀ − β_t x₁ (v-prediction, Salimans & Ho 2022): it is
+//! read as the noise predictor ε̂ = β_t X + α_t v̂ ([`VpSchedule::noise_from_v`]), for which the
+//! velocity is −(α_t/β_t)(d log α_t/dt)·v̂. Near the noise end (t → 0, α_t → 0.007) ε-prediction
+//! multiplies the network's error by d log α_t/dt ≈ 10 against a data signal of size α_t, while
+//! v-prediction multiplies it by α_t·(d log α_t/dt) ≈ 0.07: the bundled model predicts v.
 
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
@@ -48,7 +54,7 @@ impl VpSchedule {
         (-(2.0 * self.log_alpha(t)).exp_m1()).sqrt()
     }
 
-    /// d log α_t / dt = ½(β_max − β_min)(1 − t) + ½β_min (the rate of the velocity).
+    /// d log α_t / dt = ½(β_max − β_min)(1 − t) + ½β_min at time `t`.
     pub fn log_alpha_rate(&self, t: f64) -> f64 {
         0.5 * (self.beta_max - self.beta_min) * (1.0 - t) + 0.5 * self.beta_min
     }
@@ -68,6 +74,29 @@ impl VpSchedule {
         let alpha = log_alpha.clone().exp();
         let beta = log_alpha.mul_scalar(2.0).exp().neg().add_scalar(1.0).sqrt();
         (alpha.reshape([batch, 1, 1, 1]), beta.reshape([batch, 1, 1, 1]))
+    }
+
+    /// [`Self::log_alpha_rate`] (the rate of the velocity) of per-image times `t` (`[B]`) as a
+    /// `[B, 1, 1, 1]` tensor.
+    pub fn log_alpha_rate_at<B: Backend>(&self, t: Tensor<B, 1>) -> Tensor<B, 4> {
+        let [batch] = t.dims();
+        t.neg()
+            .add_scalar(1.0)
+            .mul_scalar(0.5 * (self.beta_max - self.beta_min))
+            .add_scalar(0.5 * self.beta_min)
+            .reshape([batch, 1, 1, 1])
+    }
+
+    /// v-prediction's regression target α_t x₀ − β_t x₁ for data `x1`, noise `x0` and times `t`.
+    pub fn v_target<B: Backend>(&self, x1: Tensor<B, 4>, x0: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
+        let (alpha, beta) = self.coefficients(t);
+        x0 * alpha - x1 * beta
+    }
+
+    /// The noise ε̂ = β_t X + α_t v̂ that a v-prediction `v` at `x` (X_t) and times `t` implies.
+    pub fn noise_from_v<B: Backend>(&self, x: Tensor<B, 4>, v: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
+        let (alpha, beta) = self.coefficients(t);
+        x * beta + v * alpha
     }
 }
 
@@ -97,17 +126,19 @@ impl<P> DiffusionOde<P> {
 
 impl<B: Backend, P: NoisePredictor<B>> VelocityField<B> for DiffusionOde<P> {
     fn velocity(&self, x: Tensor<B, 4>, t: Tensor<B, 1>) -> Tensor<B, 4> {
-        let [batch] = t.dims();
         let (_, beta) = self.schedule.coefficients(t.clone());
-        let rate = t
-            .clone()
-            .neg()
-            .add_scalar(1.0)
-            .mul_scalar(0.5 * (self.schedule.beta_max - self.schedule.beta_min))
-            .add_scalar(0.5 * self.schedule.beta_min)
-            .reshape([batch, 1, 1, 1]);
+        let rate = self.schedule.log_alpha_rate_at(t.clone());
         let noise = self.predictor.predict_noise(x.clone(), t);
         (x - noise / beta) * rate
+    }
+
+    /// DDIM's x̂_1 = (X − β_t ε̂)/α_t, written with the velocity v = r(X − ε̂/β_t)
+    /// (r = d log α_t/dt) as α_t X + β_t² v/(α_t r): a straight line is not the ODE's path here.
+    fn predict_endpoint(&self, x: Tensor<B, 4>, v: Tensor<B, 4>, t: f32) -> Tensor<B, 4> {
+        let t = f64::from(t);
+        let (alpha, beta) = (self.schedule.alpha(t), self.schedule.beta(t));
+        let rate = self.schedule.log_alpha_rate(t);
+        x * alpha + v * (beta * beta / (alpha * rate))
     }
 
     fn fingerprint(&self) -> String {

@@ -10,6 +10,13 @@ pub trait VelocityField<B: Backend> {
 
     /// A stable identifier of the model and its weights, part of every control-state fingerprint.
     fn fingerprint(&self) -> String;
+
+    /// The one-step prediction x̂_1 of the data point from `x` at time `t`, given the velocity `v`
+    /// there (guidance on the predicted endpoint differentiates through it). A rectified flow
+    /// moves on straight lines: x + (1 − t)·v, the default.
+    fn predict_endpoint(&self, x: Tensor<B, 4>, v: Tensor<B, 4>, t: f32) -> Tensor<B, 4> {
+        x + v * (1.0 - t)
+    }
 }
 
 /// Per-call context handed to the guidance, so stochastic losses stay reproducible.
@@ -36,6 +43,9 @@ impl<B: Backend, F: VelocityField<B> + ?Sized> VelocityField<B> for &F {
     }
     fn fingerprint(&self) -> String {
         (**self).fingerprint()
+    }
+    fn predict_endpoint(&self, x: Tensor<B, 4>, v: Tensor<B, 4>, t: f32) -> Tensor<B, 4> {
+        (**self).predict_endpoint(x, v, t)
     }
 }
 

@@ -22,7 +22,8 @@ pub struct GuidedSample<B: AutodiffBackend> {
 /// x_{k+1} = x_k + h·(v(x_k, t_k) − s·∇_{x_k} G(x̂_1)),  x̂_1 = x_k + (1 − t_k)·v(x_k, t_k),
 ///
 /// i.e. the guidance loss (for a class, −log p(target | ·)) of the one-step prediction of the
-/// endpoint, differentiated through the field. This is how a rectified flow is guided by a
+/// endpoint ([`VelocityField::predict_endpoint`]: the line above for a rectified flow, DDIM's
+/// x̂_1 for a diffusion model), differentiated through the field. This is how a rectified flow is guided by a
 /// classifier trained on clean images. Costs one VJP of the field per step (N per image).
 pub fn guided_sample<B, F, G>(
     field: &F,
@@ -45,7 +46,7 @@ where
         let t = time.t(k);
         let leaf = x.clone().require_grad();
         let v = field.velocity(leaf.clone(), time.t_tensor(k, batch, &device));
-        let endpoint = leaf.clone() + v.clone() * (1.0 - t);
+        let endpoint = field.predict_endpoint(leaf.clone(), v.clone(), t);
         let grads = guidance.loss(endpoint, ctx).sum().backward();
         let control = leaf.grad(&grads).map_or_else(|| x.zeros_like(), Tensor::from_inner) * (-scale);
         x = (x + (v.detach() + control.clone()) * time.dt()).detach();

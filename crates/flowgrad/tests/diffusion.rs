@@ -68,9 +68,11 @@ fn the_schedule_is_the_papers_alpha_and_preserves_variance() {
         let paper = (-4.975 * (1.0 - t) * (1.0f64 - t) - 0.05 * (1.0 - t)).exp();
         assert!((s.alpha(t) - paper).abs() < 1e-12, "alpha({t}) = {} vs {paper}", s.alpha(t));
         assert!((s.alpha(t).powi(2) + s.beta(t).powi(2) - 1.0).abs() < 1e-12);
-        let h = 1e-6;
-        let numeric = (s.log_alpha(t.min(1.0 - h) + h) - s.log_alpha(t.min(1.0 - h) - h)) / (2.0 * h);
-        assert!((s.log_alpha_rate(t.min(1.0 - h)) - numeric).abs() < 1e-6);
+        let (h, at) = (1e-6, t.min(1.0 - 1e-6));
+        let numeric = (s.log_alpha(at + h) - s.log_alpha(at - h)) / (2.0 * h);
+        let rate = to_vec(s.log_alpha_rate_at(Tensor::<B, 1>::from_floats([at as f32], &Default::default())))[0];
+        assert!((f64::from(rate) - numeric).abs() < 1e-5, "rate({t}) = {rate} vs {numeric}");
+        assert!((s.log_alpha_rate(at) - numeric).abs() < 1e-6, "rate({t}) = {} vs {numeric}", s.log_alpha_rate(at));
     }
     assert_eq!(s.alpha(1.0), 1.0);
     assert_eq!(s.beta(1.0), 0.0);
@@ -168,6 +170,77 @@ fn decomposed_gradient_equals_full_backprop_through_the_diffusion_ode() {
         let err = rel_err(&decomposed, &full);
         assert!(err < 1e-5, "{mode:?}: decomposed vs full back-prop relative error {err}");
         assert!(full.iter().any(|g| g.abs() > 1e-6), "{mode:?}: the gradient is not trivially zero");
+    }
+}
+
+/// The exact Gaussian predictor as v-prediction: v̂ = (ε̂ − β_t X)/α_t.
+struct GaussianV(GaussianData);
+
+impl GaussianV {
+    fn v<Bk: Backend>(&self, x: Tensor<Bk, 4>, t: Tensor<Bk, 1>) -> Tensor<Bk, 4> {
+        let (alpha, beta) = self.0.schedule.coefficients(t.clone());
+        (self.0.predict_noise(x.clone(), t) - x * beta) / alpha
+    }
+}
+
+impl<Bk: Backend> NoisePredictor<Bk> for GaussianV {
+    fn predict_noise(&self, x: Tensor<Bk, 4>, t: Tensor<Bk, 1>) -> Tensor<Bk, 4> {
+        let v = self.v(x.clone(), t.clone());
+        self.0.schedule.noise_from_v(x, v, t)
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("v-{}", NoisePredictor::<Bk>::fingerprint(&self.0))
+    }
+}
+
+#[test]
+fn v_prediction_recovers_the_noise_and_the_velocity() {
+    let schedule = VpSchedule::DDPM;
+    let numel: usize = SHAPE.iter().product();
+    let (x1, x0) = (tensor(noise(51, numel), SHAPE), tensor(noise(52, numel), SHAPE));
+    let t = Tensor::<B, 1>::from_floats([0.02, 0.7], &Default::default());
+    let xt = schedule.mix_at(x1.clone(), x0.clone(), t.clone());
+    let target = schedule.v_target(x1, x0.clone(), t.clone());
+    let recovered: Vec<f64> = to_vec(schedule.noise_from_v(xt, target, t)).into_iter().map(f64::from).collect();
+    let x0: Vec<f64> = to_vec(x0).into_iter().map(f64::from).collect();
+    assert!(rel_err(&recovered, &x0) < 1e-5, "ε̂ from the exact v is {} from x₀", rel_err(&recovered, &x0));
+
+    // the same data read through v: velocity −(α/β)(d log α/dt)·v̂, equal to the ε form's
+    let (by_noise, by_v) = (GaussianData::new(0.6), GaussianV(GaussianData::new(0.6)));
+    let x = tensor(noise(53, numel).iter().map(|v| v * 2.0).collect(), SHAPE);
+    let times = Tensor::<B, 1>::from_floats([0.3, 0.9], &Default::default());
+    let v = by_v.v(x.clone(), times.clone());
+    let (alpha, beta) = schedule.coefficients(times.clone());
+    let closed: Vec<f64> =
+        to_vec(v.neg() * alpha / beta * schedule.log_alpha_rate_at(times.clone())).into_iter().map(f64::from).collect();
+    let velocity = |field: &dyn VelocityField<B>| -> Vec<f64> {
+        to_vec(field.velocity(x.clone(), times.clone())).into_iter().map(f64::from).collect()
+    };
+    let (through_v, through_noise) =
+        (velocity(&DiffusionOde::new(by_v, schedule)), velocity(&DiffusionOde::new(by_noise, schedule)));
+    assert!(
+        rel_err(&through_v, &closed) < 1e-4,
+        "v-prediction's velocity vs closed form: {}",
+        rel_err(&through_v, &closed)
+    );
+    assert!(rel_err(&through_v, &through_noise) < 1e-4, "the two parameterisations disagree");
+}
+
+#[test]
+fn the_predicted_endpoint_is_ddims_data_estimate() {
+    let schedule = VpSchedule::DDPM;
+    let data = GaussianData::new(0.6);
+    let field = DiffusionOde::new(GaussianData::new(0.6), schedule);
+    let x = tensor(noise(61, SHAPE.iter().product()).iter().map(|v| v * 2.0).collect(), SHAPE);
+    for t in [0.05, 0.5, 0.95] {
+        let times = Tensor::<B, 1>::full([SHAPE[0]], t as f32, &x.device());
+        let v = field.velocity(x.clone(), times.clone());
+        let predicted: Vec<f64> = to_vec(field.predict_endpoint(x.clone(), v, t as f32)).into_iter().map(f64::from).collect();
+        let noise = data.predict_noise(x.clone(), times);
+        let ddim: Vec<f64> =
+            to_vec((x.clone() - noise * schedule.beta(t)) / schedule.alpha(t)).into_iter().map(f64::from).collect();
+        assert!(rel_err(&predicted, &ddim) < 1e-4, "t = {t}: x̂₁ off by {}", rel_err(&predicted, &ddim));
     }
 }
 

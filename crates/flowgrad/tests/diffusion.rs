@@ -236,7 +236,8 @@ fn the_predicted_endpoint_is_ddims_data_estimate() {
     for t in [0.05, 0.5, 0.95] {
         let times = Tensor::<B, 1>::full([SHAPE[0]], t as f32, &x.device());
         let v = field.velocity(x.clone(), times.clone());
-        let predicted: Vec<f64> = to_vec(field.predict_endpoint(x.clone(), v, t as f32)).into_iter().map(f64::from).collect();
+        let predicted: Vec<f64> =
+            to_vec(field.predict_endpoint(x.clone(), v, t as f32)).into_iter().map(f64::from).collect();
         let noise = data.predict_noise(x.clone(), times);
         let ddim: Vec<f64> =
             to_vec((x.clone() - noise * schedule.beta(t)) / schedule.alpha(t)).into_iter().map(f64::from).collect();

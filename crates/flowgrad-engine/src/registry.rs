@@ -100,7 +100,7 @@ impl Clip {
 struct FashionModels<F> {
     /// [`BUNDLED_MODEL`], [`REFLOW_MODEL`] or [`DDIM_MODEL`].
     name: &'static str,
-    /// The flow's UNet, or DDIM's ODE of the noise-predicting UNet.
+    /// The flow's UNet, or DDIM's ODE of the v-predicting UNet.
     flow: F,
     classifier: Classifier<Backend>,
     judge: Judge<Backend>,

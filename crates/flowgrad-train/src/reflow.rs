@@ -125,16 +125,43 @@ pub const COMPARISON_XI: f32 = 5e-3;
 
 /// Straightness of the N = 100 generation trajectories from `x0` (one trajectory per image).
 pub fn straightness_stats<B: Backend, F: VelocityField<B>>(field: &F, x0: Tensor<B, 4>) -> StraightnessStats {
-    let [count, ..] = x0.dims();
-    let trajectory = simulate(field, x0, None, &TimeGrid::new(ODE_STEPS, TIME_EPS), Mode::Reference);
+    let per_draw = trajectory_straightness(field, x0, ODE_STEPS, COMPARISON_XI);
     let (mut segments, mut total) = (0.0, 0.0);
-    for i in 0..count {
-        let velocities: Vec<Tensor<B, 4>> = trajectory.velocities.iter().map(|v| v.clone().narrow(0, i, 1)).collect();
-        let s = straightness(&velocities, Mode::Reference).s;
-        segments += Grid::build(&s, COMPARISON_XI, Mode::Reference).len() as f64;
-        total += s.iter().map(|&v| v as f64).sum::<f64>();
+    for draw in &per_draw {
+        segments += draw.segments as f64;
+        total += draw.s.iter().map(|&v| v as f64).sum::<f64>();
     }
-    StraightnessStats { mean_segments: segments / count as f64, mean_total_s: total / count as f64 }
+    let count = per_draw.len() as f64;
+    StraightnessStats { mean_segments: segments / count, mean_total_s: total / count }
+}
+
+/// One generation trajectory's straightness (see [`trajectory_straightness`]).
+#[derive(Debug, Clone)]
+pub struct DrawStraightness {
+    /// S(t_k), k = 0..N−1 (Reference mode).
+    pub s: Vec<f32>,
+    /// Segments FlowGrad's grid keeps at the given ξ (VJPs per gradient).
+    pub segments: usize,
+}
+
+/// The straightness of each generation trajectory from `x0` (one per image, `steps` Euler steps
+/// without controls, Reference mode) and the segments its grid keeps at `xi`.
+pub fn trajectory_straightness<B: Backend, F: VelocityField<B>>(
+    field: &F,
+    x0: Tensor<B, 4>,
+    steps: usize,
+    xi: f32,
+) -> Vec<DrawStraightness> {
+    let [count, ..] = x0.dims();
+    let trajectory = simulate(field, x0, None, &TimeGrid::new(steps, TIME_EPS), Mode::Reference);
+    (0..count)
+        .map(|i| {
+            let velocities: Vec<Tensor<B, 4>> =
+                trajectory.velocities.iter().map(|v| v.clone().narrow(0, i, 1)).collect();
+            let s = straightness(&velocities, Mode::Reference).s;
+            DrawStraightness { segments: Grid::build(&s, xi, Mode::Reference).len(), s }
+        })
+        .collect()
 }
 
 /// The `cfg.straightness_draws` noise images the report's straightness comparison starts from.

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use flowgrad::{Grid, Mode, TimeGrid, VelocityField, simulate, straightness};
+use flowgrad::{TimeGrid, VelocityField};
 use flowgrad_backend::{self as backend, InnerBackend};
 use flowgrad_models::fashion::SIDE;
 use flowgrad_models::{Assets, ddim_ode, load_ddim, load_flow, load_reflow};
 use flowgrad_train::data::{normal, step_rng, tensor};
+use flowgrad_train::eval::TIME_EPS;
+use flowgrad_train::reflow::trajectory_straightness;
 use serde::Serialize;
 
 use crate::eval::plots;
@@ -69,16 +71,13 @@ fn measure<F: VelocityField<InnerBackend>>(model: &'static str, field: &F, args:
     let device = backend::device();
     let noise = normal(&mut step_rng(args.seed, 1), args.draws * SIDE * SIDE);
     let x0 = tensor::<InnerBackend, 4>(noise, [args.draws, 1, SIDE, SIDE], &device);
-    let trajectory = simulate(field, x0, None, &TimeGrid::new(args.steps, 1e-3), Mode::Reference);
     let mut mean_s = vec![0.0; args.steps];
     let mut segments = Vec::with_capacity(args.draws);
-    for i in 0..args.draws {
-        let velocities: Vec<_> = trajectory.velocities.iter().map(|v| v.clone().narrow(0, i, 1)).collect();
-        let s = straightness(&velocities, Mode::Reference).s;
-        for (sum, v) in mean_s.iter_mut().zip(&s) {
+    for draw in trajectory_straightness(field, x0, args.steps, args.xi) {
+        for (sum, v) in mean_s.iter_mut().zip(&draw.s) {
             *sum += *v as f64 / args.draws as f64;
         }
-        segments.push(Grid::build(&s, args.xi, Mode::Reference).len());
+        segments.push(draw.segments);
     }
     Family {
         model,
@@ -102,7 +101,7 @@ pub fn run(args: &StraightnessArgs) -> anyhow::Result<ExitCode> {
         let ddim = ddim_ode(load_ddim::<InnerBackend>(&assets, &device)?);
         families.push(measure(flowgrad_engine::DDIM_MODEL, &ddim, args));
     }
-    let time = TimeGrid::new(args.steps, 1e-3);
+    let time = TimeGrid::new(args.steps, TIME_EPS);
     let t: Vec<f64> = (0..args.steps).map(|k| time.t(k) as f64).collect();
     println!(
         "straightness of N = {} generation trajectories from {} seeded noise draws (seed {}), ξ = {}:",

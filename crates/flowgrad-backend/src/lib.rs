@@ -23,6 +23,12 @@ pub fn name() -> &'static str {
     if cfg!(feature = "cuda") { "cuda" } else { "flex (CPU)" }
 }
 
+/// Editors to run side by side on this machine by default: one per CPU core (at batch 1 an
+/// edit on the CPU backend keeps about one core busy; see BENCHMARKS.md, "Fleet").
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Freed memory above this much at the top of the heap goes back to the system (the most
 /// `mallopt` takes, 2 GiB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -65,11 +65,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub recorded_forwards: Option<usize>,
     /// Workers editing in parallel (default: one per CPU core).
-    #[arg(long, default_value_t = default_workers())]
+    #[arg(long, default_value_t = flowgrad_backend::default_workers())]
     pub workers: usize,
     /// Images per task, edited together in one batch (each keeps its own controls; the
     /// augmentations of a batch are drawn once for all its images).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = flowgrad_jobs::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
     /// Folder with the bundled models' weights (default: the copies built into this binary).
     #[arg(long)]
@@ -85,11 +85,6 @@ pub struct RunArgs {
 }
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
-
-/// One worker per CPU core.
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-}
 
 /// A file of an input folder that is not edited, and why.
 #[derive(Debug, serde::Serialize)]

@@ -217,3 +217,79 @@ fn bad_eval_arguments_are_clear_errors() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--batch"), "{err}");
 }
+
+/// A small evaluation (N = 4, M = 2, towards coat, a 2-point frontier) into `out`, with `extra`
+/// flags; returns eval.json and stderr.
+fn small_eval(out: &std::path::Path, extra: &[&str]) -> (Value, String) {
+    let args = [
+        "eval",
+        "--classes",
+        "coat",
+        "--steps",
+        "4",
+        "--iterations",
+        "2",
+        "--sweep-images",
+        "1",
+        "--sweep-steps",
+        "4",
+        "--frontier-etas",
+        "0.9",
+        "--frontier-scales",
+        "10",
+        "--output",
+    ];
+    let result = Command::new(env!("CARGO_BIN_EXE_flowgrad")).args(args).arg(out).args(extra).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+    assert!(result.status.success(), "{stderr}");
+    (serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap(), stderr)
+}
+
+/// Every score of a report, with the wall times (which depend on the machine) taken out.
+fn scores(report: &Value) -> Value {
+    fn strip_seconds(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("seconds_per_image");
+                map.values_mut().for_each(strip_seconds);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_seconds),
+            _ => {}
+        }
+    }
+    let xi_objectives: Vec<Value> =
+        report["xi_sweep"].as_array().unwrap().iter().map(|r| r["objective"].clone()).collect();
+    let mut v = serde_json::json!({
+        "methods": report["methods"],
+        "frontier": report["frontier"],
+        "straightness": report["straightness"],
+        "steps_sweep": report["steps_sweep"],
+        "xi_objectives": xi_objectives,
+    });
+    strip_seconds(&mut v);
+    v
+}
+
+/// An evaluation stores each finished batch and reuses it: a run extended from 2 to 3 images
+/// computes only the third batch, and reports exactly what one uninterrupted run on 2 threads
+/// does; parts computed under other settings are not reused.
+#[test]
+fn an_extended_eval_reuses_its_finished_batches_and_matches_a_fresh_run() {
+    let parts = |report: &Value| (report["parts"].as_u64().unwrap(), report["resumed_parts"].as_u64().unwrap());
+    let fresh = tempfile::tempdir().unwrap();
+    let (whole, _) = small_eval(fresh.path(), &["--images", "3", "--workers", "2"]);
+    assert_eq!(parts(&whole), (4, 0), "three batches of one image and the sweeps");
+
+    let extended = tempfile::tempdir().unwrap();
+    let (first, _) = small_eval(extended.path(), &["--images", "2", "--workers", "1"]);
+    assert_eq!(parts(&first), (3, 0));
+    let (second, stderr) = small_eval(extended.path(), &["--images", "3", "--workers", "1"]);
+    assert_eq!(parts(&second), (4, 3), "two batches and the sweeps come from the first run: {stderr}");
+    assert!(!stderr.contains("batch 0:") && !stderr.contains("batch 1:"), "batches 0 and 1 were not redone: {stderr}");
+    assert_eq!(scores(&second), scores(&whole), "resumed on 1 thread vs uninterrupted on 2");
+    assert_ne!(scores(&first), scores(&whole), "the third image changes the scores");
+
+    let (other, stderr) = small_eval(extended.path(), &["--images", "3", "--workers", "1", "--eta", "0.6"]);
+    assert_eq!(parts(&other), (4, 0), "another η reuses nothing: {stderr}");
+    assert!(stderr.contains("computed under other settings"), "{stderr}");
+}

@@ -3,7 +3,7 @@
 
 pub mod direction;
 pub mod error;
-pub mod guidance;
+mod guidance;
 pub mod registry;
 pub mod session;
 

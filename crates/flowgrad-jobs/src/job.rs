@@ -93,22 +93,25 @@ pub struct JobSpec {
     pub model: String,
     /// Edit target.
     pub guidance: GuidanceSpec,
-    /// FlowGrad parameters (paper defaults for omitted fields).
+    /// FlowGrad parameters (`EditParams::default()` for omitted fields).
     #[serde(default)]
     pub params: flowgrad_params::EditParams,
     /// Seed of all randomness; with the task id it makes every task reproducible.
     #[serde(default)]
     pub seed: u64,
-    /// Images per task (default 1).
-    #[serde(default = "one")]
+    /// Images per task (default [`DEFAULT_BATCH_SIZE`]).
+    #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Learn or apply a global direction instead of editing each image on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<DirectionSpec>,
 }
 
-fn one() -> usize {
-    1
+/// Images per task when a job does not say: one, so each image gets its own grid and task.
+pub const DEFAULT_BATCH_SIZE: usize = 1;
+
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
 }
 
 /// The largest batch a task may carry.
@@ -143,7 +146,7 @@ impl JobSpec {
             guidance,
             params: flowgrad_params::EditParams::default(),
             seed: 0,
-            batch_size: one(),
+            batch_size: DEFAULT_BATCH_SIZE,
             direction: None,
         }
     }

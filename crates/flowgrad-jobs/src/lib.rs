@@ -6,7 +6,7 @@ pub mod keys;
 pub mod status;
 pub mod task;
 
-pub use job::{DirectionSpec, GuidanceSpec, InputSpec, JobSpec, ValidationError};
+pub use job::{DEFAULT_BATCH_SIZE, DirectionSpec, GuidanceSpec, InputSpec, JobSpec, ValidationError};
 pub use status::{Cancellation, JobReport, JobState, JobStatus, Lease};
 pub use task::{
     Failure, ImageResult, TaskEvent, TaskEventKind, TaskInput, TaskOutcome, TaskResult, TaskSpec, crash_limit_reason,

@@ -6,6 +6,7 @@
 
 mod metrics;
 pub(crate) mod plots;
+mod resume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,19 +17,22 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 use clap::Args;
 use flowgrad::baselines::{guided_sample, optimise_noise};
+use flowgrad::state::digest_parts;
+use flowgrad::tensor_util::to_vec;
 use flowgrad::{
-    ControlState, EditParams, Editor, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, VelocityField, encode,
-    energy, simulate, straightness,
+    ControlState, EditParams, Editor, Guidance, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, VelocityField,
+    encode, energy, simulate, straightness,
 };
 use flowgrad_backend::{self as backend, Backend};
-use flowgrad_engine::{Assets, BUNDLED_MODEL, DDIM_MODEL, REFLOW_MODEL};
+use flowgrad_engine::{Assets, BUNDLED_MODEL, BUNDLED_RECORDED_FORWARDS, DDIM_MODEL, REFLOW_MODEL};
+use flowgrad_jobs::DEFAULT_BATCH_SIZE;
 use flowgrad_models::fashion::{DEFAULT_DIR, FashionMnist, Split};
 use flowgrad_models::{
-    CLASS_NAMES, ClassGuidance, ClassViews, Classifier, Judge, class_index, ddim_ode, load_classifier, load_ddim,
-    load_flow, load_judge, load_reflow,
+    CLASS_NAMES, ClassGuidance, ClassViews, Classifier, ImageClassifier, Judge, class_index, ddim_ode, load_classifier,
+    load_ddim, load_flow, load_judge, load_reflow,
 };
 use rand::seq::SliceRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use metrics::{Metrics, Tally};
 
@@ -41,7 +45,9 @@ const XI_SWEEP: [(f32, &str); 6] =
 /// Options of `flowgrad eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Output folder: eval.json, table.md, straightness.png, xi_sweep.png, steps_sweep.png.
+    /// Output folder: eval.json, table.md, straightness.png, xi_sweep.png, steps_sweep.png, and
+    /// chunks/ and sweeps.json, the finished parts: a rerun into the same folder with the same
+    /// settings (or more --images) reuses them and computes only what is missing.
     #[arg(long)]
     pub output: PathBuf,
     /// Test images, drawn with --seed from the Fashion-MNIST test split.
@@ -54,9 +60,14 @@ pub struct EvalArgs {
     /// used by the x_0-only baseline's gradient, M by the x_0-only baseline.
     #[command(flatten)]
     pub params: ParamArgs,
-    /// Images edited together in one batch.
-    #[arg(long, default_value_t = 24)]
+    /// Images edited together in one batch (default: a fleet task's, so each image is edited as
+    /// the fleet edits it, with its own grid).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     pub batch: usize,
+    /// Batches evaluated side by side, each on its own thread (default: one per CPU core, as
+    /// `flowgrad run`'s workers). The results do not depend on it.
+    #[arg(long, default_value_t = backend::default_workers())]
+    pub workers: usize,
     /// Guided sampling's scale s: x_{k+1} = x_k + h(v − s·∇_{x_k} CE(x̂_1)).
     #[arg(long, default_value_t = 20.0)]
     pub guidance_scale: f32,
@@ -154,10 +165,10 @@ struct StraightnessCurve {
 }
 
 /// One ξ of the loss-vs-time sweep.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct XiRun {
     xi: f32,
-    label: &'static str,
+    label: String,
     /// Seconds of updates spent before reaching each iterate's controls.
     seconds: Vec<f64>,
     /// Objective per image of each iterate (M + 1 values: u = 0 … after the last update).
@@ -195,7 +206,7 @@ fn frontier_settings(args: &EvalArgs, eta: f32) -> Vec<(Method, f32)> {
 }
 
 /// One N of the steps sweep.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct StepsRun {
     steps: usize,
     #[serde(flatten)]
@@ -215,6 +226,8 @@ struct Settings {
     /// The model evaluated (a served model name).
     model: String,
     backend: &'static str,
+    /// Threads that evaluated batches side by side in this run.
+    workers: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -225,13 +238,20 @@ struct EvalReport {
     straightness: StraightnessCurve,
     xi_sweep: Vec<XiRun>,
     steps_sweep: Vec<StepsRun>,
+    /// Wall seconds of this run.
     wall_seconds: f64,
+    /// Parts (batches and the sweeps) in all, and how many of them earlier runs had finished.
+    parts: usize,
+    resumed_parts: usize,
+    /// Wall seconds the parts took, summed over every run that computed them.
+    part_seconds: f64,
 }
 
 /// An editor of the evaluated model towards one class.
 type ClassEditor<'a, F> = Editor<Backend, &'a F, &'a ClassGuidance<Classifier<Backend>>>;
 
 /// The evaluated model's velocity field and the bundled classifier and judge.
+#[derive(Clone)]
 struct Models<F> {
     flow: F,
     classifier: Classifier<Backend>,
@@ -242,8 +262,8 @@ struct Models<F> {
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     ensure!(
-        args.images > 0 && args.batch > 0 && args.sweep_images > 0,
-        "--images, --batch and --sweep-images must be at least 1"
+        args.images > 0 && args.batch > 0 && args.sweep_images > 0 && args.workers > 0,
+        "--images, --batch, --sweep-images and --workers must be at least 1"
     );
     let targets = args.classes.iter().map(|c| class_index(c)).collect::<Result<Vec<_>, _>>()?;
     ensure!(!targets.is_empty(), "--classes needs at least one class");
@@ -276,8 +296,90 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The evaluation of `models` (see [`run`]).
-fn evaluate<F: VelocityField<Backend>>(
+/// What one batch of the comparison produced: score sums per method and class and per
+/// frontier setting, and the straightness of its uncontrolled trajectories.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChunkPart {
+    /// Test-set indices of the batch's images.
+    images: Vec<usize>,
+    /// Score sums, `[method][target]` in [`Method::ALL`] and `--classes` order.
+    methods: Vec<Vec<Tally>>,
+    /// Score sums per frontier setting ([`frontier_settings`] order).
+    frontier: Vec<Tally>,
+    /// S(t_k) summed over the batch's trajectories, per step.
+    straightness: Vec<f64>,
+    /// Wall seconds the batch took.
+    seconds: f64,
+}
+
+/// The ξ and N sweeps' results.
+#[derive(Debug, Serialize, Deserialize)]
+struct SweepsPart {
+    xi_sweep: Vec<XiRun>,
+    steps_sweep: Vec<StepsRun>,
+    seconds: f64,
+}
+
+/// A part of the evaluation computed on its own (and stored on its own, see [`resume`]).
+enum Part {
+    Sweeps,
+    Chunk(usize),
+}
+
+/// Digest of everything that decides a batch's result except its images: the model, the
+/// guidance of every target, the parameters, the comparison's settings, and what this build
+/// computes (see [`behaviour_probe`]).
+fn comparison_digest<F: VelocityField<Backend>>(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models<F>,
+    test: &FashionMnist,
+    targets: &[usize],
+) -> anyhow::Result<String> {
+    let guidance: Vec<String> = targets.iter().map(|&t| class_guidance(args, models, t).fingerprint()).collect();
+    let settings = format!(
+        "batch {} scale {} frontier {:?} seed {} recorded {} assets {:?} backend {}",
+        args.batch,
+        args.guidance_scale,
+        frontier_settings(args, params.eta).iter().map(|(m, v)| (m.key(), v)).collect::<Vec<_>>(),
+        args.seed,
+        BUNDLED_RECORDED_FORWARDS,
+        args.assets,
+        backend::name()
+    );
+    let probe = behaviour_probe(args, params, models, test, targets[0])?;
+    Ok(digest_parts(&[&models.flow.fingerprint(), &guidance.join(" "), &params.fingerprint_form(), &settings, &probe]))
+}
+
+/// Digest of what this build computes: every method's edit of one test image at N = 4, M = 2
+/// (the other parameters as given) and the judge's and the classifier's probabilities of the
+/// edits. Stored parts carry it, so parts computed by a build that edits or scores differently
+/// (a changed algorithm, model code or CPU kernel) are computed again instead of mixed in.
+fn behaviour_probe<F: VelocityField<Backend>>(
+    args: &EvalArgs,
+    params: &EditParams,
+    models: &Models<F>,
+    test: &FashionMnist,
+    target: usize,
+) -> anyhow::Result<String> {
+    let probe = EditParams { steps: 4, iterations: 2, ..params.clone() };
+    let index = (0..test.len()).find(|&i| test.labels[i] as usize != target).context("no probe image")?;
+    let original = test.images::<Backend>(&[index], &backend::device());
+    let encoder_time = TimeGrid::new(probe.encoder_steps(), probe.time_eps);
+    let x0 = HostTensor::from_tensor(encode(&models.flow, original.clone(), &encoder_time, probe.encode_solver));
+    let mut values = vec![];
+    for (_, edited) in edit_all(args, &probe, models, target, original, x0, 0)? {
+        let images = edited.images.detach();
+        values.extend(to_vec(images.clone()));
+        values.extend(to_vec(models.judge.probabilities(images.clone())));
+        values.extend(to_vec(models.classifier.probabilities(images)));
+    }
+    Ok(flowgrad::state::digest_f32(&values))
+}
+
+/// The evaluation of `models` (see [`run`]): the parts earlier runs into the same folder left
+/// are reused, the rest computed `--workers` at a time.
+fn evaluate<F: VelocityField<Backend> + Clone + Send>(
     args: &EvalArgs,
     params: &EditParams,
     targets: &[usize],
@@ -289,21 +391,61 @@ fn evaluate<F: VelocityField<Backend>>(
     let mut chosen: Vec<usize> = (0..test.len()).collect();
     chosen.shuffle(&mut flowgrad_train::data::step_rng(args.seed, 0));
     chosen.truncate(args.images);
-
     for eta in &args.frontier_etas {
         EditParams { eta: *eta, ..params.clone() }.validate()?;
     }
-    let (methods, frontier, curve) = compare(args, params, &models, &test, &chosen, targets)?;
+    let chunks: Vec<&[usize]> = chosen.chunks(args.batch).collect();
     let sweep_class = targets[0];
     let sweep_set: Vec<usize> =
         chosen.iter().copied().filter(|&i| test.labels[i] as usize != sweep_class).take(args.sweep_images).collect();
     if sweep_set.is_empty() {
         bail!("no chosen image for the sweeps: all are already `{}`", CLASS_NAMES[sweep_class]);
     }
-    eprintln!("ξ sweep on {} images towards `{}`", sweep_set.len(), CLASS_NAMES[sweep_class]);
-    let xi_sweep = xi_sweep(args, params, &models, &test, &sweep_set, sweep_class)?;
-    let steps_sweep = steps_sweep(args, params, &models, &test, &sweep_set, sweep_class)?;
 
+    let digest = comparison_digest(args, params, &models, &test, targets)?;
+    let sweeps_digest = digest_parts(&[&digest, &format!("sweeps {sweep_set:?} steps {:?}", args.sweep_steps)]);
+    let chunk_path = |chunk: usize| args.output.join("chunks").join(format!("{chunk:05}.json"));
+    let sweeps_path = args.output.join("sweeps.json");
+    let mut pending = vec![];
+    if resume::load::<SweepsPart>(&sweeps_path, &sweeps_digest)?.is_none() {
+        pending.push(Part::Sweeps);
+    }
+    for chunk in 0..chunks.len() {
+        if resume::load::<ChunkPart>(&chunk_path(chunk), &digest)?.is_none() {
+            pending.push(Part::Chunk(chunk));
+        }
+    }
+    let parts = chunks.len() + 1;
+    let resumed_parts = parts - pending.len();
+    eprintln!(
+        "{} batches of up to {} images and the sweeps: {resumed_parts} of {parts} parts from earlier runs, {} to compute on {} threads",
+        chunks.len(),
+        args.batch,
+        pending.len(),
+        args.workers
+    );
+    let settings = frontier_settings(args, params.eta);
+    resume::run_parallel(&pending, args.workers, &models, |models, part| match part {
+        Part::Sweeps => {
+            let start = Instant::now();
+            eprintln!("ξ and N sweeps on {} images towards `{}`", sweep_set.len(), CLASS_NAMES[sweep_class]);
+            let xi_sweep = xi_sweep(args, params, models, &test, &sweep_set, sweep_class)?;
+            let steps_sweep = steps_sweep(args, params, models, &test, &sweep_set, sweep_class)?;
+            let part = SweepsPart { xi_sweep, steps_sweep, seconds: start.elapsed().as_secs_f64() };
+            resume::store(&sweeps_path, &sweeps_digest, &part)
+        }
+        Part::Chunk(chunk) => {
+            let part = compare_chunk(args, params, models, &test, chunks[*chunk], *chunk, targets, &settings)?;
+            resume::store(&chunk_path(*chunk), &digest, &part)
+        }
+    })?;
+
+    let sweeps: SweepsPart = resume::load(&sweeps_path, &sweeps_digest)?.context("the sweeps part vanished")?;
+    let mut stored = vec![];
+    for chunk in 0..chunks.len() {
+        stored.push(resume::load::<ChunkPart>(&chunk_path(chunk), &digest)?.context("a batch's part vanished")?);
+    }
+    let (methods, frontier, straightness) = summarise(params, targets, &settings, &stored);
     let report = EvalReport {
         settings: Settings {
             images: args.images,
@@ -316,95 +458,127 @@ fn evaluate<F: VelocityField<Backend>>(
             seed: args.seed,
             model: args.model.clone(),
             backend: backend::name(),
+            workers: args.workers,
         },
         methods,
         frontier,
-        straightness: curve,
-        xi_sweep,
-        steps_sweep,
+        straightness,
+        part_seconds: sweeps.seconds + stored.iter().map(|c| c.seconds).sum::<f64>(),
+        xi_sweep: sweeps.xi_sweep,
+        steps_sweep: sweeps.steps_sweep,
         wall_seconds: started.elapsed().as_secs_f64(),
+        parts,
+        resumed_parts,
     };
     write_outputs(args, &report)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Edits every chosen image towards every target with each method, batch by batch, sharing one
-/// encoding per batch. Returns the per-method results and the straightness curve.
-fn compare<F: VelocityField<Backend>>(
+/// Edits the images `chunk` (test-set indices, batch number `index`) towards every target with
+/// each method and every frontier setting, from one shared encoding, and scores the edits.
+#[allow(clippy::too_many_arguments)]
+fn compare_chunk<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
     test: &FashionMnist,
-    chosen: &[usize],
+    chunk: &[usize],
+    index: usize,
     targets: &[usize],
-) -> anyhow::Result<(Vec<MethodReport>, Vec<FrontierPoint>, StraightnessCurve)> {
+    settings: &[(Method, f32)],
+) -> anyhow::Result<ChunkPart> {
+    let started = Instant::now();
     let device = backend::device();
-    let mut tallies: Vec<Vec<Tally>> = vec![vec![Tally::default(); targets.len()]; Method::ALL.len()];
-    let settings = frontier_settings(args, params.eta);
+    let mut methods: Vec<Vec<Tally>> = vec![vec![Tally::default(); targets.len()]; Method::ALL.len()];
     let mut frontier = vec![Tally::default(); settings.len()];
-    let (mut s_sum, mut trajectories) = (vec![0.0f64; params.steps], 0usize);
+    let mut s_sum = vec![0.0f64; params.steps];
     let time = TimeGrid::new(params.steps, params.time_eps);
     let encoder_time = TimeGrid::new(params.encoder_steps(), params.time_eps);
-    for (chunk_index, chunk) in chosen.chunks(args.batch).enumerate() {
-        let images = test.images::<Backend>(chunk, &device);
-        let x0 = encode(&models.flow, images, &encoder_time, params.encode_solver);
-        let velocities = simulate(&models.flow, x0.clone(), None, &time, Mode::Paper).velocities;
-        for i in 0..chunk.len() {
-            let own: Vec<Tensor<Backend, 4>> = velocities.iter().map(|v| v.clone().narrow(0, i, 1)).collect();
-            for (sum, s) in s_sum.iter_mut().zip(straightness(&own, Mode::Paper).s) {
-                *sum += s as f64;
+    let images = test.images::<Backend>(chunk, &device);
+    let x0 = encode(&models.flow, images, &encoder_time, params.encode_solver);
+    let velocities = simulate(&models.flow, x0.clone(), None, &time, Mode::Paper).velocities;
+    for i in 0..chunk.len() {
+        let own: Vec<Tensor<Backend, 4>> = velocities.iter().map(|v| v.clone().narrow(0, i, 1)).collect();
+        for (sum, s) in s_sum.iter_mut().zip(straightness(&own, Mode::Paper).s) {
+            *sum += s as f64;
+        }
+    }
+    let x0 = HostTensor::from_tensor(x0);
+    for (class_slot, &target) in targets.iter().enumerate() {
+        let keep: Vec<usize> = (0..chunk.len()).filter(|&i| test.labels[chunk[i]] as usize != target).collect();
+        if keep.is_empty() {
+            continue;
+        }
+        let indices: Vec<usize> = keep.iter().map(|&i| chunk[i]).collect();
+        let original = test.images::<Backend>(&indices, &device);
+        let runs = edit_all(args, params, models, target, original.clone(), rows(&x0, &keep), index as u64)?;
+        let times: Vec<String> = runs.iter().skip(1).map(|(m, e)| format!("{} {:.1} s", m.key(), e.seconds)).collect();
+        eprintln!("batch {index}: {} images → `{}`: {}", indices.len(), CLASS_NAMES[target], times.join(", "));
+        let mut main = vec![];
+        for (method, edited) in runs {
+            let slot = Method::ALL.iter().position(|m| *m == method).expect("known method");
+            let tally = metrics::score(&models.judge, &models.classifier, target, &original, edited);
+            methods[slot][class_slot].merge(&tally);
+            main.push((method, tally));
+        }
+        for (point, &(method, value)) in settings.iter().enumerate() {
+            let same = match method {
+                Method::FlowGrad => value == params.eta,
+                _ => value == args.guidance_scale,
+            };
+            let tally = match main.iter().find(|(m, _)| *m == method && same) {
+                Some((_, tally)) => tally.clone(),
+                None => {
+                    let edited = frontier_edit(
+                        args,
+                        params,
+                        models,
+                        target,
+                        &original,
+                        rows(&x0, &keep),
+                        index as u64,
+                        method,
+                        value,
+                    )?;
+                    metrics::score(&models.judge, &models.classifier, target, &original, edited)
+                }
+            };
+            frontier[point].merge(&tally);
+        }
+    }
+    Ok(ChunkPart {
+        images: chunk.to_vec(),
+        methods,
+        frontier,
+        straightness: s_sum,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The per-method reports, the frontier and the straightness curve of every batch's part, summed
+/// in batch order (so a resumed evaluation reports exactly what an uninterrupted one does).
+fn summarise(
+    params: &EditParams,
+    targets: &[usize],
+    settings: &[(Method, f32)],
+    parts: &[ChunkPart],
+) -> (Vec<MethodReport>, Vec<FrontierPoint>, StraightnessCurve) {
+    let mut tallies: Vec<Vec<Tally>> = vec![vec![Tally::default(); targets.len()]; Method::ALL.len()];
+    let mut frontier = vec![Tally::default(); settings.len()];
+    let (mut s_sum, mut trajectories) = (vec![0.0f64; params.steps], 0usize);
+    for part in parts {
+        for (sums, part_sums) in tallies.iter_mut().zip(&part.methods) {
+            for (sum, tally) in sums.iter_mut().zip(part_sums) {
+                sum.merge(tally);
             }
         }
-        trajectories += chunk.len();
-        let x0 = HostTensor::from_tensor(x0);
-        for (class_slot, &target) in targets.iter().enumerate() {
-            let keep: Vec<usize> = (0..chunk.len()).filter(|&i| test.labels[chunk[i]] as usize != target).collect();
-            if keep.is_empty() {
-                continue;
-            }
-            let indices: Vec<usize> = keep.iter().map(|&i| chunk[i]).collect();
-            let original = test.images::<Backend>(&indices, &device);
-            let runs = edit_all(args, params, models, target, original.clone(), rows(&x0, &keep), chunk_index as u64)?;
-            let times: Vec<String> =
-                runs.iter().skip(1).map(|(m, e)| format!("{} {:.1} s", m.key(), e.seconds)).collect();
-            eprintln!(
-                "batch {chunk_index}: {} images → `{}`: {}",
-                indices.len(),
-                CLASS_NAMES[target],
-                times.join(", ")
-            );
-            let mut main = vec![];
-            for (method, edited) in runs {
-                let slot = Method::ALL.iter().position(|m| *m == method).expect("known method");
-                let tally = metrics::score(&models.judge, &models.classifier, target, &original, edited);
-                tallies[slot][class_slot].merge(&tally);
-                main.push((method, tally));
-            }
-            for (point, &(method, value)) in settings.iter().enumerate() {
-                let same = match method {
-                    Method::FlowGrad => value == params.eta,
-                    _ => value == args.guidance_scale,
-                };
-                let tally = match main.iter().find(|(m, _)| *m == method && same) {
-                    Some((_, tally)) => tally.clone(),
-                    None => {
-                        let edited = frontier_edit(
-                            args,
-                            params,
-                            models,
-                            target,
-                            &original,
-                            rows(&x0, &keep),
-                            chunk_index as u64,
-                            method,
-                            value,
-                        )?;
-                        metrics::score(&models.judge, &models.classifier, target, &original, edited)
-                    }
-                };
-                frontier[point].merge(&tally);
-            }
+        for (sum, tally) in frontier.iter_mut().zip(&part.frontier) {
+            sum.merge(tally);
         }
+        for (sum, s) in s_sum.iter_mut().zip(&part.straightness) {
+            *sum += s;
+        }
+        trajectories += part.images.len();
     }
     let reports = Method::ALL
         .iter()
@@ -436,14 +610,15 @@ fn compare<F: VelocityField<Backend>>(
             metrics: tally.metrics(),
         })
         .collect();
-    let mean_s: Vec<f64> = s_sum.iter().map(|s| s / trajectories as f64).collect();
+    let time = TimeGrid::new(params.steps, params.time_eps);
+    let mean_s: Vec<f64> = s_sum.iter().map(|s| s / trajectories.max(1) as f64).collect();
     let curve = StraightnessCurve {
         t: (0..params.steps).map(|k| time.t(k) as f64).collect(),
         fraction_below_1e_3: mean_s.iter().filter(|&&s| s < 1e-3).count() as f64 / mean_s.len() as f64,
         mean_s,
         trajectories,
     };
-    Ok((reports, frontier, curve))
+    (reports, frontier, curve)
 }
 
 /// One frontier point's edit of a batch: FlowGrad with guidance weight `value`, or guided
@@ -462,7 +637,7 @@ fn frontier_edit<F: VelocityField<Backend>>(
 ) -> anyhow::Result<Edited> {
     let guidance = class_guidance(args, models, target);
     let params = EditParams { eta: if method == Method::FlowGrad { value } else { params.eta }, ..params.clone() };
-    let editor = Editor::new(&models.flow, &guidance, params, backend::device())?;
+    let editor = class_editor(models, &guidance, params)?;
     timed(|| match method {
         Method::FlowGrad => {
             run_editor(&editor, editor.start_encoded(HostTensor::from_tensor(original.clone()), x0, args.seed, stream)?)
@@ -481,6 +656,17 @@ fn frontier_edit<F: VelocityField<Backend>>(
             Ok(Edited { images, seconds: 0.0, vjps: editor.params().steps, control_energy: 0.0, x0_shift: 0.0 })
         }
     })
+}
+
+/// An editor of the evaluated model with `guidance`, holding as many recorded forwards as the
+/// fleet's editors of the bundled models do (faster; the edits are the same).
+fn class_editor<'a, F: VelocityField<Backend>>(
+    models: &'a Models<F>,
+    guidance: &'a ClassGuidance<Classifier<Backend>>,
+    params: EditParams,
+) -> anyhow::Result<ClassEditor<'a, F>> {
+    Ok(Editor::new(&models.flow, guidance, params, backend::device())?
+        .with_recorded_forwards(BUNDLED_RECORDED_FORWARDS))
 }
 
 /// The guidance towards `target`: averaged over random views, or the plain loss with
@@ -518,8 +704,8 @@ fn edit_all<F: VelocityField<Backend>>(
 ) -> anyhow::Result<Vec<(Method, Edited)>> {
     let device = backend::device();
     let guidance = class_guidance(args, models, target);
-    let fast = Editor::new(&models.flow, &guidance, params.clone(), backend::device())?;
-    let exact = Editor::new(&models.flow, &guidance, EditParams { xi: 0.0, ..params.clone() }, backend::device())?;
+    let fast = class_editor(models, &guidance, params.clone())?;
+    let exact = class_editor(models, &guidance, EditParams { xi: 0.0, ..params.clone() })?;
     let host_original = HostTensor::from_tensor(original.clone());
     let start =
         |editor: &ClassEditor<'_, F>| editor.start_encoded(host_original.clone(), x0.clone(), args.seed, stream);
@@ -532,12 +718,7 @@ fn edit_all<F: VelocityField<Backend>>(
         Method::NoiseOnly,
         timed(|| {
             // x_0 only: no controls, so no warm start to compute
-            let cold = Editor::new(
-                &models.flow,
-                &guidance,
-                EditParams { warm_start: 0.0, ..params.clone() },
-                backend::device(),
-            )?;
+            let cold = class_editor(models, &guidance, EditParams { warm_start: 0.0, ..params.clone() })?;
             let edit = optimise_noise(&cold, &start(&cold)?)?;
             let shift = flowgrad::tensor_util::scalar(edit.shift.powi_scalar(2).sum());
             Ok(Edited { images: edit.images, seconds: 0.0, vjps: edit.vjps, control_energy: 0.0, x0_shift: shift })
@@ -601,12 +782,7 @@ fn xi_sweep<F: VelocityField<Backend>>(
     let mut x0 = None;
     let mut runs = vec![];
     for (xi, label) in XI_SWEEP {
-        let editor = Editor::new(
-            &models.flow,
-            &guidance,
-            EditParams { xi, selection: Selection::Last, ..params.clone() },
-            backend::device(),
-        )?;
+        let editor = class_editor(models, &guidance, EditParams { xi, selection: Selection::Last, ..params.clone() })?;
         let x0 = x0.get_or_insert_with(|| HostTensor::from_tensor(editor.encode(original.clone())));
         let mut state = editor.start_encoded(HostTensor::from_tensor(original.clone()), x0.clone(), args.seed, 0)?;
         let (mut seconds, mut elapsed) = (vec![0.0], 0.0);
@@ -634,7 +810,7 @@ fn xi_sweep<F: VelocityField<Backend>>(
         );
         runs.push(XiRun {
             xi,
-            label,
+            label: label.to_string(),
             seconds,
             objective,
             segments: state.history.iter().map(|r| r.segments).collect(),
@@ -658,7 +834,7 @@ fn steps_sweep<F: VelocityField<Backend>>(
     let original = test.images::<Backend>(set, &device);
     let mut runs = vec![];
     for &steps in &args.sweep_steps {
-        let editor = Editor::new(&models.flow, &guidance, EditParams { steps, ..params.clone() }, backend::device())?;
+        let editor = class_editor(models, &guidance, EditParams { steps, ..params.clone() })?;
         let edited = timed(|| run_editor(&editor, editor.start(original.clone(), args.seed, 0)?))?;
         let metrics = metrics::score(&models.judge, &models.classifier, target, &original, edited).metrics();
         eprintln!("N = {steps}: success {:.2}, judge p {:.3}", metrics.success_rate, metrics.judge_target_prob);

@@ -317,11 +317,6 @@ impl EditParams {
     pub fn warm_start_vjps(&self) -> usize {
         if self.warm_start > 0.0 { self.steps } else { 0 }
     }
-
-    /// Euler step size h = 1/N.
-    pub fn dt(&self) -> f32 {
-        1.0 / self.steps as f32
-    }
 }
 
 fn finite_non_negative(name: &'static str, value: f32) -> Result<()> {

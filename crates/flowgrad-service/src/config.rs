@@ -59,7 +59,8 @@ pub struct FleetConfig<S> {
     /// Retries of storage calls (defaults: 100 ms doubling to 5 s, give up after 120 s).
     #[serde(default)]
     pub storage_retry: RetryPolicy,
-    /// RabbitMQ connection and topology.
+    /// RabbitMQ connection and topology (defaults: `RabbitConfig::default()`).
+    #[serde(default)]
     pub broker: RabbitConfig,
     /// Probe/metrics endpoint.
     pub http: HttpConfig,
@@ -76,13 +77,9 @@ pub fn instance_id() -> String {
     format!("{}-{}", gethostname::gethostname().to_string_lossy(), std::process::id())
 }
 
-/// Built-in defaults (a local RabbitMQ, JSON logs, port 9090); storage has no default.
+/// Built-in defaults (JSON logs, port 9090; the broker's are `RabbitConfig::default()`, a local
+/// RabbitMQ); storage has no default.
 const DEFAULTS: &str = r#"
-[broker]
-url = "amqp://guest:guest@127.0.0.1:5672/%2f"
-[broker.topology]
-prefix = "flowgrad"
-delivery_limit = 5
 [http]
 listen = "0.0.0.0:9090"
 ready_check_ms = 1000

@@ -296,7 +296,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// `Reference` mode (N of them add up), through a 1/N step in `Paper` mode.
     fn control_scale(&self) -> f32 {
         match self.params.mode {
-            Mode::Reference => self.params.dt(),
+            Mode::Reference => self.time_grid().dt(),
             Mode::Paper => 1.0,
         }
     }

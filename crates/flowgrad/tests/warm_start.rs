@@ -54,7 +54,7 @@ fn warm_controls_are_guided_sampling_s() {
 
     let reference = editor(params(Mode::Reference, scale));
     let state = reference.start(image(), 7, 1).unwrap();
-    let h = reference.params().dt();
+    let h = reference.time_grid().dt();
     let err = max_abs_diff(&state.controls.values, &sampled.iter().map(|u| u * h).collect::<Vec<_>>());
     assert!(err < 1e-6, "reference controls are the paper's times h, off by {err:e}");
 }

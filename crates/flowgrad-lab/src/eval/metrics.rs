@@ -8,13 +8,13 @@ use flowgrad::mean_abs_diff;
 use flowgrad::tensor_util::to_vec;
 use flowgrad_backend::Backend;
 use flowgrad_models::{CLASS_NAMES, Classifier, ImageClassifier, Judge, top_classes};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Edited, EvalReport};
 use crate::report::ssim;
 
 /// Means over the scored images.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
     /// Images scored.
     pub images: usize,
@@ -41,8 +41,8 @@ pub struct Metrics {
     pub x0_shift: f64,
 }
 
-/// Running sums of scores.
-#[derive(Debug, Clone, Default)]
+/// Running sums of scores (stored with each finished part of an evaluation).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tally {
     images: usize,
     successes: usize,
@@ -137,7 +137,7 @@ pub(super) fn markdown(report: &EvalReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Fashion-MNIST test, {} images × {} ({}), N = {}, M = {}, update {}, η = {}, λ = {}, batch {}, guidance scale {}, seed {}, {}; {:.0} s in all.\n",
+        "Fashion-MNIST test, {} images × {} ({}), N = {}, M = {}, update {}, η = {}, λ = {}, batch {}, guidance scale {}, seed {}, {}; {:.0} s of computing on {} threads ({} of {} parts from earlier runs; this run {:.0} s).\n",
         s.images,
         s.classes.len(),
         s.classes.join(", "),
@@ -153,6 +153,10 @@ pub(super) fn markdown(report: &EvalReport) -> String {
         s.guidance_scale,
         s.seed,
         s.backend,
+        report.part_seconds,
+        s.workers,
+        report.resumed_parts,
+        report.parts,
         report.wall_seconds
     );
     let _ = writeln!(

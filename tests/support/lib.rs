@@ -3,8 +3,9 @@
 pub mod fleet;
 pub mod s3_server;
 
-/// The CPU test backend.
-pub type B = burn::backend::Autodiff<burn::backend::Flex>;
+/// The binaries' backend (flex on the CPU; CUDA in a `cuda` build, so the parity and gradient
+/// checks run where the edits do).
+pub type B = flowgrad_backend::Backend;
 
 pub use flowgrad_testkit::fixtures_dir;
 

@@ -8,6 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use flowgrad_jobs::{JobState, keys};
+use flowgrad_testkit::output_text as text;
 use flowgrad_tests::fleet::Fleet;
 
 const MINUTES: Duration = Duration::from_secs(60);
@@ -15,10 +16,6 @@ const MINUTES: Duration = Duration::from_secs(60);
 fn image() -> String {
     std::env::var("FLOWGRAD_TEST_IMAGE")
         .expect("FLOWGRAD_TEST_IMAGE names the image under test: run these tests through scripts/images.sh")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Runs `args` in a one-off container of the image, as the fleet runs its containers.

@@ -16,6 +16,11 @@ pub fn fixtures_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
 }
 
+/// A finished process's stdout and stderr, for assertion messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// The RabbitMQ the tests use: `$FLOWGRAD_TEST_AMQP_URL`, else the local broker as guest.
 pub fn amqp_url() -> String {
     std::env::var("FLOWGRAD_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())

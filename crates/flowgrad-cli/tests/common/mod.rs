@@ -22,6 +22,5 @@ pub fn stdout(out: &Output) -> String {
 }
 
 /// stdout and stderr together, for assertion messages and searching errors.
-pub fn text(out: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
+#[allow(unused_imports)] // not every test binary that includes this module uses it
+pub use flowgrad_testkit::output_text as text;

@@ -210,16 +210,17 @@ pub(super) fn markdown(report: &EvalReport) -> String {
     );
     let _ = writeln!(
         out,
-        "\nξ sweep (Fig. 5b), {} images → {}:\n\n| ξ | VJPs (iteration 0) | objective / image, u = 0 → final | update seconds | judge success |\n|---|---|---|---|---|",
+        "\nξ sweep (Fig. 5b), {} images → {}:\n\n| ξ | VJPs (iteration 0) | objective / image: start → lowest evaluated (→ last trial) | update seconds | judge success |\n|---|---|---|---|---|",
         s.sweep_images, s.sweep_class
     );
     for r in &report.xi_sweep {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.4} → {:.4} | {:.1} | {:.3} |",
+            "| {} | {} | {:.4} → {:.4} (→ {:.4}) | {:.1} | {:.3} |",
             r.label,
             r.segments.first().copied().unwrap_or(0),
             r.objective.first().copied().unwrap_or(f64::NAN),
+            r.objective.iter().copied().fold(f64::NAN, f64::min),
             r.objective.last().copied().unwrap_or(f64::NAN),
             r.seconds.last().copied().unwrap_or(0.0),
             r.final_metrics.success_rate

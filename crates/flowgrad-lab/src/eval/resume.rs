@@ -90,7 +90,7 @@ pub(super) fn run_parallel<S: Clone + Send, U: Sync>(
                 })
             })
             .collect();
-        threads.into_iter().map(|t| t.join().expect("an evaluation thread panicked")).collect::<anyhow::Result<()>>()
+        threads.into_iter().try_for_each(|t| t.join().expect("an evaluation thread panicked"))
     })
 }
 

@@ -135,7 +135,7 @@ fn tiny_eval_reports_every_method_sweep_and_plot() {
     let frontier = report["frontier"].as_array().unwrap();
     let settings: Vec<(String, f64)> =
         frontier.iter().map(|p| (p["method"].as_str().unwrap().to_string(), p["value"].as_f64().unwrap())).collect();
-    assert_eq!(settings.len(), 8, "{settings:?}");
+    assert_eq!(settings.len(), 10, "six η and four scales by default: {settings:?}");
     let default_eta = f64::from(flowgrad_params::EditParams::default().eta);
     for (method, value, row) in [("flowgrad", default_eta, "flowgrad"), ("guided_sampling", 20.0, "guided_sampling")] {
         let point = frontier

@@ -71,8 +71,9 @@ pub struct EvalArgs {
     /// Guided sampling's scale s: x_{k+1} = x_k + h(v − s·∇_{x_k} CE(x̂_1)).
     #[arg(long, default_value_t = 20.0)]
     pub guidance_scale: f32,
-    /// The frontier's guidance weights η for FlowGrad (judge success against L1 and SSIM).
-    #[arg(long, value_delimiter = ',', default_value = "0.3,0.5,0.7,0.9")]
+    /// The frontier's guidance weights η for FlowGrad (judge success against L1 and SSIM): from
+    /// nearly all faithfulness to pure guidance, so FlowGrad's L1 spans guided sampling's.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.3,0.5,0.7,0.9,1")]
     pub frontier_etas: Vec<f32>,
     /// The frontier's guided-sampling scales s.
     #[arg(long, value_delimiter = ',', default_value = "5,10,20,40")]
@@ -326,10 +327,10 @@ enum Part {
     Chunk(usize),
 }
 
-/// Digest of everything that decides a batch's result except its images: the model, the
-/// guidance of every target, the parameters, the comparison's settings, and what this build
-/// computes (see [`behaviour_probe`]).
-fn comparison_digest<F: VelocityField<Backend>>(
+/// Digest of what decides every part's edits: the model, the guidance of every target, the
+/// parameters, the seed, the weights' source, the backend, and what this build computes (see
+/// [`behaviour_probe`]). Each part adds its own settings to it.
+fn edit_digest<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -337,16 +338,7 @@ fn comparison_digest<F: VelocityField<Backend>>(
     targets: &[usize],
 ) -> anyhow::Result<String> {
     let guidance: Vec<String> = targets.iter().map(|&t| class_guidance(args, models, t).fingerprint()).collect();
-    let settings = format!(
-        "batch {} scale {} frontier {:?} seed {} recorded {} assets {:?} backend {}",
-        args.batch,
-        args.guidance_scale,
-        frontier_settings(args, params.eta).iter().map(|(m, v)| (m.key(), v)).collect::<Vec<_>>(),
-        args.seed,
-        BUNDLED_RECORDED_FORWARDS,
-        args.assets,
-        backend::name()
-    );
+    let settings = format!("seed {} assets {:?} backend {}", args.seed, args.assets, backend::name());
     let probe = behaviour_probe(args, params, models, test, targets[0])?;
     Ok(digest_parts(&[&models.flow.fingerprint(), &guidance.join(" "), &params.fingerprint_form(), &settings, &probe]))
 }
@@ -402,8 +394,11 @@ fn evaluate<F: VelocityField<Backend> + Clone + Send>(
         bail!("no chosen image for the sweeps: all are already `{}`", CLASS_NAMES[sweep_class]);
     }
 
-    let digest = comparison_digest(args, params, &models, &test, targets)?;
-    let sweeps_digest = digest_parts(&[&digest, &format!("sweeps {sweep_set:?} steps {:?}", args.sweep_steps)]);
+    let edits = edit_digest(args, params, &models, &test, targets)?;
+    let frontier: Vec<(&str, f32)> = frontier_settings(args, params.eta).iter().map(|&(m, v)| (m.key(), v)).collect();
+    let digest =
+        digest_parts(&[&edits, &format!("batch {} scale {} frontier {frontier:?}", args.batch, args.guidance_scale)]);
+    let sweeps_digest = digest_parts(&[&edits, &format!("sweeps {sweep_set:?} steps {:?}", args.sweep_steps)]);
     let chunk_path = |chunk: usize| args.output.join("chunks").join(format!("{chunk:05}.json"));
     let sweeps_path = args.output.join("sweeps.json");
     let mut pending = vec![];

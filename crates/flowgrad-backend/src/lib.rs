@@ -2,6 +2,8 @@
 //! training, parity checks, benchmarks) uses [`Backend`], so a `cuda` build does all of it on
 //! the GPU.
 
+use std::sync::Arc;
+
 /// CPU: burn's `flex` backend with autodiff.
 #[cfg(not(feature = "cuda"))]
 pub type Backend = burn::backend::Autodiff<burn::backend::Flex>;
@@ -27,6 +29,50 @@ pub fn name() -> &'static str {
 /// edit on the CPU backend keeps about one core busy; see BENCHMARKS.md, "Fleet").
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// CPU threads for each of `workers` editors running side by side: the cores shared out evenly,
+/// at least one each.
+pub fn kernel_threads_per_worker(workers: usize) -> usize {
+    (default_workers() / workers.max(1)).max(1)
+}
+
+/// Where an editor's parallel CPU kernels run (burn's `flex` runs them on rayon). By default on
+/// the process's shared pool, one thread per core; editors running side by side should each have
+/// their own, smaller pool instead: on the shared pool their kernels queue behind each other's
+/// (two editors on 2 cores: 1.59× one editor's throughput on the shared pool, see BENCHMARKS.md,
+/// "Fleet"). Cheap to clone; a no-op for the GPU's kernels.
+#[derive(Clone, Default)]
+pub struct KernelThreads(Option<Arc<rayon::ThreadPool>>);
+
+impl KernelThreads {
+    /// The process's shared pool.
+    pub fn shared() -> Self {
+        Self::default()
+    }
+
+    /// A pool of `threads` threads of its own (named `{name}-kernels-N`).
+    pub fn own(threads: usize, name: &str) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let name = name.to_owned();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(move |i| format!("{name}-kernels-{i}"))
+            .build()?;
+        Ok(Self(Some(Arc::new(pool))))
+    }
+
+    /// Threads of this pool.
+    pub fn threads(&self) -> usize {
+        self.0.as_ref().map_or_else(rayon::current_num_threads, |pool| pool.current_num_threads())
+    }
+
+    /// Runs `work` with its kernels on this pool (blocking the calling thread until it ends).
+    pub fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        match &self.0 {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
+    }
 }
 
 /// Freed memory above this much at the top of the heap goes back to the system (the most

@@ -67,6 +67,10 @@ pub struct RunArgs {
     /// Workers editing in parallel (default: one per CPU core).
     #[arg(long, default_value_t = flowgrad_backend::default_workers())]
     pub workers: usize,
+    /// CPU threads of each worker's own kernel pool (default: the cores shared out among the
+    /// workers, at least one each).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Images per task, edited together in one batch (each keeps its own controls; the
     /// augmentations of a batch are drawn once for all its images).
     #[arg(long, default_value_t = flowgrad_jobs::DEFAULT_BATCH_SIZE)]
@@ -215,7 +219,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let job_id = job_id(&named, args, &params, applied.as_deref());
-    let fleet = EmbeddedFleet::start(&args.output.join(".flowgrad"), registry, args.workers)?;
+    let threads = args.threads.unwrap_or_else(|| flowgrad_backend::kernel_threads_per_worker(args.workers));
+    let fleet = EmbeddedFleet::start(&args.output.join(".flowgrad"), registry, args.workers, threads)?;
     let store = fleet.store().clone();
     for (name, bytes) in &named {
         store.put(&format!("inputs/{name}"), Bytes::from(bytes.clone())).await?;
@@ -240,7 +245,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     fleet.submit(&job).await?;
     eprintln!(
-        "editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s)",
+        "editing {} image(s) with `{}` towards `{target}` (job {job_id}, N = {}, M = {}, ξ = {}) with {} worker(s) × {threads} thread(s)",
         named.len(),
         args.model,
         params.steps,

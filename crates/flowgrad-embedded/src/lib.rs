@@ -30,9 +30,14 @@ pub struct EmbeddedFleet {
 
 impl EmbeddedFleet {
     /// Starts a coordinator serving the models of `models` and `workers` workers editing with
-    /// them, storing every object under the folder `root`. Must be called inside a tokio
-    /// runtime.
-    pub fn start(root: &Path, models: Arc<ModelRegistry>, workers: usize) -> anyhow::Result<Self> {
+    /// them, each with its own pool of `kernel_threads` CPU threads, storing every object under
+    /// the folder `root`. Must be called inside a tokio runtime.
+    pub fn start(
+        root: &Path,
+        models: Arc<ModelRegistry>,
+        workers: usize,
+        kernel_threads: usize,
+    ) -> anyhow::Result<Self> {
         if workers == 0 {
             bail!("an embedded fleet needs at least one worker");
         }
@@ -56,9 +61,12 @@ impl EmbeddedFleet {
         }
         let worker_section: WorkerSection = flowgrad_service::section_defaults(flowgrad_worker::settings::DEFAULTS)?;
         for w in 0..workers {
-            let settings =
-                flowgrad_worker::WorkerSettings { id: format!("embedded-worker-{w}"), ..worker_section.worker.clone() };
-            let worker = Worker::new(store.clone(), broker.clone(), models.clone(), settings, WorkerMetrics::new());
+            let settings = flowgrad_worker::WorkerSettings {
+                id: format!("embedded-worker-{w}"),
+                kernel_threads: Some(kernel_threads),
+                ..worker_section.worker.clone()
+            };
+            let worker = Worker::new(store.clone(), broker.clone(), models.clone(), settings, WorkerMetrics::new())?;
             let token = shutdown.clone();
             services.push(tokio::spawn(async move { worker.run(token).await }));
         }

@@ -39,7 +39,7 @@ async fn upload(fleet: &EmbeddedFleet, prefix: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_edited_and_a_bad_one_rejected_by_one_process() {
     let root = tempfile::tempdir().unwrap();
-    let fleet = EmbeddedFleet::start(root.path(), Arc::new(ModelRegistry::new(Assets::Embedded)), 2).unwrap();
+    let fleet = EmbeddedFleet::start(root.path(), Arc::new(ModelRegistry::new(Assets::Embedded)), 2, 1).unwrap();
     upload(&fleet, "in/", 3).await;
     let coat = GuidanceSpec::Class("coat".into());
     let job = JobSpec {
@@ -69,7 +69,7 @@ async fn a_job_is_edited_and_a_bad_one_rejected_by_one_process() {
 async fn checkpoints_that_cannot_be_continued_restart_their_tasks() {
     let root = tempfile::tempdir().unwrap();
     let models = Arc::new(ModelRegistry::new(Assets::Embedded));
-    let fleet = EmbeddedFleet::start(root.path(), models.clone(), 1).unwrap();
+    let fleet = EmbeddedFleet::start(root.path(), models.clone(), 1, 2).unwrap();
     upload(&fleet, "in/", 3).await;
     let params = flowgrad_params::EditParams { steps: 4, iterations: 2, ..Default::default() };
     let guidance = GuidanceSpec::Class("coat".into());

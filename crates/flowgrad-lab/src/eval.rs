@@ -328,8 +328,9 @@ enum Part {
 }
 
 /// Digest of what decides every part's edits: the model, the guidance of every target, the
-/// parameters, the seed, the weights' source, the backend, and what this build computes (see
-/// [`behaviour_probe`]). Each part adds its own settings to it.
+/// parameters, the seed, the weights' source, the backend, and what this build computes — the
+/// folder's reference [`behaviour_probe`] (see [`resume::reference_probe`]). Each part adds its
+/// own settings to it.
 fn edit_digest<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
@@ -340,20 +341,28 @@ fn edit_digest<F: VelocityField<Backend>>(
     let guidance: Vec<String> = targets.iter().map(|&t| class_guidance(args, models, t).fingerprint()).collect();
     let settings = format!("seed {} assets {:?} backend {}", args.seed, args.assets, backend::name());
     let probe = behaviour_probe(args, params, models, test, targets[0])?;
-    Ok(digest_parts(&[&models.flow.fingerprint(), &guidance.join(" "), &params.fingerprint_form(), &settings, &probe]))
+    let reference = resume::reference_probe(&args.output.join("probe.json"), &probe)?;
+    Ok(digest_parts(&[
+        &models.flow.fingerprint(),
+        &guidance.join(" "),
+        &params.fingerprint_form(),
+        &settings,
+        &reference,
+    ]))
 }
 
-/// Digest of what this build computes: every method's edit of one test image at N = 4, M = 2
-/// (the other parameters as given) and the judge's and the classifier's probabilities of the
-/// edits. Stored parts carry it, so parts computed by a build that edits or scores differently
-/// (a changed algorithm, model code or CPU kernel) are computed again instead of mixed in.
+/// What this build computes: every method's edit of one test image at N = 4, M = 2 (the other
+/// parameters as given), summarised by the judge's and the classifier's probabilities of the
+/// edit and its mean, mean absolute value and mean square. Parts computed by a build that edits
+/// or scores differently (a changed algorithm, model or guidance) are computed again instead of
+/// mixed in; the rounding differences between CPUs are far below [`resume::PROBE_TOLERANCE`].
 fn behaviour_probe<F: VelocityField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
     test: &FashionMnist,
     target: usize,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<f64>> {
     let probe = EditParams { steps: 4, iterations: 2, ..params.clone() };
     let index = (0..test.len()).find(|&i| test.labels[i] as usize != target).context("no probe image")?;
     let original = test.images::<Backend>(&[index], &backend::device());
@@ -362,11 +371,13 @@ fn behaviour_probe<F: VelocityField<Backend>>(
     let mut values = vec![];
     for (_, edited) in edit_all(args, &probe, models, target, original, x0, 0)? {
         let images = edited.images.detach();
-        values.extend(to_vec(images.clone()));
-        values.extend(to_vec(models.judge.probabilities(images.clone())));
-        values.extend(to_vec(models.classifier.probabilities(images)));
+        values.extend(to_vec(models.judge.probabilities(images.clone())).into_iter().map(f64::from));
+        values.extend(to_vec(models.classifier.probabilities(images.clone())).into_iter().map(f64::from));
+        let pixels: Vec<f64> = to_vec(images).into_iter().map(f64::from).collect();
+        let mean = |f: fn(f64) -> f64| pixels.iter().map(|&x| f(x)).sum::<f64>() / pixels.len() as f64;
+        values.extend([mean(|x| x), mean(f64::abs), mean(|x| x * x)]);
     }
-    Ok(flowgrad::state::digest_f32(&values))
+    Ok(values)
 }
 
 /// The evaluation of `models` (see [`run`]): the parts earlier runs into the same folder left

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         .with_recorded_forwards(settings.recorded_forwards),
     );
     let grace = settings.shutdown_grace();
-    let worker = Worker::new(started.store, started.broker, models, settings, metrics);
+    let worker = Worker::new(started.store, started.broker, models, settings, metrics)?;
     started.readiness.set(true);
     let shutdown = started.shutdown;
     let token = shutdown.clone();

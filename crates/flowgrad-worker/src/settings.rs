@@ -29,6 +29,10 @@ pub struct WorkerSettings {
     /// each model's default (16 for the bundled models, 0 for NCSN++).
     #[serde(default)]
     pub recorded_forwards: Option<usize>,
+    /// CPU threads of this worker's own pool for the editor's kernels; unset: the process's
+    /// shared pool, one thread per core (right for one worker per process, as in Kubernetes).
+    #[serde(default)]
+    pub kernel_threads: Option<usize>,
 }
 
 /// The worker's own sections of the fleet configuration.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flowgrad::{ControlState, GlobalDirection};
+use flowgrad_backend::KernelThreads;
 use flowgrad_engine::{EditSession, Model, ModelRegistry, direction_bytes, read_direction};
 use flowgrad_jobs::{
     DirectionSpec, Failure, GuidanceSpec, ImageResult, TaskEvent, TaskEventKind, TaskOutcome, TaskResult, TaskSpec,
@@ -55,6 +56,7 @@ pub struct Worker {
     models: Arc<ModelRegistry>,
     settings: WorkerSettings,
     metrics: WorkerMetrics,
+    kernels: KernelThreads,
 }
 
 /// An input image decoded for the model and where its edit goes.
@@ -77,8 +79,20 @@ impl Worker {
         models: Arc<ModelRegistry>,
         settings: WorkerSettings,
         metrics: WorkerMetrics,
-    ) -> Self {
-        Self { store, broker, models, settings, metrics }
+    ) -> anyhow::Result<Self> {
+        let kernels = match settings.kernel_threads {
+            Some(threads) => KernelThreads::own(threads, &settings.id)?,
+            None => KernelThreads::shared(),
+        };
+        Ok(Self { store, broker, models, settings, metrics, kernels })
+    }
+
+    /// Runs editor work off the async threads, its CPU kernels on this worker's threads.
+    async fn compute<R: Send + 'static>(&self, work: impl FnOnce() -> R + Send + 'static) -> Result<R, TaskError> {
+        let kernels = self.kernels.clone();
+        tokio::task::spawn_blocking(move || kernels.run(work))
+            .await
+            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))
     }
 
     /// The metrics this worker updates.
@@ -318,12 +332,12 @@ impl Worker {
             }
             let clock = Instant::now();
             let worker_session = session.clone();
-            let stepping = tokio::task::spawn_blocking(move || {
+            let stepping = self.compute(move || {
                 let record = worker_session.step(&mut state);
                 (record, state)
             });
             let (stepped, saved) = tokio::join!(stepping, self.save(&checkpoint_key, unsaved.take()));
-            let (record, returned) = stepped.map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?;
+            let (record, returned) = stepped?;
             progress.checkpoint_seconds += saved?;
             state = returned;
             let record = record.map_err(permanent)?;
@@ -341,10 +355,7 @@ impl Worker {
         let clock = Instant::now();
         let finish_session = session.clone();
         let finish_state = state.clone();
-        let finished = tokio::task::spawn_blocking(move || finish_session.finish(&finish_state))
-            .await
-            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
-            .map_err(permanent)?;
+        let finished = self.compute(move || finish_session.finish(&finish_state)).await?.map_err(permanent)?;
         progress.edit_seconds += clock.elapsed().as_secs_f64();
 
         if let Some(DirectionSpec::Learn(key)) = &task.direction {
@@ -513,10 +524,7 @@ impl Worker {
         let pixels: Vec<f32> = inputs.iter().flat_map(|(_, image)| image.values.iter().copied()).collect();
         let clock = Instant::now();
         let edit_pixels = pixels.clone();
-        let edited = tokio::task::spawn_blocking(move || session.apply(&direction, &edit_pixels, batch))
-            .await
-            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
-            .map_err(permanent)?;
+        let edited = self.compute(move || session.apply(&direction, &edit_pixels, batch)).await?.map_err(permanent)?;
         let edit_seconds = clock.elapsed().as_secs_f64();
         let images =
             self.write_outputs(model.as_ref(), &task.guidance, &inputs, &pixels, &edited, &vec![0.0; batch]).await?;
@@ -593,10 +601,7 @@ impl Worker {
         let session = session.clone();
         let pixels = pixels.to_vec();
         let (seed, stream) = (task.seed, keys::stream(task.inputs.iter().map(|i| i.key.as_str())));
-        let state = tokio::task::spawn_blocking(move || session.start(&pixels, batch, seed, stream))
-            .await
-            .map_err(|e| TaskError::Transient(format!("editor thread: {e}")))?
-            .map_err(permanent)?;
+        let state = self.compute(move || session.start(&pixels, batch, seed, stream)).await?.map_err(permanent)?;
         progress.edit_seconds += clock.elapsed().as_secs_f64();
         progress.vjps += task.params.warm_start_vjps();
         Ok(state)

@@ -25,6 +25,7 @@ async fn crashes_carried_over_a_planned_stop_still_count_towards_the_limit() {
         retry_backoff_ms: 1,
         max_image_bytes: 1 << 20,
         recorded_forwards: None,
+        kernel_threads: Some(1),
     };
     let worker = Worker::new(
         store.clone(),
@@ -32,7 +33,8 @@ async fn crashes_carried_over_a_planned_stop_still_count_towards_the_limit() {
         Arc::new(ModelRegistry::new(Assets::Embedded)),
         settings,
         WorkerMetrics::new(),
-    );
+    )
+    .unwrap();
     let task = TaskSpec {
         schema: flowgrad_jobs::SCHEMA_VERSION,
         job_id: uuid::Uuid::new_v4(),

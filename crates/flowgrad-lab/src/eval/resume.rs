@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
+use flowgrad_backend::{KernelThreads, kernel_threads_per_worker};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +52,46 @@ pub(super) fn store<T: Serialize>(path: &Path, digest: &str, part: &T) -> anyhow
     std::fs::rename(&temporary, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// How far this machine's behaviour probe may stray from the folder's reference probe for the
+/// parts stored there to be reused: far above the rounding differences between CPUs (their
+/// kernels differ in the last bits, which an optimisation carries into the edits), far below what
+/// a change of algorithm, model or guidance moves a probability or an image moment by.
+pub(super) const PROBE_TOLERANCE: f64 = 1e-3;
+
+/// The folder's behaviour probe that parts are computed against: the one stored at `path` if
+/// `mine` (this build's, on this machine) agrees with it within [`PROBE_TOLERANCE`]; otherwise
+/// `mine`, stored at `path` in its place (the parts made against the old one are then stale).
+/// Returns the reference's digest, which every part's digest includes.
+pub(super) fn reference_probe(path: &Path, mine: &[f64]) -> anyhow::Result<String> {
+    let reference = match load::<Vec<f64>>(path, PROBE_DIGEST)? {
+        Some(stored) if stored.len() == mine.len() => {
+            let gap = stored.iter().zip(mine).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            if gap <= PROBE_TOLERANCE {
+                stored
+            } else {
+                eprintln!(
+                    "{}: this build's edits differ from the stored parts' (by {gap:.2e}), computing every part again",
+                    path.display()
+                );
+                store(path, PROBE_DIGEST, &mine)?;
+                mine.to_vec()
+            }
+        }
+        _ => {
+            store(path, PROBE_DIGEST, &mine)?;
+            mine.to_vec()
+        }
+    };
+    Ok(flowgrad::state::digest_parts(&[&format!("{reference:?}")]))
+}
+
+/// The stamp of the probe file itself (its format's version).
+const PROBE_DIGEST: &str = "behaviour probe v1";
+
 /// Runs `work` on every unit, `workers` threads at a time, each thread with its own clone of
-/// `state` (models are cheap to clone and not shareable between threads); prints the progress
-/// after each unit and stops at the first error, which it returns.
+/// `state` (models are cheap to clone and not shareable between threads) and its own share of the
+/// cores for its kernels; prints the progress after each unit and stops at the first error, which
+/// it returns.
 pub(super) fn run_parallel<S: Clone + Send, U: Sync>(
     units: &[U],
     workers: usize,
@@ -62,31 +100,38 @@ pub(super) fn run_parallel<S: Clone + Send, U: Sync>(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let (next, done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicBool::new(false));
+    let threads = workers.clamp(1, units.len().max(1));
+    let kernels = (0..threads)
+        .map(|t| KernelThreads::own(kernel_threads_per_worker(threads), &format!("eval-{t}")))
+        .collect::<Result<Vec<_>, _>>()?;
     std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..workers.clamp(1, units.len().max(1)))
-            .map(|_| {
+        let threads: Vec<_> = kernels
+            .into_iter()
+            .map(|kernels| {
                 let own = state.clone();
                 let (next, done, failed, work) = (&next, &done, &failed, &work);
                 scope.spawn(move || -> anyhow::Result<()> {
-                    loop {
-                        let index = next.fetch_add(1, Ordering::SeqCst);
-                        if index >= units.len() || failed.load(Ordering::SeqCst) {
-                            return Ok(());
+                    kernels.run(move || {
+                        loop {
+                            let index = next.fetch_add(1, Ordering::SeqCst);
+                            if index >= units.len() || failed.load(Ordering::SeqCst) {
+                                return Ok(());
+                            }
+                            if let Err(e) = work(&own, &units[index]) {
+                                failed.store(true, Ordering::SeqCst);
+                                return Err(e);
+                            }
+                            let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                            let elapsed = started.elapsed().as_secs_f64();
+                            let left = elapsed / finished as f64 * (units.len() - finished) as f64;
+                            eprintln!(
+                                "{finished}/{} parts done in {:.1} min, about {:.1} min to go",
+                                units.len(),
+                                elapsed / 60.0,
+                                left / 60.0
+                            );
                         }
-                        if let Err(e) = work(&own, &units[index]) {
-                            failed.store(true, Ordering::SeqCst);
-                            return Err(e);
-                        }
-                        let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                        let elapsed = started.elapsed().as_secs_f64();
-                        let left = elapsed / finished as f64 * (units.len() - finished) as f64;
-                        eprintln!(
-                            "{finished}/{} parts done in {:.1} min, about {:.1} min to go",
-                            units.len(),
-                            elapsed / 60.0,
-                            left / 60.0
-                        );
-                    }
+                    })
                 })
             })
             .collect();
@@ -109,6 +154,21 @@ mod tests {
         assert_eq!(load::<Vec<f64>>(&path, "b").unwrap(), None, "other settings");
         std::fs::write(&path, b"{ truncated").unwrap();
         assert_eq!(load::<Vec<f64>>(&path, "a").unwrap(), None, "unreadable");
+    }
+
+    #[test]
+    fn a_probe_within_the_tolerance_keeps_the_reference_and_one_beyond_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.json");
+        let first = reference_probe(&path, &[0.25, 0.5]).unwrap();
+        assert_eq!(reference_probe(&path, &[0.25, 0.5]).unwrap(), first);
+        let near = [0.25 + PROBE_TOLERANCE / 2.0, 0.5];
+        assert_eq!(reference_probe(&path, &near).unwrap(), first, "another CPU's rounding");
+        assert_eq!(load::<Vec<f64>>(&path, PROBE_DIGEST).unwrap().unwrap(), vec![0.25, 0.5], "reference kept");
+        let changed = reference_probe(&path, &[0.25 + 2.0 * PROBE_TOLERANCE, 0.5]).unwrap();
+        assert_ne!(changed, first, "another behaviour");
+        assert_eq!(reference_probe(&path, &[0.25, 0.5]).unwrap(), first, "back to the first");
+        assert_ne!(reference_probe(&path, &[0.25]).unwrap(), first, "another probe's shape");
     }
 
     #[test]

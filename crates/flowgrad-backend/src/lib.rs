@@ -40,15 +40,15 @@ pub fn kernel_threads_per_worker(workers: usize) -> usize {
 /// Where an editor's parallel CPU kernels run (burn's `flex` runs them on rayon). By default on
 /// the process's shared pool, one thread per core; editors running side by side should each have
 /// their own, smaller pool instead: on the shared pool their kernels queue behind each other's
-/// (two editors on 2 cores: 1.59× one editor's throughput on the shared pool, see BENCHMARKS.md,
+/// (two editors on 2 cores: 1.16× the throughput with a 1-thread pool each, see BENCHMARKS.md,
 /// "Fleet"). Cheap to clone; a no-op for the GPU's kernels.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KernelThreads(Option<Arc<rayon::ThreadPool>>);
 
 impl KernelThreads {
     /// The process's shared pool.
     pub fn shared() -> Self {
-        Self::default()
+        Self(None)
     }
 
     /// A pool of `threads` threads of its own (named `{name}-kernels-N`).
@@ -59,11 +59,6 @@ impl KernelThreads {
             .thread_name(move |i| format!("{name}-kernels-{i}"))
             .build()?;
         Ok(Self(Some(Arc::new(pool))))
-    }
-
-    /// Threads of this pool.
-    pub fn threads(&self) -> usize {
-        self.0.as_ref().map_or_else(rayon::current_num_threads, |pool| pool.current_num_threads())
     }
 
     /// Runs `work` with its kernels on this pool (blocking the calling thread until it ends).

@@ -63,21 +63,20 @@ pub(super) const PROBE_TOLERANCE: f64 = 1e-3;
 /// `mine`, stored at `path` in its place (the parts made against the old one are then stale).
 /// Returns the reference's digest, which every part's digest includes.
 pub(super) fn reference_probe(path: &Path, mine: &[f64]) -> anyhow::Result<String> {
-    let reference = match load::<Vec<f64>>(path, PROBE_DIGEST)? {
-        Some(stored) if stored.len() == mine.len() => {
-            let gap = stored.iter().zip(mine).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            if gap <= PROBE_TOLERANCE {
-                stored
-            } else {
+    let stored = load::<Vec<f64>>(path, PROBE_DIGEST)?;
+    let gap = stored
+        .as_ref()
+        .filter(|stored| stored.len() == mine.len())
+        .map(|stored| stored.iter().zip(mine).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max));
+    let reference = match (stored, gap) {
+        (Some(stored), Some(gap)) if gap <= PROBE_TOLERANCE => stored,
+        (_, gap) => {
+            if let Some(gap) = gap {
                 eprintln!(
                     "{}: this build's edits differ from the stored parts' (by {gap:.2e}), computing every part again",
                     path.display()
                 );
-                store(path, PROBE_DIGEST, &mine)?;
-                mine.to_vec()
             }
-        }
-        _ => {
             store(path, PROBE_DIGEST, &mine)?;
             mine.to_vec()
         }
@@ -100,9 +99,9 @@ pub(super) fn run_parallel<S: Clone + Send, U: Sync>(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let (next, done, failed) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicBool::new(false));
-    let threads = workers.clamp(1, units.len().max(1));
-    let kernels = (0..threads)
-        .map(|t| KernelThreads::own(kernel_threads_per_worker(threads), &format!("eval-{t}")))
+    let count = workers.clamp(1, units.len().max(1));
+    let kernels = (0..count)
+        .map(|t| KernelThreads::own(kernel_threads_per_worker(count), &format!("eval-{t}")))
         .collect::<Result<Vec<_>, _>>()?;
     std::thread::scope(|scope| {
         let threads: Vec<_> = kernels

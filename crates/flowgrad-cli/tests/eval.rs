@@ -272,7 +272,8 @@ fn scores(report: &Value) -> Value {
 
 /// An evaluation stores each finished batch and reuses it: a run extended from 2 to 3 images
 /// computes only the third batch, and reports exactly what one uninterrupted run on 2 threads
-/// does; parts computed under other settings are not reused.
+/// does; a frontier on fewer images keeps the batches inside it; parts computed under other
+/// settings are not reused.
 #[test]
 fn an_extended_eval_reuses_its_finished_batches_and_matches_a_fresh_run() {
     let parts = |report: &Value| (report["parts"].as_u64().unwrap(), report["resumed_parts"].as_u64().unwrap());
@@ -288,6 +289,16 @@ fn an_extended_eval_reuses_its_finished_batches_and_matches_a_fresh_run() {
     assert!(!stderr.contains("batch 0:") && !stderr.contains("batch 1:"), "batches 0 and 1 were not redone: {stderr}");
     assert_eq!(scores(&second), scores(&whole), "resumed on 1 thread vs uninterrupted on 2");
     assert_ne!(scores(&first), scores(&whole), "the third image changes the scores");
+    assert_eq!(whole["settings"]["frontier_images"], 3, "the default frontier covers 3 images");
+
+    // The frontier on the first 2 images only: batches 0 and 1 keep their parts (they hold the
+    // frontier), batch 2 is computed again without it, and the frontier is the 2-image run's.
+    let (subset, stderr) = small_eval(extended.path(), &["--images", "3", "--workers", "1", "--frontier-images", "2"]);
+    assert_eq!(parts(&subset), (4, 3), "{stderr}");
+    assert!(!stderr.contains("batch 0:") && !stderr.contains("batch 1:"), "{stderr}");
+    assert_eq!(subset["settings"]["frontier_images"], 2);
+    assert_eq!(scores(&subset)["methods"], scores(&whole)["methods"], "the comparison still has every image");
+    assert_eq!(scores(&subset)["frontier"], scores(&first)["frontier"], "the frontier of the first 2 images");
 
     let (other, stderr) = small_eval(extended.path(), &["--images", "3", "--workers", "1", "--eta", "0.6"]);
     assert_eq!(parts(&other), (4, 0), "another η reuses nothing: {stderr}");

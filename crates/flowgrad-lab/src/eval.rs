@@ -78,6 +78,11 @@ pub struct EvalArgs {
     /// The frontier's guided-sampling scales s.
     #[arg(long, value_delimiter = ',', default_value = "5,10,20,40")]
     pub frontier_scales: Vec<f32>,
+    /// Images the frontier is measured on: the first chosen ones (whole batches; at least
+    /// --images means every image). Each setting beyond the comparison's own costs a full edit
+    /// of every image, so the frontier on a subset keeps the full comparison affordable.
+    #[arg(long, default_value_t = 40)]
+    pub frontier_images: usize,
     /// Guide with the classifier's loss on the image itself instead of its averaged random views
     /// (the guidance before views were added; for the guidance-vs-judge agreement comparison).
     #[arg(long)]
@@ -221,6 +226,8 @@ struct Settings {
     params: EditParams,
     batch: usize,
     guidance_scale: f32,
+    /// Images the frontier was measured on (the first of the chosen ones).
+    frontier_images: usize,
     sweep_images: usize,
     sweep_class: String,
     seed: u64,
@@ -406,9 +413,15 @@ fn evaluate<F: VelocityField<Backend> + Clone + Send>(
     }
 
     let edits = edit_digest(args, params, &models, &test, targets)?;
-    let frontier: Vec<(&str, f32)> = frontier_settings(args, params.eta).iter().map(|&(m, v)| (m.key(), v)).collect();
-    let digest =
-        digest_parts(&[&edits, &format!("batch {} scale {} frontier {frontier:?}", args.batch, args.guidance_scale)]);
+    let settings = frontier_settings(args, params.eta);
+    let frontier_chunks = args.frontier_images.div_ceil(args.batch).min(chunks.len());
+    let chunk_settings = |chunk: usize| if chunk < frontier_chunks { &settings[..] } else { &[] };
+    // A batch's digest names the frontier settings it computes (none beyond the frontier's
+    // images), so batches inside the frontier keep their digest whatever --frontier-images is.
+    let chunk_digest = |chunk: usize| {
+        let frontier: Vec<(&str, f32)> = chunk_settings(chunk).iter().map(|&(m, v)| (m.key(), v)).collect();
+        digest_parts(&[&edits, &format!("batch {} scale {} frontier {frontier:?}", args.batch, args.guidance_scale)])
+    };
     let sweeps_digest = digest_parts(&[&edits, &format!("sweeps {sweep_set:?} steps {:?}", args.sweep_steps)]);
     let chunk_path = |chunk: usize| args.output.join("chunks").join(format!("{chunk:05}.json"));
     let sweeps_path = args.output.join("sweeps.json");
@@ -417,20 +430,19 @@ fn evaluate<F: VelocityField<Backend> + Clone + Send>(
         pending.push(Part::Sweeps);
     }
     for chunk in 0..chunks.len() {
-        if resume::load::<ChunkPart>(&chunk_path(chunk), &digest)?.is_none() {
+        if resume::load::<ChunkPart>(&chunk_path(chunk), &chunk_digest(chunk))?.is_none() {
             pending.push(Part::Chunk(chunk));
         }
     }
     let parts = chunks.len() + 1;
     let resumed_parts = parts - pending.len();
     eprintln!(
-        "{} batches of up to {} images and the sweeps: {resumed_parts} of {parts} parts from earlier runs, {} to compute on {} threads",
+        "{} batches of up to {} images (the first {frontier_chunks} with the frontier) and the sweeps: {resumed_parts} of {parts} parts from earlier runs, {} to compute on {} threads",
         chunks.len(),
         args.batch,
         pending.len(),
         args.workers
     );
-    let settings = frontier_settings(args, params.eta);
     resume::run_parallel(&pending, args.workers, &models, |models, part| match part {
         Part::Sweeps => {
             let start = Instant::now();
@@ -441,15 +453,18 @@ fn evaluate<F: VelocityField<Backend> + Clone + Send>(
             resume::store(&sweeps_path, &sweeps_digest, &part)
         }
         Part::Chunk(chunk) => {
-            let part = compare_chunk(args, params, models, &test, chunks[*chunk], *chunk, targets, &settings)?;
-            resume::store(&chunk_path(*chunk), &digest, &part)
+            let part =
+                compare_chunk(args, params, models, &test, chunks[*chunk], *chunk, targets, chunk_settings(*chunk))?;
+            resume::store(&chunk_path(*chunk), &chunk_digest(*chunk), &part)
         }
     })?;
 
     let sweeps: SweepsPart = resume::load(&sweeps_path, &sweeps_digest)?.context("the sweeps part vanished")?;
     let mut stored = vec![];
     for chunk in 0..chunks.len() {
-        stored.push(resume::load::<ChunkPart>(&chunk_path(chunk), &digest)?.context("a batch's part vanished")?);
+        stored.push(
+            resume::load::<ChunkPart>(&chunk_path(chunk), &chunk_digest(chunk))?.context("a batch's part vanished")?,
+        );
     }
     let (methods, frontier, straightness) = summarise(params, targets, &settings, &stored);
     let report = EvalReport {
@@ -459,6 +474,7 @@ fn evaluate<F: VelocityField<Backend> + Clone + Send>(
             params: params.clone(),
             batch: args.batch,
             guidance_scale: args.guidance_scale,
+            frontier_images: chunks[..frontier_chunks].iter().map(|c| c.len()).sum(),
             sweep_images: sweep_set.len(),
             sweep_class: CLASS_NAMES[sweep_class].to_string(),
             seed: args.seed,

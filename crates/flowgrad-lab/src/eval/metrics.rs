@@ -182,13 +182,14 @@ pub(super) fn markdown(report: &EvalReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\nFrontier (every edit above, one row per setting):\n\n| method | setting | judge success | L1 ↓ | SSIM ↑ |\n|---|---|---|---|---|"
+        "\nFrontier (the edits of the first {} images, one row per setting):\n\n| method | setting | edits | judge success | L1 ↓ | SSIM ↑ |\n|---|---|---|---|---|---|",
+        s.frontier_images
     );
     for p in &report.frontier {
         let _ = writeln!(
             out,
-            "| {} | {} = {} | {:.3} | {:.4} | {:.3} |",
-            p.method, p.knob, p.value, p.metrics.success_rate, p.metrics.l1, p.metrics.ssim
+            "| {} | {} = {} | {} | {:.3} | {:.4} | {:.3} |",
+            p.method, p.knob, p.value, p.metrics.images, p.metrics.success_rate, p.metrics.l1, p.metrics.ssim
         );
     }
     let _ = writeln!(out, "\n{}", dominance(report));

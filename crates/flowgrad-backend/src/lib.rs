@@ -70,10 +70,9 @@ impl KernelThreads {
     }
 }
 
-/// Freed memory above this much at the top of the heap goes back to the system (the most
-/// `mallopt` takes, 2 GiB).
+/// `M_TRIM_THRESHOLD` that turns trimming off (mallopt(3)): freed heap stays with the process.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const HEAP_TRIM_BYTES: libc::c_int = libc::c_int::MAX;
+const NEVER_TRIM: libc::c_int = -1;
 
 /// Extra heap taken whenever the heap grows, so that growth happens in few, large steps.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -83,15 +82,17 @@ const HEAP_TOP_PAD_BYTES: libc::c_int = 64 << 20;
 /// buffer over 32 MiB (one 128-channel 256² activation is 33.5 MB) afresh and unmaps it on free,
 /// so each NCSN++ layer pays page faults and the kernel's zeroing of new pages, on the
 /// calling thread, between the parallel kernels. Served from the heap instead, freed buffers
-/// are reused by the next layer; up to 2 GiB of free heap stays with the process. Measured on the
-/// 2-core CPU machine (`flowgrad bench ncsnpp`, 256², three interleaved pairs): system time
-/// 38 → 18 s, whole run 0.86× the wall time (see BENCHMARKS.md). A no-op with another C library.
+/// are reused by the next layer. The heap is never trimmed: an edit's peak (an NCSN++ 256² VJP
+/// frees 2.7 GB at once, more than the largest threshold mallopt takes) recurs every iteration,
+/// and giving it back only makes the next iteration fault and zero it again. Measured on the
+/// 2-core CPU machine (`flowgrad bench ncsnpp`, 256², interleaved pairs; see BENCHMARKS.md). A
+/// no-op with another C library.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it takes the allocator's own locks.
     unsafe {
         libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_TRIM_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, NEVER_TRIM);
         libc::mallopt(libc::M_TOP_PAD, HEAP_TOP_PAD_BYTES);
     }
 }

@@ -244,19 +244,58 @@ pub(super) fn markdown(report: &EvalReport) -> String {
 }
 
 /// Whether FlowGrad dominates guided sampling on the frontier: for every guided-sampling point,
-/// some FlowGrad point with L1 no larger has judge success no smaller.
+/// some FlowGrad point with L1 no larger has judge success no smaller; and the same against
+/// FlowGrad's mixes of two settings (see [`best_mix`]).
 pub(super) fn dominance(report: &EvalReport) -> String {
     let (flowgrad, guided): (Vec<_>, Vec<_>) = report.frontier.iter().partition(|p| p.method == "flowgrad");
-    let beaten: Vec<bool> = guided
-        .iter()
-        .map(|g| {
-            flowgrad.iter().any(|f| f.metrics.l1 <= g.metrics.l1 && f.metrics.success_rate >= g.metrics.success_rate)
-        })
-        .collect();
-    let count = beaten.iter().filter(|&&b| b).count();
+    let points: Vec<(f64, f64)> = flowgrad.iter().map(|f| (f.metrics.l1, f.metrics.success_rate)).collect();
+    let (mut single, mut mixed) = (0, 0);
+    for g in &guided {
+        let (l1, success) = (g.metrics.l1, g.metrics.success_rate);
+        single += usize::from(points.iter().any(|&(f_l1, f_success)| f_l1 <= l1 && f_success >= success));
+        mixed += usize::from(best_mix(&points, l1).is_some_and(|best| best >= success));
+    }
+    let n = guided.len();
+    let verdict = |count: usize| if count == n { " (it dominates)" } else { "" };
     format!(
-        "FlowGrad reaches guided sampling's success at no more L1 for {count} of its {} settings{}.",
-        beaten.len(),
-        if count == beaten.len() { " (it dominates)" } else { "" }
+        "FlowGrad reaches guided sampling's success at no more L1 for {single} of its {n} settings{}; \
+         with a mix of two η settings (each image edited at one of them) for {mixed} of {n}{}.",
+        verdict(single),
+        verdict(mixed)
     )
+}
+
+/// The highest judge success FlowGrad reaches on average at mean L1 at most `l1`, editing each
+/// image at one of two frontier settings `(l1, success)` (in the proportion that puts the mean L1
+/// at `l1`) or at one setting; `None` when every setting's L1 exceeds `l1`.
+fn best_mix(points: &[(f64, f64)], l1: f64) -> Option<f64> {
+    let within = points.iter().filter(|p| p.0 <= l1);
+    let mut best = within.clone().map(|p| p.1).reduce(f64::max);
+    for &(low_l1, low_success) in within {
+        for &(high_l1, high_success) in points.iter().filter(|p| p.0 > l1) {
+            let share = (l1 - low_l1) / (high_l1 - low_l1);
+            let mixed = low_success + share * (high_success - low_success);
+            best = Some(best.map_or(mixed, |b| b.max(mixed)));
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_mix;
+
+    #[test]
+    fn a_mix_of_two_settings_reaches_the_line_between_them() {
+        let points = [(0.05, 0.3), (0.15, 0.7), (0.20, 0.9)];
+        assert_eq!(best_mix(&points, 0.01), None, "every setting changes the image more");
+        assert_eq!(best_mix(&points, 0.05), Some(0.3));
+        let halfway = best_mix(&points, 0.10).unwrap();
+        assert!((halfway - 0.5).abs() < 1e-12, "half of each of the first two: {halfway}");
+        // At 0.15 the mix of the first and the third (0.3 + 2/3 · 0.6 = 0.7) ties the second.
+        assert!((best_mix(&points, 0.15).unwrap() - 0.7).abs() < 1e-12);
+        assert_eq!(best_mix(&points, 0.5), Some(0.9), "beyond the last setting: the best one");
+        // A worse setting of larger L1 never lowers what a better one of smaller L1 gives.
+        assert_eq!(best_mix(&[(0.1, 0.8), (0.2, 0.4)], 0.15), Some(0.8));
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use flowgrad::diffusion::DiffusionOde;
-use flowgrad::{EditParams, VelocityField};
+use flowgrad::{DifferentiableField, EditParams};
 use flowgrad_catalog::{
     BUNDLED_MODEL, CLASS_NAMES, CatalogError, ClipSource, DDIM_MODEL, ModelCatalog, NCSNPP_MODEL, NcsnppSource,
     REFLOW_MODEL, class_index,
@@ -136,7 +136,11 @@ impl<F> FashionModels<F> {
     }
 }
 
-impl<F: VelocityField<Backend> + Clone + Send + Sync + 'static> Model for FashionModels<F> {
+impl<F> Model for FashionModels<F>
+where
+    F: DifferentiableField<Backend> + Clone + Send + Sync + 'static,
+    F::Values: Send + Sync + 'static,
+{
     fn name(&self) -> &str {
         self.name
     }

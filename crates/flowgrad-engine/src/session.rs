@@ -1,6 +1,6 @@
 //! Type-erased FlowGrad edit sessions over host buffers.
 
-use flowgrad::{ControlState, Editor, GlobalDirection, Guidance, HostTensor, IterationRecord, VelocityField};
+use flowgrad::{ControlState, DifferentiableField, Editor, GlobalDirection, Guidance, HostTensor, IterationRecord};
 
 use crate::error::{EngineError, ImageShape};
 use flowgrad_backend::{Backend, device};
@@ -37,14 +37,15 @@ pub trait EditSession: Send + Sync {
 }
 
 /// [`EditSession`] over a concrete editor.
-pub(crate) struct Session<F, G> {
+pub(crate) struct Session<F: DifferentiableField<Backend>, G> {
     pub(crate) editor: Editor<Backend, F, G>,
     pub(crate) shape: ImageShape,
 }
 
 impl<F, G> EditSession for Session<F, G>
 where
-    F: VelocityField<Backend> + Send + Sync,
+    F: DifferentiableField<Backend> + Send + Sync,
+    F::Values: Send + Sync,
     G: Guidance<Backend> + Send + Sync,
 {
     fn start(&self, images: &[f32], batch: usize, seed: u64, stream: u64) -> Result<ControlState, EngineError> {

@@ -8,8 +8,8 @@ use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::Subcommand;
 use flowgrad::tensor_util::to_vec;
 use flowgrad::{
-    AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, SegmentGradient, TimeGrid,
-    VelocityField, record_simulation, simulate_recording,
+    AnchorPlan, DifferentiableField, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor,
+    SegmentGradient, TimeGrid, record_simulation, simulate_recording,
 };
 use flowgrad_models::ConvFieldConfig;
 
@@ -313,7 +313,7 @@ const VARIANTS: [(&str, SegmentGradient, SegmentAnchor); 4] = [
 /// Timed gradients per simulated trajectory in the merged-grid rows (their median is kept).
 const FAST_GRADIENT_SAMPLES: usize = 5;
 
-fn table1<F: VelocityField<Backend>>(
+fn table1<F: DifferentiableField<Backend>>(
     field: &F,
     label: &str,
     shape: [usize; 4],
@@ -323,6 +323,7 @@ fn table1<F: VelocityField<Backend>>(
     anyhow::ensure!(!xis.is_empty() && xis.iter().all(|x| x.is_finite() && *x > 0.0), "--xi needs positive thresholds");
     anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
     let device = backend::device();
+    let values = &field.values();
     Backend::seed(&device, 7);
     let x0 = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let target = Tensor::<Backend, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -372,7 +373,7 @@ fn table1<F: VelocityField<Backend>>(
                 for _ in 0..samples {
                     let clock = Instant::now();
                     let (trajectory, mut recorded) =
-                        simulate_recording(field, x0.clone(), Some(controls), time, mode, plan);
+                        simulate_recording(field, values, x0.clone(), Some(controls), time, mode, plan);
                     forwards.push(clock.elapsed());
                     let clock = Instant::now();
                     let result = iteration::gradient_towards(

@@ -20,8 +20,8 @@ use flowgrad::baselines::{guided_sample, optimise_noise};
 use flowgrad::state::digest_parts;
 use flowgrad::tensor_util::to_vec;
 use flowgrad::{
-    ControlState, EditParams, Editor, Guidance, GuidanceContext, HostTensor, Mode, Selection, TimeGrid, VelocityField,
-    encode, energy, simulate, straightness,
+    ControlState, DifferentiableField, EditParams, Editor, Guidance, GuidanceContext, HostTensor, Mode, Selection,
+    TimeGrid, encode, energy, simulate, straightness,
 };
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_engine::{Assets, BUNDLED_MODEL, BUNDLED_RECORDED_FORWARDS, DDIM_MODEL, REFLOW_MODEL};
@@ -338,7 +338,7 @@ enum Part {
 /// parameters, the seed, the weights' source, the backend, and what this build computes — the
 /// folder's reference [`behaviour_probe`] (see [`resume::reference_probe`]). Each part adds its
 /// own settings to it.
-fn edit_digest<F: VelocityField<Backend>>(
+fn edit_digest<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -363,7 +363,7 @@ fn edit_digest<F: VelocityField<Backend>>(
 /// edit and its mean, mean absolute value and mean square. Parts computed by a build that edits
 /// or scores differently (a changed algorithm, model or guidance) are computed again instead of
 /// mixed in; the rounding differences between CPUs are far below [`resume::PROBE_TOLERANCE`].
-fn behaviour_probe<F: VelocityField<Backend>>(
+fn behaviour_probe<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -389,7 +389,7 @@ fn behaviour_probe<F: VelocityField<Backend>>(
 
 /// The evaluation of `models` (see [`run`]): the parts earlier runs into the same folder left
 /// are reused, the rest computed `--workers` at a time.
-fn evaluate<F: VelocityField<Backend> + Clone + Send>(
+fn evaluate<F: DifferentiableField<Backend> + Clone + Send>(
     args: &EvalArgs,
     params: &EditParams,
     targets: &[usize],
@@ -499,7 +499,7 @@ fn evaluate<F: VelocityField<Backend> + Clone + Send>(
 /// Edits the images `chunk` (test-set indices, batch number `index`) towards every target with
 /// each method and every frontier setting, from one shared encoding, and scores the edits.
 #[allow(clippy::too_many_arguments)]
-fn compare_chunk<F: VelocityField<Backend>>(
+fn compare_chunk<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -646,7 +646,7 @@ fn summarise(
 /// One frontier point's edit of a batch: FlowGrad with guidance weight `value`, or guided
 /// sampling with scale `value`.
 #[allow(clippy::too_many_arguments)]
-fn frontier_edit<F: VelocityField<Backend>>(
+fn frontier_edit<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -682,7 +682,7 @@ fn frontier_edit<F: VelocityField<Backend>>(
 
 /// An editor of the evaluated model with `guidance`, holding as many recorded forwards as the
 /// fleet's editors of the bundled models do (faster; the edits are the same).
-fn class_editor<'a, F: VelocityField<Backend>>(
+fn class_editor<'a, F: DifferentiableField<Backend>>(
     models: &'a Models<F>,
     guidance: &'a ClassGuidance<Classifier<Backend>>,
     params: EditParams,
@@ -715,7 +715,7 @@ struct Edited {
 }
 
 /// Runs every method on one batch towards `target` from the shared encoding `x0`.
-fn edit_all<F: VelocityField<Backend>>(
+fn edit_all<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -774,7 +774,7 @@ fn timed(f: impl FnOnce() -> anyhow::Result<Edited>) -> anyhow::Result<Edited> {
 }
 
 /// Runs all iterations of `editor` from `state`; VJPs are the segments summed over iterations.
-fn run_editor<F: VelocityField<Backend>>(
+fn run_editor<F: DifferentiableField<Backend>>(
     editor: &ClassEditor<'_, F>,
     mut state: ControlState,
 ) -> anyhow::Result<Edited> {
@@ -789,7 +789,7 @@ fn run_editor<F: VelocityField<Backend>>(
 }
 
 /// Fig. 5b analog: FlowGrad's objective against the time spent on updates, for each ξ.
-fn xi_sweep<F: VelocityField<Backend>>(
+fn xi_sweep<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,
@@ -843,7 +843,7 @@ fn xi_sweep<F: VelocityField<Backend>>(
 }
 
 /// Fig. 7 analog: FlowGrad's edit success for each number of Euler steps N.
-fn steps_sweep<F: VelocityField<Backend>>(
+fn steps_sweep<F: DifferentiableField<Backend>>(
     args: &EvalArgs,
     params: &EditParams,
     models: &Models<F>,

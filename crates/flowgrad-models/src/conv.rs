@@ -2,12 +2,13 @@
 //! benchmark network for the gradient machinery (not a trained generative model).
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, backend::Backend};
-use flowgrad::VelocityField;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use flowgrad::{DifferentiableField, VelocityField};
 
 use crate::time_embedding::sinusoidal_up_to;
 
@@ -81,5 +82,12 @@ impl<B: Backend> VelocityField<B> for ConvField<B> {
             self.hidden.len(),
             self.max_frequency
         )
+    }
+}
+
+impl<B: AutodiffBackend> DifferentiableField<B> for ConvField<B> {
+    type Values = ConvField<B::InnerBackend>;
+    fn values(&self) -> Self::Values {
+        self.valid()
     }
 }

@@ -3,13 +3,14 @@
 //! Convention: x_0 is noise at t = 0, data at t = 1, and the network predicts v ≈ x_1 − x_0.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{AutodiffModule, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, backend::Backend};
-use flowgrad::VelocityField;
-use flowgrad::diffusion::{NoisePredictor, VpSchedule};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use flowgrad::diffusion::{DifferentiablePredictor, NoisePredictor, VpSchedule};
+use flowgrad::{DifferentiableField, VelocityField};
 
 use crate::time_embedding::sinusoidal;
 use crate::weights::{seeded_init, weights_digest};
@@ -178,6 +179,13 @@ impl<B: Backend> VelocityField<B> for UNet<B> {
     }
 }
 
+impl<B: AutodiffBackend> DifferentiableField<B> for UNet<B> {
+    type Values = UNet<B::InnerBackend>;
+    fn values(&self) -> Self::Values {
+        self.valid()
+    }
+}
+
 /// A [`UNet`] trained to predict v = α_t x₀ − β_t x₁ for X_t = α_t x₁ + β_t x₀ under `schedule`
 /// (v-prediction): DDIM's network, read as the noise predictor ε̂ = β_t X + α_t v̂ and turned into
 /// a velocity field by [`flowgrad::diffusion::DiffusionOde`].
@@ -197,5 +205,12 @@ impl<B: Backend> NoisePredictor<B> for VPredictionUNet<B> {
 
     fn fingerprint(&self) -> String {
         format!("v-{}", self.unet.fingerprint())
+    }
+}
+
+impl<B: AutodiffBackend> DifferentiablePredictor<B> for VPredictionUNet<B> {
+    type Values = VPredictionUNet<B::InnerBackend>;
+    fn values(&self) -> Self::Values {
+        VPredictionUNet { unet: self.unet.valid(), schedule: self.schedule }
     }
 }

@@ -1,9 +1,12 @@
 //! An analytic velocity field v(x, t) = (A₀ + t·A₁)·x + b on flattened images: its Jacobian is
 //! known in closed form, which makes it the reference for gradient tests and a model-free demo.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+};
 
-use crate::field::VelocityField;
+use crate::field::{DifferentiableField, VelocityField};
 use crate::state::digest_f32;
 use crate::tensor_util::from_vec;
 
@@ -43,5 +46,17 @@ impl<B: Backend> VelocityField<B> for AffineField<B> {
 
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+}
+
+impl<B: AutodiffBackend> DifferentiableField<B> for AffineField<B> {
+    type Values = AffineField<B::InnerBackend>;
+    fn values(&self) -> Self::Values {
+        AffineField {
+            a0_t: self.a0_t.clone().inner(),
+            a1_t: self.a1_t.clone().inner(),
+            b: self.b.clone().inner(),
+            fingerprint: self.fingerprint.clone(),
+        }
     }
 }

@@ -11,7 +11,7 @@ pub use crate::guided::{GuidedSample, guided_sample};
 
 use crate::editor::Editor;
 use crate::error::{FlowGradError, Result};
-use crate::field::{Guidance, GuidanceContext, VelocityField};
+use crate::field::{DifferentiableField, Guidance, GuidanceContext};
 use crate::gradient::{GradientRule, endpoint_gradient, flowgrad_gradient};
 use crate::params::{Selection, UpdateRule};
 use crate::recording::RecordedForwards;
@@ -43,7 +43,7 @@ pub struct NoiseEdit<B: AutodiffBackend> {
 pub fn optimise_noise<B, F, G>(editor: &Editor<B, F, G>, state: &ControlState) -> Result<NoiseEdit<B>>
 where
     B: AutodiffBackend,
-    F: VelocityField<B>,
+    F: DifferentiableField<B>,
     G: Guidance<B>,
 {
     let params = editor.params();
@@ -56,7 +56,7 @@ where
     let mut vjps = 0;
     for iteration in 0..=params.iterations {
         let ctx = GuidanceContext { iteration, seed: state.iteration_seed(iteration) };
-        let trajectory = simulate_untracked(editor.field(), x0.clone() + shift.clone(), None, &time, params.mode);
+        let trajectory = simulate_untracked(editor.values(), x0.clone() + shift.clone(), None, &time, params.mode);
         let x1 = trajectory.last().detach().require_grad();
         let weighted = editor.loss_parts(x1.clone(), original.clone(), &ctx).weighted;
         let energy = scalar(shift.clone().powi_scalar(2).sum());
@@ -205,7 +205,7 @@ mod tests {
         assert!(err < 1e-4, "x_0 gradient off by {err:e}");
         assert!(edit.objectives[1] < edit.objectives[0], "one step downhill lowers the loss: {:?}", edit.objectives);
         let decoded = simulate_untracked(
-            editor.field(),
+            editor.values(),
             state.x0.to_tensor::<B, 4>(&Default::default()).unwrap() + edit.shift,
             None,
             &time,
@@ -223,7 +223,7 @@ mod tests {
         let ctx = GuidanceContext { iteration: 0, seed: 0 };
         let sampled = guided_sample(&affine.field(), &guidance, tensor(x0.clone()), &time, scale, &ctx);
         let replayed = simulate_untracked(
-            &affine.field(),
+            &affine.field().values(),
             tensor(x0.clone()),
             Some(&sampled.controls),
             &time,

@@ -20,10 +20,13 @@
 //! multiplies the network's error by d log α_t/dt ≈ 10 against a data signal of size α_t, while
 //! v-prediction multiplies it by α_t·(d log α_t/dt) ≈ 0.07: the bundled model predicts v.
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+};
 use serde::{Deserialize, Serialize};
 
-use crate::field::VelocityField;
+use crate::field::{DifferentiableField, VelocityField};
 
 /// The variance-preserving schedule α_t, β_t = √(1 − α_t²) in FlowGrad's time (t = 1: data).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,6 +113,16 @@ pub trait NoisePredictor<B: Backend> {
     fn fingerprint(&self) -> String;
 }
 
+/// A noise predictor on an autodiff backend with a twin on the inner backend (the same weights):
+/// what makes its [`DiffusionOde`] a [`DifferentiableField`].
+pub trait DifferentiablePredictor<B: AutodiffBackend>: NoisePredictor<B> {
+    /// The predictor on `B::InnerBackend`.
+    type Values: NoisePredictor<B::InnerBackend>;
+
+    /// This predictor's inner-backend twin.
+    fn values(&self) -> Self::Values;
+}
+
 /// DDIM's ODE: a noise predictor and its schedule as a [`VelocityField`].
 #[derive(Debug, Clone)]
 pub struct DiffusionOde<P> {
@@ -143,6 +156,13 @@ impl<B: Backend, P: NoisePredictor<B>> VelocityField<B> for DiffusionOde<P> {
 
     fn fingerprint(&self) -> String {
         format!("ddim:vp({},{}):{}", self.schedule.beta_min, self.schedule.beta_max, self.predictor.fingerprint())
+    }
+}
+
+impl<B: AutodiffBackend, P: DifferentiablePredictor<B>> DifferentiableField<B> for DiffusionOde<P> {
+    type Values = DiffusionOde<P::Values>;
+    fn values(&self) -> Self::Values {
+        DiffusionOde::new(self.predictor.values(), self.schedule)
     }
 }
 

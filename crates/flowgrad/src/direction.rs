@@ -13,7 +13,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::editor::{EditOutcome, Editor};
 use crate::error::{FlowGradError, Result, invalid};
-use crate::field::{Guidance, VelocityField};
+use crate::field::{DifferentiableField, Guidance};
 use crate::params::EditParams;
 use crate::state::HostTensor;
 
@@ -84,7 +84,7 @@ impl GlobalDirection {
     }
 
     /// Edits `images` along this direction: encode, then decode with the shared controls.
-    pub fn apply<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>>(
+    pub fn apply<B: AutodiffBackend, F: DifferentiableField<B>, G: Guidance<B>>(
         &self,
         editor: &Editor<B, F, G>,
         images: Tensor<B, 4>,

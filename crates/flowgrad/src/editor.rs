@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
 use crate::error::{FlowGradError, Result};
-use crate::field::{Guidance, GuidanceContext, VelocityField, mean_abs_diff, ssim};
+use crate::field::{DifferentiableField, Guidance, GuidanceContext, mean_abs_diff, ssim};
 use crate::gradient::{GradientRule, endpoint_gradient, flowgrad_gradient};
 use crate::guided::guided_sample;
 use crate::params::{ControlSharing, EditParams, Faithfulness, Mode, Selection, UpdateRule};
@@ -41,8 +41,9 @@ pub(crate) struct LossParts<B: AutodiffBackend> {
 
 /// Runs FlowGrad on a velocity field with a guidance loss; stateless between calls, so any
 /// worker can continue a [`ControlState`] that another one checkpointed.
-pub struct Editor<B: AutodiffBackend, F, G> {
+pub struct Editor<B: AutodiffBackend, F: DifferentiableField<B>, G> {
     field: F,
+    values: F::Values,
     guidance: G,
     params: EditParams,
     device: B::Device,
@@ -50,11 +51,12 @@ pub struct Editor<B: AutodiffBackend, F, G> {
     _backend: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
+impl<B: AutodiffBackend, F: DifferentiableField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// Validates `params` and builds an editor on `device`.
     pub fn new(field: F, guidance: G, params: EditParams, device: B::Device) -> Result<Self> {
         params.validate()?;
-        Ok(Self { field, guidance, params, device, recorded_forwards: 0, _backend: PhantomData })
+        let values = field.values();
+        Ok(Self { field, values, guidance, params, device, recorded_forwards: 0, _backend: PhantomData })
     }
 
     /// Holds at most `capacity` forward passes of each iteration's simulation for its VJPs to
@@ -73,6 +75,11 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// The velocity field.
     pub fn field(&self) -> &F {
         &self.field
+    }
+
+    /// The field's inner-backend twin, which runs the forwards nothing differentiates.
+    pub fn values(&self) -> &F::Values {
+        &self.values
     }
 
     /// The device tensors are created on.
@@ -224,7 +231,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
             capacity: self.recorded_forwards,
         };
         let (trajectory, mut recorded) =
-            simulate_recording(&self.field, x0, Some(&controls), &time, self.params.mode, plan);
+            simulate_recording(&self.field, &self.values, x0, Some(&controls), &time, self.params.mode, plan);
 
         let x1 = trajectory.last().detach().require_grad();
         let parts = self.loss_parts(x1.clone(), original, &ctx);
@@ -358,7 +365,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
     /// Encodes images into noise x_0 with the parameters' solver and steps.
     pub fn encode(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let grid = TimeGrid::new(self.params.encoder_steps(), self.params.time_eps);
-        encode(&self.field, images.detach(), &grid, self.params.encode_solver)
+        Tensor::from_inner(encode(&self.values, images.inner(), &grid, self.params.encode_solver))
     }
 
     /// Encodes `images` and decodes them with `controls` (`[N, 1 or B, C, H, W]`), no optimisation.
@@ -378,7 +385,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         }
         let x0 = self.encode(images);
         let controls = self.control_tensors(controls, b);
-        Ok(simulate_untracked(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last().detach())
+        Ok(simulate_untracked(&self.values, x0, Some(&controls), &self.time_grid(), self.params.mode).last().detach())
     }
 
     /// Decodes the state's x_0 with the given controls (uncontrolled when all are zero).
@@ -386,7 +393,7 @@ impl<B: AutodiffBackend, F: VelocityField<B>, G: Guidance<B>> Editor<B, F, G> {
         let x0 = state.x0.to_tensor::<B, 4>(&self.device)?;
         let batch = x0.dims()[0];
         let controls = self.control_tensors(controls, batch);
-        Ok(simulate_untracked(&self.field, x0, Some(&controls), &self.time_grid(), self.params.mode).last())
+        Ok(simulate_untracked(&self.values, x0, Some(&controls), &self.time_grid(), self.params.mode).last())
     }
 
     fn control_batch(&self, batch: usize) -> usize {

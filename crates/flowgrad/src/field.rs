@@ -1,6 +1,12 @@
 //! The two things FlowGrad is generic over: the velocity field and the guidance loss.
 
-use burn::tensor::{Tensor, backend::Backend, module::avg_pool2d};
+use std::marker::PhantomData;
+
+use burn::tensor::{
+    Tensor,
+    backend::{AutodiffBackend, Backend},
+    module::avg_pool2d,
+};
 
 /// A (frozen) generative ODE dx/dt = v(x, t) on images `[B, C, H, W]`.
 pub trait VelocityField<B: Backend> {
@@ -47,6 +53,69 @@ impl<B: Backend, F: VelocityField<B> + ?Sized> VelocityField<B> for &F {
     fn predict_endpoint(&self, x: Tensor<B, 4>, v: Tensor<B, 4>, t: f32) -> Tensor<B, 4> {
         (**self).predict_endpoint(x, v, t)
     }
+}
+
+/// A velocity field on an autodiff backend with a twin on the inner backend (the same weights,
+/// no autodiff graph), which runs the forwards whose values are all that is needed: the
+/// simulation's and the encoder's. burn-autodiff registers every operation of a forward in its
+/// graph, even when nothing in it is differentiated; the twin skips that work and its locking.
+pub trait DifferentiableField<B: AutodiffBackend>: VelocityField<B> {
+    /// The field on `B::InnerBackend`; its velocities equal this field's.
+    type Values: VelocityField<B::InnerBackend>;
+
+    /// This field's inner-backend twin (shares the weights' storage where the backend can).
+    fn values(&self) -> Self::Values;
+}
+
+impl<B: AutodiffBackend, F: DifferentiableField<B> + ?Sized> DifferentiableField<B> for &F {
+    type Values = F::Values;
+    fn values(&self) -> F::Values {
+        (**self).values()
+    }
+}
+
+/// The inner-backend twin of a field that has no other: each velocity runs `F` on the autodiff
+/// backend and then releases the graph entries it left (so the memory of a simulation stays flat
+/// in N), returning the values. Correct for any field, without the twin's speed.
+#[derive(Debug, Clone)]
+pub struct Untracked<B, F> {
+    field: F,
+    _backend: PhantomData<B>,
+}
+
+impl<B, F> Untracked<B, F> {
+    /// Wraps `field`.
+    pub fn new(field: F) -> Self {
+        Self { field, _backend: PhantomData }
+    }
+}
+
+impl<B: AutodiffBackend, F: VelocityField<B>> VelocityField<B::InnerBackend> for Untracked<B, F> {
+    fn velocity(&self, x: Tensor<B::InnerBackend, 4>, t: Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 4> {
+        let device = x.device();
+        let v = self.field.velocity(Tensor::from_inner(x), Tensor::from_inner(t)).inner();
+        release_untracked::<B>(&device);
+        v
+    }
+    fn fingerprint(&self) -> String {
+        self.field.fingerprint()
+    }
+    fn predict_endpoint(
+        &self,
+        x: Tensor<B::InnerBackend, 4>,
+        v: Tensor<B::InnerBackend, 4>,
+        t: f32,
+    ) -> Tensor<B::InnerBackend, 4> {
+        self.field.predict_endpoint(Tensor::from_inner(x), Tensor::from_inner(v), t).inner()
+    }
+}
+
+/// Runs a backward pass on a fresh one-element tensor: its only effect is burn-autodiff's
+/// clean-up of graph entries whose tensors were all dropped. burn 0.21 registers every operation
+/// in its graph, with the tensors a memory-bound operation may need again, and frees what is no
+/// longer referenced only after a backward pass.
+fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
+    let _ = Tensor::<B, 1>::zeros([1], device).require_grad().sum().backward();
 }
 
 impl<B: Backend, G: Guidance<B> + ?Sized> Guidance<B> for &G {

@@ -30,7 +30,10 @@ pub use backprop::{
 pub use direction::GlobalDirection;
 pub use editor::{EditOutcome, Editor, energy};
 pub use error::{FlowGradError, Result};
-pub use field::{Guidance, GuidanceContext, MseToTarget, SSIM_STRIDE, SSIM_WINDOW, VelocityField, mean_abs_diff, ssim};
+pub use field::{
+    DifferentiableField, Guidance, GuidanceContext, MseToTarget, SSIM_STRIDE, SSIM_WINDOW, Untracked, VelocityField,
+    mean_abs_diff, ssim,
+};
 pub use gradient::{GradientRule, IterationGradient, endpoint_gradient, flowgrad_gradient, segment_grid};
 pub use params::{
     ControlSharing, DEFAULT_TRUST_RADIUS, EditParams, Faithfulness, Mode, SegmentAnchor, SegmentGradient, Selection,

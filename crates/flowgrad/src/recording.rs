@@ -71,16 +71,16 @@ impl<B: AutodiffBackend> RecordedForwards<B> {
     }
 
     /// Evaluates the field at `input` (made a graph leaf) and keeps the forward for `step`;
-    /// returns the velocity's values, detached.
+    /// returns the velocity's values, on the inner backend.
     fn record(
         &mut self,
         step: usize,
-        input: Tensor<B, 4>,
+        input: Tensor<B::InnerBackend, 4>,
         velocity: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
-    ) -> Tensor<B, 4> {
-        let input = input.detach().require_grad();
+    ) -> Tensor<B::InnerBackend, 4> {
+        let input = Tensor::<B, 4>::from_inner(input).require_grad();
         let velocity = velocity(input.clone());
-        let values = velocity.clone().detach();
+        let values = velocity.clone().inner();
         self.entries.insert(step, Recorded { input, velocity });
         values
     }
@@ -112,8 +112,8 @@ pub(crate) struct Recorder<B: AutodiffBackend> {
     steps: usize,
     norm_sq: Vec<f32>,
     diff_next_sq: Vec<f32>,
-    first: Option<Tensor<B, 4>>,
-    previous: Option<Tensor<B, 4>>,
+    first: Option<Tensor<B::InnerBackend, 4>>,
+    previous: Option<Tensor<B::InnerBackend, 4>>,
     pub(crate) forwards: RecordedForwards<B>,
 }
 
@@ -131,22 +131,23 @@ impl<B: AutodiffBackend> Recorder<B> {
         }
     }
 
-    /// Evaluates step `step`'s velocity at `input` with `velocity`, recording the forward while
-    /// there is room, then lets go of the forwards that can no longer be anchors. Returns the
-    /// velocity's values (detached, so the simulation's states stay outside every graph).
+    /// Evaluates step `step`'s velocity at `input`: with `tracked` (the field on `B`), recording
+    /// the forward, while there is room; otherwise with `values` (its inner-backend twin). Then
+    /// lets go of the forwards that can no longer be anchors. Returns the velocity's values.
     pub(crate) fn step(
         &mut self,
         step: usize,
-        input: Tensor<B, 4>,
-        velocity: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
-    ) -> Tensor<B, 4> {
+        input: Tensor<B::InnerBackend, 4>,
+        tracked: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
+        values: impl FnOnce(Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 4>,
+    ) -> Tensor<B::InnerBackend, 4> {
         if self.plan.capacity == 0 {
-            return velocity(input).detach();
+            return values(input);
         }
         let v = if self.forwards.len() < self.plan.capacity {
-            self.forwards.record(step, input, velocity)
+            self.forwards.record(step, input, tracked)
         } else {
-            velocity(input).detach()
+            values(input)
         };
         self.observe(&v);
         let keep = self.possible_anchors();
@@ -155,7 +156,7 @@ impl<B: AutodiffBackend> Recorder<B> {
     }
 
     /// Adds the sums of the straightness that involve `v`, the next step's velocity.
-    fn observe(&mut self, v: &Tensor<B, 4>) {
+    fn observe(&mut self, v: &Tensor<B::InnerBackend, 4>) {
         self.norm_sq.push(scalar(v.clone().powi_scalar(2).sum()) as f32);
         if let Some(previous) = &self.previous {
             self.diff_next_sq.push(scalar((v.clone() - previous.clone()).powi_scalar(2).sum()) as f32);

@@ -50,6 +50,16 @@ pub struct Trajectory<B: Backend> {
     pub velocities: Vec<Tensor<B, 4>>,
 }
 
+impl<B: AutodiffBackend> Trajectory<B> {
+    /// A trajectory computed on the inner backend, as untracked tensors of `B`.
+    pub fn from_inner(inner: Trajectory<B::InnerBackend>) -> Self {
+        Self {
+            states: inner.states.into_iter().map(Tensor::from_inner).collect(),
+            velocities: inner.velocities.into_iter().map(Tensor::from_inner).collect(),
+        }
+    }
+}
+
 impl<B: Backend> Trajectory<B> {
     /// The final state x_N.
     pub fn last(&self) -> Tensor<B, 4> {
@@ -84,10 +94,8 @@ pub(crate) fn euler_update<B: Backend>(
 ///
 /// `controls` holds one tensor per step, of the images' shape or with batch size 1 (shared);
 /// `None` simulates the uncontrolled ODE. The kept intermediate states and velocities are
-/// detached (values only), so that on an autodiff backend nothing the trajectory holds
-/// references a step's graph entries and [`simulate_untracked`]'s clean-up can free them. The
-/// final state keeps its graph, so a loss on it differentiates through tracked inputs (full
-/// back-propagation) as before.
+/// detached (values only); the final state keeps its graph, so a loss on it differentiates
+/// through tracked inputs (full back-propagation).
 pub fn simulate<B: Backend, F: VelocityField<B>>(
     field: &F,
     x0: Tensor<B, 4>,
@@ -95,66 +103,60 @@ pub fn simulate<B: Backend, F: VelocityField<B>>(
     grid: &TimeGrid,
     mode: Mode,
 ) -> Trajectory<B> {
-    simulate_with(x0, controls, grid, mode, |_, z, t| field.velocity(z, t), || {})
+    simulate_with(x0, controls, grid, mode, |_, z, t| field.velocity(z, t))
 }
 
-/// [`simulate`] on an autodiff backend for values only (nothing in it is differentiated): after
-/// every step it releases the bookkeeping burn-autodiff keeps for untracked operations. burn
-/// 0.21 registers every operation in its graph, with the tensors a memory-bound operation may
-/// need again, and frees what is no longer referenced only after a backward pass — so without
-/// this, N steps of a network hold N forwards' activations until the next backward, and the
-/// memory of a FlowGrad iteration grows with N.
-pub fn simulate_untracked<B: AutodiffBackend, F: VelocityField<B>>(
-    field: &F,
+/// [`simulate`] for values only (nothing in it is differentiated), on the inner backend with
+/// the field's twin `values` ([`crate::DifferentiableField::values`]): no autodiff graph is
+/// built, so the memory of a FlowGrad iteration's simulation does not grow with N and no time
+/// goes into autodiff bookkeeping. The trajectory comes back on `B`, untracked.
+pub fn simulate_untracked<B: AutodiffBackend, V: VelocityField<B::InnerBackend>>(
+    values: &V,
     x0: Tensor<B, 4>,
     controls: Option<&[Tensor<B, 4>]>,
     grid: &TimeGrid,
     mode: Mode,
 ) -> Trajectory<B> {
-    let device = x0.device();
-    simulate_with(x0.detach(), controls, grid, mode, |_, z, t| field.velocity(z, t), || release_untracked::<B>(&device))
+    let controls = controls.map(inner_all);
+    let inner = simulate_with(x0.inner(), controls.as_deref(), grid, mode, |_, z, t| values.velocity(z, t));
+    Trajectory::from_inner(inner)
 }
 
 /// [`simulate_untracked`] that also records, for the VJPs of the decomposed backward `plan`
-/// describes, the forward passes it runs at their anchor steps (at most `plan.capacity` held at
-/// once; see [`crate::recording`]). Hand both to [`crate::decomposed_backprop_recorded`]: the
-/// trajectory and its states are the same as [`simulate_untracked`]'s.
-pub fn simulate_recording<B: AutodiffBackend, F: VelocityField<B>>(
+/// describes, the forward passes of `field` at their anchor steps (at most `plan.capacity` held
+/// at once; see [`crate::recording`]); every other step runs on the twin `values`. Hand both
+/// to [`crate::decomposed_backprop_recorded`]: the trajectory and its states are the same as
+/// [`simulate_untracked`]'s.
+pub fn simulate_recording<B: AutodiffBackend, F: VelocityField<B>, V: VelocityField<B::InnerBackend>>(
     field: &F,
+    values: &V,
     x0: Tensor<B, 4>,
     controls: Option<&[Tensor<B, 4>]>,
     grid: &TimeGrid,
     mode: Mode,
     plan: AnchorPlan,
 ) -> (Trajectory<B>, RecordedForwards<B>) {
-    let device = x0.device();
     let mut recorder = Recorder::new(plan, grid.steps);
-    let trajectory = simulate_with(
-        x0.detach(),
-        controls,
-        grid,
-        mode,
-        |k, z, t| recorder.step(k, z, |input| field.velocity(input, t)),
-        || release_untracked::<B>(&device),
-    );
-    (trajectory, recorder.forwards)
+    let controls = controls.map(inner_all);
+    let inner = simulate_with(x0.inner(), controls.as_deref(), grid, mode, |k, z, t| {
+        let tracked_t = Tensor::from_inner(t.clone());
+        recorder.step(k, z, move |input| field.velocity(input, tracked_t), move |z| values.velocity(z, t))
+    });
+    (Trajectory::from_inner(inner), recorder.forwards)
 }
 
-/// Runs a backward pass on a fresh one-element tensor: its only effect is burn-autodiff's
-/// clean-up of graph entries whose tensors were all dropped.
-fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
-    let _ = Tensor::<B, 1>::zeros([1], device).require_grad().sum().backward();
+/// The values of `tensors` on the inner backend.
+fn inner_all<B: AutodiffBackend>(tensors: &[Tensor<B, 4>]) -> Vec<Tensor<B::InnerBackend, 4>> {
+    tensors.iter().map(|u| u.clone().inner()).collect()
 }
 
-/// [`simulate`] with step k's velocity at model input z and times t from `velocity(k, z, t)`,
-/// calling `after_step` once after every Euler step.
+/// [`simulate`] with step k's velocity at model input z and times t from `velocity(k, z, t)`.
 fn simulate_with<B: Backend>(
     x0: Tensor<B, 4>,
     controls: Option<&[Tensor<B, 4>]>,
     grid: &TimeGrid,
     mode: Mode,
     mut velocity: impl FnMut(usize, Tensor<B, 4>, Tensor<B, 1>) -> Tensor<B, 4>,
-    mut after_step: impl FnMut(),
 ) -> Trajectory<B> {
     let [batch, ..] = x0.dims();
     let device = x0.device();
@@ -168,7 +170,6 @@ fn simulate_with<B: Backend>(
         states.push(x.detach());
         velocities.push(v.detach());
         x = next;
-        after_step();
     }
     states.push(x);
     Trajectory { states, velocities }

@@ -6,8 +6,8 @@ mod common;
 use common::{Affine, noise, tensor};
 use flowgrad::tensor_util::to_vec;
 use flowgrad::{
-    AnchorPlan, Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, decomposed_backprop,
-    decomposed_backprop_recorded, simulate_recording, simulate_untracked, straightness,
+    AnchorPlan, DifferentiableField, Grid, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid,
+    decomposed_backprop, decomposed_backprop_recorded, simulate, simulate_recording, simulate_untracked, straightness,
 };
 
 const SHAPE: [usize; 4] = [2, 3, 2, 2];
@@ -30,9 +30,15 @@ fn both(
     let target = MseToTarget::new(tensor(noise(22, n), SHAPE));
     let time = TimeGrid::new(N, 1e-3);
     let plan = AnchorPlan { xi, mode, anchor, capacity };
-    let (trajectory, mut recorded) = simulate_recording(&field, x0.clone(), Some(&controls), &time, mode, plan);
-    let plain = simulate_untracked(&field, x0, Some(&controls), &time, mode);
+    let values = field.values();
+    let (trajectory, mut recorded) =
+        simulate_recording(&field, &values, x0.clone(), Some(&controls), &time, mode, plan);
+    let plain = simulate_untracked(&values, x0.clone(), Some(&controls), &time, mode);
     assert_eq!(to_vec(trajectory.last()), to_vec(plain.last()), "recording changes nothing of the trajectory");
+    let tracked = simulate(&field, x0, Some(&controls), &time, mode);
+    for (k, (twin, autodiff)) in plain.states.iter().zip(&tracked.states).enumerate() {
+        assert_eq!(to_vec(twin.clone()), to_vec(autodiff.clone()), "state {k}: the inner-backend twin's values");
+    }
     let held = recorded.len();
     assert!(held <= capacity, "{held} forwards held, capacity {capacity}");
     let grad_x1 = {

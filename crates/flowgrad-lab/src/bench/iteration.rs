@@ -13,9 +13,9 @@ use anyhow::{Context, bail};
 use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use flowgrad::tensor_util::{from_vec, to_vec};
 use flowgrad::{
-    AnchorPlan, GradientRule, Guidance, GuidanceContext, IterationGradient, Mode, MseToTarget, RecordedForwards,
-    SegmentAnchor, TimeGrid, Trajectory, VelocityField, endpoint_gradient, flowgrad_gradient, simulate,
-    simulate_recording, simulate_untracked, velocity_vjp,
+    AnchorPlan, DifferentiableField, GradientRule, Guidance, GuidanceContext, IterationGradient, Mode, MseToTarget,
+    RecordedForwards, SegmentAnchor, TimeGrid, Trajectory, VelocityField, endpoint_gradient, flowgrad_gradient,
+    simulate, simulate_recording, simulate_untracked, velocity_vjp,
 };
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_parity::TensorFile;
@@ -174,8 +174,15 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         let clock = Instant::now();
         let plan =
             AnchorPlan { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start, capacity: args.recorded_forwards };
-        let (trajectory, mut recorded) =
-            simulate_recording(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference, plan);
+        let (trajectory, mut recorded) = simulate_recording(
+            &model,
+            &model.values(),
+            inputs.z0.clone(),
+            Some(&inputs.controls),
+            &time,
+            Mode::Reference,
+            plan,
+        );
         let forward = clock.elapsed();
         let rule = GradientRule { xi, mode: Mode::Reference, anchor: SegmentAnchor::Start };
         let gradient =
@@ -207,22 +214,36 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         median.gradient.as_secs_f64() * 1e3,
         median.segments
     );
-    // what the per-step release of burn-autodiff's bookkeeping (flat memory in N) costs
-    let simulation = |release: bool| {
-        let trajectory = match release {
-            true => simulate_untracked(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference),
-            false => simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference),
-        };
+    // the simulation three ways: NCSN++'s values twin (autodiff, releasing its entries after
+    // every step), autodiff keeping every entry, and the inner backend (no graph at all)
+    let inner_model = flowgrad_models::load_ncsnpp::<backend::InnerBackend>(
+        &args.fixture.join("weights.safetensors"),
+        &config,
+        flowgrad_models::WeightsChoice::Ema,
+        &device,
+    )?;
+    let inner_controls: Vec<_> = inputs.controls.iter().map(|u| u.clone().inner()).collect();
+    let released = super::median_seconds(args.repeats, || {
+        let trajectory =
+            simulate_untracked(&model.values(), inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
         let _ = to_vec(trajectory.last());
-    };
-    let kept = super::median_seconds(args.repeats, || simulation(false));
-    let released = super::median_seconds(args.repeats, || simulation(true));
+    });
+    let kept = super::median_seconds(args.repeats, || {
+        let _ = to_vec(simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference).last());
+    });
+    let inner = super::median_seconds(args.repeats, || {
+        let trajectory =
+            simulate(&inner_model, inputs.z0.clone().inner(), Some(&inner_controls), &time, Mode::Reference);
+        let _ = to_vec(trajectory.last());
+    });
     println!(
-        "simulation alone, median of {}: {:.1} ms releasing autodiff entries after every step (simulate_untracked), {:.1} ms keeping them (simulate): ratio {:.3}",
+        "simulation alone, median of {}: {:.1} ms through autodiff releasing its entries after every step (NCSN++'s values twin), {:.1} ms keeping them, {:.1} ms on the inner backend: ratios {:.3}, inner {:.3}",
         args.repeats,
         released * 1e3,
         kept * 1e3,
-        released / kept
+        inner * 1e3,
+        released / kept,
+        inner / released
     );
     println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
     Ok(ExitCode::SUCCESS)

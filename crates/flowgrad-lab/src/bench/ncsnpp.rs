@@ -13,8 +13,8 @@ use burn::tensor::{Distribution, Tensor, backend::Backend as _};
 use clap::ValueEnum;
 use flowgrad::tensor_util::to_vec;
 use flowgrad::{
-    AnchorPlan, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor, TimeGrid, VelocityField,
-    full_backprop, simulate_recording, velocity_vjp,
+    AnchorPlan, DifferentiableField, GradientRule, Guidance, GuidanceContext, Mode, MseToTarget, SegmentAnchor,
+    TimeGrid, VelocityField, full_backprop, simulate_recording, velocity_vjp,
 };
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
@@ -140,7 +140,8 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
         Method::Decomposed | Method::Recorded => {
             let capacity = if method == Method::Recorded { flowgrad_engine::BUNDLED_RECORDED_FORWARDS } else { 0 };
             let plan = AnchorPlan { xi: 0.0, mode, anchor: SegmentAnchor::Start, capacity };
-            let (trajectory, mut recorded) = simulate_recording(&model, x0, Some(&controls), &time, mode, plan);
+            let (trajectory, mut recorded) =
+                simulate_recording(&model, &model.values(), x0, Some(&controls), &time, mode, plan);
             let rule = GradientRule { xi: 0.0, mode, anchor: SegmentAnchor::Start };
             let gradient = super::iteration::gradient_towards(
                 &model,

@@ -1,8 +1,11 @@
 //! The NCSN++ network (`ncsnpp.py`): built module by module in the original registration order,
 //! so every parameter gets its original `all_modules.{i}…` key.
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use flowgrad::VelocityField;
+use burn::tensor::{
+    Int, Tensor, TensorData,
+    backend::{AutodiffBackend, Backend},
+};
+use flowgrad::{DifferentiableField, Untracked, VelocityField};
 
 use super::NcsnppError;
 use super::blocks::{AttnBlock, Combine, ConvDownsample, ResBlock, Resample, Resampler};
@@ -343,6 +346,15 @@ impl<B: Backend> VelocityField<B> for Ncsnpp<B> {
 
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+}
+
+/// NCSN++ is a plain struct of tensors rather than a burn module: its values-only forwards run
+/// through autodiff, releasing the graph entries after each ([`Untracked`]).
+impl<B: AutodiffBackend> DifferentiableField<B> for Ncsnpp<B> {
+    type Values = Untracked<B, Ncsnpp<B>>;
+    fn values(&self) -> Self::Values {
+        Untracked::new(self.clone())
     }
 }
 

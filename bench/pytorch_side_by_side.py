@@ -296,7 +296,8 @@ class Theirs:
 
 def ours(args, fixtures, n, xi):
     """Our side: `flowgrad bench iteration` on the same set, timed inside the child process."""
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    # flex's kernels run on rayon, a `--features tch` build's on libtorch's OpenMP threads
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     cmd = [str(args.flowgrad_bin), "bench", "iteration", "--fixture", str(fixtures / "ncsnpp"), "--steps", str(n),
            "--xi", repr(xi), "--repeats", str(args.repeats), "--threads", str(args.threads), "--network"]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout

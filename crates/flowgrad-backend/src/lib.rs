@@ -1,12 +1,16 @@
 //! The one place the binaries choose their burn backend: every crate that computes (engine,
 //! training, parity checks, benchmarks) uses [`Backend`], so a `cuda` build does all of it on
-//! the GPU.
+//! the GPU, and a `tch` build on the CPU with PyTorch's kernels.
 
 use std::sync::Arc;
 
 /// CPU: burn's `flex` backend with autodiff.
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(any(feature = "cuda", feature = "tch")))]
 pub type Backend = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// CPU with PyTorch's kernels: burn's LibTorch backend with autodiff (the `tch` feature).
+#[cfg(all(feature = "tch", not(feature = "cuda")))]
+pub type Backend = burn::backend::Autodiff<burn::backend::LibTorch>;
 
 /// GPU: burn's CUDA backend with autodiff.
 #[cfg(feature = "cuda")]
@@ -22,7 +26,13 @@ pub fn device() -> burn::tensor::Device<Backend> {
 
 /// Human-readable backend name for reports.
 pub fn name() -> &'static str {
-    if cfg!(feature = "cuda") { "cuda" } else { "flex (CPU)" }
+    if cfg!(feature = "cuda") {
+        "cuda"
+    } else if cfg!(feature = "tch") {
+        "libtorch (CPU)"
+    } else {
+        "flex (CPU)"
+    }
 }
 
 /// Editors to run side by side on this machine by default: one per CPU core (at batch 1 an
@@ -41,7 +51,8 @@ pub fn kernel_threads_per_worker(workers: usize) -> usize {
 /// the process's shared pool, one thread per core; editors running side by side should each have
 /// their own, smaller pool instead: on the shared pool their kernels queue behind each other's
 /// (two editors on 2 cores: 1.16× the throughput with a 1-thread pool each, see BENCHMARKS.md,
-/// "Fleet"). Cheap to clone; a no-op for the GPU's kernels.
+/// "Fleet"). Cheap to clone; a no-op for the GPU's kernels and for LibTorch's, which run on its
+/// own threads (`OMP_NUM_THREADS`).
 #[derive(Clone)]
 pub struct KernelThreads(Option<Arc<rayon::ThreadPool>>);
 

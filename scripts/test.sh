@@ -53,6 +53,9 @@ log "deployment: helm lint/template over the value sets, kubernetes-validate, re
 export FLOWGRAD_RENDERED_CONFIGS=${FLOWGRAD_RENDERED_CONFIGS:-/var/tmp/flowgrad-rendered}
 bash scripts/validate-deploy.sh "$FLOWGRAD_RENDERED_CONFIGS"
 
+log "patched dependency: vendor/burn-autodiff is crates.io's release plus its patch, nothing else"
+bash scripts/check-vendored.sh
+
 log "CUDA feature: no LLVM download in its tree"
 if cargo tree -e normal,build -i tracel-llvm-bundler -p flowgrad-cli --features cuda 2>/dev/null | grep -q tracel; then
   echo "tracel-llvm-bundler is in the CUDA dependency tree: it downloads LLVM at build time"; exit 1

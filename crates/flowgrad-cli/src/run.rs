@@ -60,8 +60,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Forward passes each edit's simulation keeps for its VJPs to reuse (each one forward's
-    /// activations; 0: every VJP runs its own forward; default: 16 for the bundled models, 0 for
-    /// NCSN++). The edits are the same either way.
+    /// activations; 0: every VJP runs its own forward; default: the engine's,
+    /// `BUNDLED_RECORDED_FORWARDS` for the bundled models, 0 for NCSN++). The edits are the same
+    /// either way.
     #[arg(long)]
     pub recorded_forwards: Option<usize>,
     /// Workers editing in parallel (default: one per CPU core).

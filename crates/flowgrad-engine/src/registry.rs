@@ -247,9 +247,12 @@ fn no_classifier(class: &str) -> EngineError {
     CatalogError::NoClassifier { model: NCSNPP_MODEL.into(), class: class.into() }.into()
 }
 
-/// Forwards an edit with a bundled model (1×32×32 UNet) holds by default for its VJPs: 16 of a
-/// simulation's forwards, one forward's activations each.
-pub const BUNDLED_RECORDED_FORWARDS: usize = 16;
+/// Forwards an edit with a bundled model (1×32×32 UNet) holds by default for its VJPs (one
+/// forward's activations each): none. Recording runs most of the simulation's forwards under
+/// autodiff (a VJP anchored at a segment's middle is known only once the segment closes) and
+/// frees the unused ones, which costs more than the forwards the VJPs save: real edits took 8–14 %
+/// longer with 16 held (BENCHMARKS.md, Table 1).
+pub const BUNDLED_RECORDED_FORWARDS: usize = 0;
 
 /// Loads models by name, once, and shares them.
 pub struct ModelRegistry {

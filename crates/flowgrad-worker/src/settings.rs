@@ -26,7 +26,8 @@ pub struct WorkerSettings {
     pub max_image_bytes: usize,
     /// Forward passes an edit's simulation holds at most for its VJPs to reuse (each one
     /// forward's activations; 0 = the paper's memory, every VJP runs its own forward); unset:
-    /// each model's default (16 for the bundled models, 0 for NCSN++).
+    /// the engine's default for the model (`flowgrad_engine::BUNDLED_RECORDED_FORWARDS` for the
+    /// bundled models, 0 for NCSN++).
     #[serde(default)]
     pub recorded_forwards: Option<usize>,
     /// CPU threads of this worker's own pool for the editor's kernels; unset: the process's

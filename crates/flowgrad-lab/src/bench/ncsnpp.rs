@@ -19,13 +19,18 @@ use flowgrad::{
 use flowgrad_backend::{self as backend, Backend};
 use flowgrad_models::ncsnpp::{Ncsnpp, NcsnppConfig};
 
+/// Forwards the `recorded` memory case holds at most (what an editor's `--recorded-forwards 16`
+/// holds).
+pub const RECORDED_CAPACITY: usize = 16;
+
 /// Back-propagation methods whose memory is compared.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     /// One VJP per Euler step (ξ = 0), each graph freed before the next.
     Decomposed,
-    /// The same, the simulation recording forwards for the VJPs as an editor does (at most
-    /// [`flowgrad_engine::BUNDLED_RECORDED_FORWARDS`] held; at ξ = 0 every step is an anchor).
+    /// The same, the simulation recording forwards for the VJPs as an editor with
+    /// `--recorded-forwards` does (at most [`RECORDED_CAPACITY`] held; at ξ = 0 every step is an
+    /// anchor).
     Recorded,
     /// Autograd through all N steps at once.
     Full,
@@ -138,7 +143,7 @@ pub fn memory_case(fixture: &Path, steps: usize, method: Method) -> anyhow::Resu
     let baseline = peak_rss_kib()?;
     let vjps = match method {
         Method::Decomposed | Method::Recorded => {
-            let capacity = if method == Method::Recorded { flowgrad_engine::BUNDLED_RECORDED_FORWARDS } else { 0 };
+            let capacity = if method == Method::Recorded { RECORDED_CAPACITY } else { 0 };
             let plan = AnchorPlan { xi: 0.0, mode, anchor: SegmentAnchor::Start, capacity };
             let (trajectory, mut recorded) =
                 simulate_recording(&model, &model.values(), x0, Some(&controls), &time, mode, plan);

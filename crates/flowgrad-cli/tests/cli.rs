@@ -90,6 +90,8 @@ fn table1_summarises_the_chosen_variant() {
         "interpolate",
         "--xi",
         "1e-3",
+        "--recorded-forwards",
+        "16",
     ]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
@@ -107,8 +109,8 @@ fn table1_summarises_the_chosen_variant() {
         line(&format!("xi=0.001 {variant}: vjp_ratio="));
     }
     assert_eq!(line("table1: "), line("xi=0.001 middle + interp.: "), "{text}");
-    // the VJPs reuse the simulation's recorded forwards by default; without them every VJP runs
-    // its own, and the gradients (so their cosines to the exact one) are the same
+    // with recorded forwards the VJPs reuse the simulation's; without them every VJP runs its
+    // own, and the gradients (so their cosines to the exact one) are the same
     assert!(text.contains("record up to 16 forwards"), "{text}");
     let unrecorded = flowgrad(&[
         "bench",

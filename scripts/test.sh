@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-log() { printf '\n== %s\n' "$*"; }
+log() { printf '\n== %s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
 # Build outputs outside the clone survive between runs on the same machine.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/flowgrad-target}

@@ -9,11 +9,14 @@ patches of shared/fixtures/FORMAT.md ("How they were made"). The network and inp
 fixture's (`--fixtures`: ncsnpp/ weights, flowgrad/ z0, target, u_init, N, xi, lr) or generated
 at the paper's size (`--generate DIR`: the CelebA-HQ 256² config, the reference init under a seed
 plus FORMAT.md's perturbation and output gain, written in the fixture layout so that both sides
-read the same files; xi is then calibrated on their side to give `--segments` segments).
+read the same files; xi is then calibrated on their side to give `--segments` segments and written
+into DIR/flowgrad/config.json, so a later run with `--fixtures DIR` reuses set and xi).
 
 Each round times their side in this process (median of --repeats after one warm-up) and then ours
 (`flowgrad bench iteration`, a child process, likewise timed inside); rounds alternate so a
-machine's drift hits both sides. The last line is
+machine's drift hits both sides. At the paper's size one iteration takes minutes:
+`--no-iteration-warmup` times it without a warm-up iteration on either side (the forward and VJP
+timings before it have warmed both processes). The last line is
 
     side_by_side: ours=<s> theirs=<s> ratio_theirs_over_ours=<x> forward_ratio=<x> vjp_ratio=<x> ...
 
@@ -56,6 +59,8 @@ def parse_args():
     p.add_argument("--segments", type=int, default=10,
                    help="with --generate and no --xi: calibrate xi to this many segments (default 10, the paper's M)")
     p.add_argument("--seed", type=int, default=20261206, help="seed of the generated set (default 20261206)")
+    p.add_argument("--iteration-warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="run one untimed iteration before timing them, on both sides (default: yes)")
     args = p.parse_args()
     if args.rounds < 1 or args.repeats < 1:
         p.error("--rounds and --repeats must be at least 1")
@@ -229,8 +234,9 @@ class Theirs:
         if self.device.type == "cuda":
             self.torch.cuda.synchronize()
 
-    def timed(self, fn, repeats):
-        fn()
+    def timed(self, fn, repeats, warmup=True):
+        if warmup:
+            fn()
         times = []
         for _ in range(repeats):
             self.sync()
@@ -246,8 +252,9 @@ class Theirs:
         return len(plan["indices"])
 
     def calibrate(self, segments):
-        """The xi (bisection in log space) whose plan has `segments` segments, as near as it gets. The
-        network's outputs are recorded once and replayed: every probe's trajectory is the same."""
+        """The xi (bisection in log space) whose plan has `segments` segments, as near as it gets, and
+        that plan's segment count. The network's outputs are recorded once and replayed: every
+        probe's trajectory is the same."""
         preds = []
 
         def recording(x, t):
@@ -264,7 +271,7 @@ class Theirs:
             else:
                 hi = mid
         self.xi = hi
-        return hi
+        return hi, replay(hi)
 
     def forward(self):
         t = self.torch.full((1,), 0.5 * 999, device=self.device)
@@ -289,9 +296,9 @@ class Theirs:
                                           L_N=lambda x: ((x - target) ** 2).mean(), u_init=self.u_init,
                                           number_of_iterations=1, straightness_threshold=self.xi, lr=self.lr)
 
-    def measure(self, repeats):
+    def measure(self, repeats, iteration_warmup):
         return {"forward": self.timed(self.forward, repeats), "vjp": self.timed(self.forward_vjp, repeats),
-                "iteration": self.timed(self.iteration, repeats), "segments": self.segments}
+                "iteration": self.timed(self.iteration, repeats, iteration_warmup), "segments": self.segments}
 
 
 def ours(args, fixtures, n, xi):
@@ -299,7 +306,8 @@ def ours(args, fixtures, n, xi):
     # flex's kernels run on rayon, a `--features tch` build's on libtorch's OpenMP threads
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     cmd = [str(args.flowgrad_bin), "bench", "iteration", "--fixture", str(fixtures / "ncsnpp"), "--steps", str(n),
-           "--xi", repr(xi), "--repeats", str(args.repeats), "--threads", str(args.threads), "--network"]
+           "--xi", repr(xi), "--repeats", str(args.repeats), "--threads", str(args.threads), "--network",
+           "--iteration-only"] + ([] if args.iteration_warmup else ["--no-warmup"])
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     print(out, end="")
     m = re.search(r"^iteration: seconds=(\S+) steps=(\d+) segments=(\d+)$", out, re.M)
@@ -318,13 +326,17 @@ def main():
     fixtures = generate_set(args, torch, mutils) if args.generate else args.fixtures
     theirs = Theirs(args, torch, mutils, fg, fixtures)
     if theirs.xi is None:
-        print(f"calibrated xi={theirs.calibrate(args.segments):.6g} for {theirs.count_segments(theirs.xi)} segments"
-              f" (asked {args.segments})")
+        xi, segments = theirs.calibrate(args.segments)
+        print(f"calibrated xi={xi:.6g} for {segments} segments (asked {args.segments})", flush=True)
+        settings_path = fixtures / "flowgrad/config.json"
+        settings = json.loads(settings_path.read_text())
+        settings["xi"] = xi
+        settings_path.write_text(json.dumps(settings, indent=1))
     name = torch.cuda.get_device_name() if theirs.device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"theirs: torch {torch.__version__} on {name}, N={theirs.n}, xi={theirs.xi}, z0 {list(theirs.z0.shape)}")
     rounds = []
     for r in range(args.rounds):
-        t = theirs.measure(args.repeats)
+        t = theirs.measure(args.repeats, args.iteration_warmup)
         print(f"round {r} theirs: forward {t['forward']:.6f} s, forward+VJP {t['vjp']:.6f} s, "
               f"iteration {t['iteration']:.6f} s, segments {t['segments']}", flush=True)
         o = ours(args, fixtures, theirs.n, theirs.xi)

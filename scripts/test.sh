@@ -65,6 +65,9 @@ log "lints: rustfmt; clippy -D warnings on every target, built with the CUDA fea
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets --features flowgrad-cli/cuda -- -D warnings
 
+log "LibTorch feature (the CPU build that outruns the original at 256²): clippy -D warnings against torch 2.9.0 from PyPI"
+(. scripts/tch-env.sh && cargo clippy --locked -p flowgrad-cli --all-targets --features tch -- -D warnings)
+
 log "the job schema, the catalog and the coordinator link no tensor library"
 for crate in flowgrad-params flowgrad-jobs flowgrad-catalog flowgrad-coordinator; do
   if cargo tree --locked -e normal -p "$crate" | grep -Eq 'burn|cubecl'; then

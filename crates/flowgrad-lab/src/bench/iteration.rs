@@ -47,6 +47,14 @@ pub struct IterationArgs {
     /// VJP's cotangent: the target), medians after a warm-up; prints a `network:` line.
     #[arg(long)]
     network: bool,
+    /// Time the iterations without an untimed warm-up iteration first (at NCSN++ 256² and
+    /// N = 100 one iteration costs minutes; `--network`'s warm-ups have run by then).
+    #[arg(long)]
+    no_warmup: bool,
+    /// Time the iteration only, not also the simulation three ways afterwards (one of them keeps
+    /// every step's graph, which at 256² and N = 100 does not fit in memory).
+    #[arg(long)]
+    iteration_only: bool,
 }
 
 /// FlowGrad's gradient for every control of `trajectory` towards `guidance` under `rule`
@@ -195,7 +203,9 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         let total = clock.elapsed();
         Timing { forward, gradient: total - forward, total, segments: gradient.vjps }
     };
-    let _ = iteration();
+    if !args.no_warmup {
+        let _ = iteration();
+    }
     let mut runs: Vec<Timing> = (0..args.repeats).map(|_| iteration()).collect();
     runs.sort_by_key(|t| t.total);
     let median = &runs[runs.len() / 2];
@@ -216,25 +226,41 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         median.gradient.as_secs_f64() * 1e3,
         median.segments
     );
-    // the simulation three ways: NCSN++'s values twin (autodiff, releasing its entries after
-    // every step), autodiff keeping every entry, and the inner backend (no graph at all)
+    if !args.iteration_only {
+        compare_simulations(args, &config, &model, &values, &inputs, &time)?;
+    }
+    println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Times the simulation three ways and prints the `simulation alone` line: NCSN++'s values twin
+/// (autodiff, releasing its entries after every step), autodiff keeping every entry, and the
+/// inner backend (no graph at all).
+fn compare_simulations(
+    args: &IterationArgs,
+    config: &flowgrad_models::NcsnppConfig,
+    model: &flowgrad_models::Ncsnpp<Backend>,
+    values: &<flowgrad_models::Ncsnpp<Backend> as DifferentiableField<Backend>>::Values,
+    inputs: &Inputs,
+    time: &TimeGrid,
+) -> anyhow::Result<()> {
     let inner_model = flowgrad_models::load_ncsnpp::<backend::InnerBackend>(
         &args.fixture.join("weights.safetensors"),
-        &config,
+        config,
         flowgrad_models::WeightsChoice::Ema,
-        &device,
+        &backend::device(),
     )?;
     let inner_controls: Vec<_> = inputs.controls.iter().map(|u| u.clone().inner()).collect();
     let released = super::median_seconds(args.repeats, || {
-        let trajectory = simulate_untracked(&values, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference);
+        let trajectory = simulate_untracked(values, inputs.z0.clone(), Some(&inputs.controls), time, Mode::Reference);
         let _ = to_vec(trajectory.last());
     });
     let kept = super::median_seconds(args.repeats, || {
-        let _ = to_vec(simulate(&model, inputs.z0.clone(), Some(&inputs.controls), &time, Mode::Reference).last());
+        let _ = to_vec(simulate(model, inputs.z0.clone(), Some(&inputs.controls), time, Mode::Reference).last());
     });
     let inner = super::median_seconds(args.repeats, || {
         let trajectory =
-            simulate(&inner_model, inputs.z0.clone().inner(), Some(&inner_controls), &time, Mode::Reference);
+            simulate(&inner_model, inputs.z0.clone().inner(), Some(&inner_controls), time, Mode::Reference);
         let _ = to_vec(trajectory.last());
     });
     println!(
@@ -246,8 +272,7 @@ pub fn run(args: &IterationArgs) -> anyhow::Result<ExitCode> {
         released / kept,
         inner / released
     );
-    println!("iteration: seconds={:.6} steps={steps} segments={}", median.total.as_secs_f64(), median.segments);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The default fixture folder: `$FLOWGRAD_FIXTURES/ncsnpp`, else `../shared/fixtures/ncsnpp`.

@@ -7,25 +7,23 @@ use std::process::Command;
 mod common;
 use common::fixtures;
 
-#[test]
-fn bench_iteration_prints_a_parsable_summary() {
+/// stdout of a successful `flowgrad bench iteration` on the fixture's NCSN++ at N = 4, one
+/// repetition, with `extra` arguments.
+fn bench_iteration(extra: &[&str]) -> String {
     let fixture = fixtures().join("ncsnpp");
     let out = Command::new(env!("CARGO_BIN_EXE_flowgrad"))
-        .args([
-            "bench",
-            "iteration",
-            "--fixture",
-            fixture.to_str().unwrap(),
-            "--steps",
-            "4",
-            "--repeats",
-            "1",
-            "--network",
-        ])
+        .args(["bench", "iteration", "--fixture", fixture.to_str().unwrap(), "--steps", "4", "--repeats", "1"])
+        .args(extra)
         .output()
         .expect("flowgrad runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+#[test]
+fn bench_iteration_prints_a_parsable_summary() {
+    let stdout = bench_iteration(&["--network"]);
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("iteration: "))
@@ -44,6 +42,16 @@ fn bench_iteration_prints_a_parsable_summary() {
     let seconds: Vec<f64> = network.split(' ').filter_map(|kv| kv.split_once('=')?.1.parse().ok()).collect();
     assert_eq!(seconds.len(), 2, "{network}");
     assert!(seconds[0] > 0.0 && seconds[1] > seconds[0], "a VJP costs more than its forward: {network}");
+    assert!(stdout.contains("\nsimulation alone, "), "the simulation timed three ways: {stdout}");
+}
+
+#[test]
+fn iteration_only_times_the_iteration_and_nothing_after_it() {
+    // the side-by-side script's flags at 256² and N = 100: no warm-up iteration, no simulation
+    // comparison (it keeps every step's graph)
+    let stdout = bench_iteration(&["--iteration-only", "--no-warmup"]);
+    assert!(stdout.lines().any(|l| l.starts_with("iteration: seconds=")), "{stdout}");
+    assert!(!stdout.contains("simulation alone"), "--iteration-only still compared the simulations: {stdout}");
 }
 
 #[test]
@@ -71,6 +79,7 @@ fn side_by_side_script_help_works_without_torch() {
         "--repeats",
         "--rounds",
         "--segments",
+        "--no-iteration-warmup",
     ] {
         assert!(stdout.contains(option), "{option} missing from:\n{stdout}");
     }

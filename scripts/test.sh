@@ -65,8 +65,14 @@ log "lints: rustfmt; clippy -D warnings on every target, built with the CUDA fea
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets --features flowgrad-cli/cuda -- -D warnings
 
-log "LibTorch feature (the CPU build that outruns the original at 256²): clippy -D warnings against torch 2.9.0 from PyPI"
-(. scripts/tch-env.sh && cargo clippy --locked -p flowgrad-cli --all-targets --features tch -- -D warnings)
+log "LibTorch build (the CPU build that outruns the original at 256²): the parity fixtures on PyTorch's kernels"
+# torch 2.9.0 from PyPI (scripts/tch-env.sh); the tests' build below puts the default binary back
+(
+  . scripts/tch-env.sh
+  cargo build --locked -p flowgrad-cli --features tch
+  ldd "$CARGO_TARGET_DIR/debug/flowgrad" | grep -q 'libtorch_cpu' || { echo "the tch build does not link libtorch"; exit 1; }
+  for set in ncsnpp flowgrad clip; do "$CARGO_TARGET_DIR/debug/flowgrad" parity "$set" "$FLOWGRAD_FIXTURES/$set"; done
+)
 
 log "the job schema, the catalog and the coordinator link no tensor library"
 for crate in flowgrad-params flowgrad-jobs flowgrad-catalog flowgrad-coordinator; do

@@ -242,17 +242,11 @@ async fn metrics_count_what_the_processes_did() {
     );
     assert_eq!(sample(&worker, "flowgrad_queue_lag_seconds_count"), 3.0);
     assert!(sample(&worker, "flowgrad_checkpoint_bytes") > 0.0);
-    let coordinator = fleet.metrics("coordinator").await;
-    assert_eq!(sample(&coordinator, "flowgrad_tasks_published_total"), 3.0);
     // the coordinator counts a finished job after writing its report and status (the report can
     // be seen first): wait for the count, briefly
-    let mut finished = sample(&coordinator, "flowgrad_jobs_finished_total");
-    for _ in 0..100 {
-        if finished >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        finished = sample(&fleet.metrics("coordinator").await, "flowgrad_jobs_finished_total");
-    }
-    assert_eq!(finished, 1.0);
+    let coordinator = fleet
+        .wait_metrics("coordinator", Duration::from_secs(10), |m| sample(m, "flowgrad_jobs_finished_total") >= 1.0)
+        .await;
+    assert_eq!(sample(&coordinator, "flowgrad_tasks_published_total"), 3.0);
+    assert_eq!(sample(&coordinator, "flowgrad_jobs_finished_total"), 1.0);
 }

@@ -243,6 +243,22 @@ status_interval_ms = 300
         body
     }
 
+    /// Waits until the `/metrics` body of the latest process named `id` satisfies `done`; returns it.
+    pub async fn wait_metrics(&self, id: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let metrics = self.metrics(id).await;
+            if done(&metrics) {
+                return metrics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}'s metrics never reached the expected state in {timeout:?}:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the latest process named `id` serves its HTTP endpoint.
     pub async fn wait_serving(&self, id: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
